@@ -65,7 +65,7 @@ const _: () = assert!(HEADER_MAX + MAX_TEXT_LEN <= PLAINTEXT_LEN);
 const LAYOUT_VERSION: u8 = 1;
 
 /// Why sealing or opening failed. Never carries plaintext or key bytes.
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum CryptoError {
     /// The tag did not verify: wrong key, edited ciphertext, or a row moved or swapped.
