@@ -42,10 +42,6 @@ fn random_below(n: u64) -> u64 {
     u64::from_le_bytes(b) % n.max(1)
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 /// Prints one whole line with one write (atomic on a pipe: < PIPE_BUF bytes).
 fn report(line: &str) {
     let mut out = std::io::stdout().lock();
