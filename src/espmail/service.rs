@@ -84,9 +84,11 @@ impl MailHandle {
         let keys = Arc::new(Keyring::new(keyfile)?);
         let store = Store::open(db_path, Arc::clone(&keys), limits.clone())?;
         let (tx, rx) = mpsc::channel(limits.queue_len);
+        // The writer logs where its opener logs (a thread does not inherit the subscriber).
+        let dispatch = tracing::dispatcher::get_default(|d| d.clone());
         let writer = std::thread::Builder::new()
             .name("espmail-writer".into())
-            .spawn(move || run_writer(store, rx))
+            .spawn(move || tracing::dispatcher::with_default(&dispatch, || run_writer(store, rx)))
             .map_err(|e| StoreError::Io(format!("cannot start the writer thread: {e}")))?;
         info!(db = %db_path.display(), active_key = keys.active_id(), "ESP Mail store open");
         Ok(MailHandle {
