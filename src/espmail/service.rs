@@ -20,7 +20,7 @@
 //!   same avatar (e.g. the avatar logged in again elsewhere) waits until the first mailbox
 //!   is dropped, at most [`Limits::lease_wait_ms`], then gets [`StoreError::MailboxBusy`]. So
 //!   two sessions never hand out the same message; whatever the first did not confirm is
-//!   loaded again by the second.
+//!   loaded again by the second. Leases live in this process: one server per database.
 //! - [`MailHandle::shutdown`] finishes every job queued before it (committing and answering)
 //!   and stops the writer; graceful shutdown awaits it. Later calls get [`StoreError::Closed`].
 //!
