@@ -14,3 +14,5 @@
 
 pub mod crc;
 pub mod frame;
+pub mod link;
+pub mod preamble;
