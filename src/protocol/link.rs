@@ -278,18 +278,7 @@ impl Link {
             Command::RESET_ACK | Command::WINDOW_FULL => {
                 self.process_ack(frame.recv, now, &mut out);
             }
-            // A NAK's RECV is stale by nature (the client is saying it lost something), so
-            // it never frees a frame: we only resend.
-            Command::NAK | Command::SEQUENCE_ERROR => {
-                if !self.resend_oldest(now, &mut out) {
-                    // Nothing of ours is outstanding, so what the client misses is our ack
-                    // of its own Action (the real C64 NAKs right after its `SG`, §1.3.5).
-                    // bridge_v2 sends nothing and the C64 waits ~9 s for its next heartbeat
-                    // to be answered; a ResetAck answers at once and is what a heartbeat
-                    // would get anyway.
-                    out.send.push(self.unnumbered(Command::RESET_ACK));
-                }
-            }
+            Command::NAK | Command::SEQUENCE_ERROR => self.on_nak(now, &mut out),
             // 22 and unknown commands: ignored, as bridge_v2 does.
             _ => {}
         }
@@ -459,6 +448,18 @@ impl Link {
             }
             // `SG` and any other mnemonic: accepted and acked (by our next RECV), no reply.
             _ => {}
+        }
+    }
+
+    /// NAK or SequenceError. Its RECV is stale by nature (the client is saying it lost
+    /// something), so it never frees a frame: we only resend, at once.
+    fn on_nak(&mut self, now: Instant, out: &mut Output) {
+        if !self.resend_oldest(now, out) {
+            // Nothing of ours is outstanding, so what the client misses is our ack of its
+            // own Action (the real C64 NAKs right after its `SG`, §1.3.5). bridge_v2 sends
+            // nothing and the C64 waits ~9 s for its next heartbeat to be answered; a
+            // ResetAck answers at once and is what a heartbeat would get anyway.
+            out.send.push(self.unnumbered(Command::RESET_ACK));
         }
     }
 
