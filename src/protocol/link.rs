@@ -529,3 +529,466 @@ impl Pending {
         self.frame.send
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn action(send: u8, recv: u8, payload: &'static [u8]) -> Frame {
+        Frame {
+            send,
+            recv,
+            cmd: Command::ACTION,
+            payload: Bytes::from_static(payload),
+        }
+    }
+
+    fn bare(cmd: Command, send: u8, recv: u8) -> Frame {
+        Frame::bare(cmd, send, recv)
+    }
+
+    const CRC_BAD: BadFrame = BadFrame::Crc {
+        said: 1,
+        got: 2,
+        probe: false,
+    };
+
+    /// A small Habitat packet; `n` tells them apart (a `0D` would need escaping).
+    fn pkt(n: u8) -> Bytes {
+        let n = if n == FRAME_END { n + 1 } else { n };
+        Bytes::from(vec![0x55, 0xfa, 0x00, 0x0f, n])
+    }
+
+    #[test]
+    fn window_is_bounded_at_64() {
+        let now = Instant::now();
+        let mut link = Link::new();
+        for n in 0..WINDOW {
+            assert!(link.can_send());
+            link.send_action(pkt(n as u8), now).unwrap();
+        }
+        assert!(!link.can_send());
+        assert_eq!(
+            link.send_action(pkt(0), now),
+            Err(LinkError::WindowFull { max: WINDOW })
+        );
+        assert_eq!(link.window_len(), WINDOW);
+        // 64 frames from 0x11 on: the newest is 0x50. Acking 0x30 frees 0x11..=0x30.
+        let out = link.on_frame(bare(Command::RESET_ACK, 0x10, 0x30), now);
+        assert_eq!(
+            out.acked,
+            Some(IdRange {
+                first: OutFrameId(0),
+                last: OutFrameId(31)
+            })
+        );
+        assert_eq!(link.window_len(), 32);
+        // Acking the newest frees all 64, though it is more than 56 steps from the oldest
+        // (bridge_v2's 56-step reach would have stranded the oldest frames).
+        let mut link2 = Link::new();
+        for n in 0..WINDOW {
+            link2.send_action(pkt(n as u8), now).unwrap();
+        }
+        let out = link2.on_frame(bare(Command::RESET_ACK, 0x10, 0x50), now);
+        assert_eq!(
+            out.acked,
+            Some(IdRange {
+                first: OutFrameId(0),
+                last: OutFrameId(63)
+            })
+        );
+        assert_eq!(link2.window_len(), 0);
+    }
+
+    #[test]
+    fn send_action_refuses_what_cannot_be_framed() {
+        let now = Instant::now();
+        let mut link = Link::new();
+        let max = MAX_FRAME_LEN - HEADER_LEN;
+        assert!(link.send_action(Bytes::from(vec![0x55; max]), now).is_ok());
+        assert_eq!(
+            link.send_action(Bytes::from(vec![0x55; max + 1]), now),
+            Err(LinkError::TooLong { len: max + 1, max })
+        );
+        assert_eq!(
+            link.send_action(Bytes::from_static(&[0x55, 0x0d]), now),
+            Err(LinkError::FrameEnd { at: 1 })
+        );
+        assert_eq!((link.out_seq(), link.window_len()), (0x11, 1));
+    }
+
+    #[test]
+    fn go_back_1_resend_rewrites_recv_and_crc() {
+        let now = Instant::now();
+        let mut link = Link::new();
+        let first = link.send_action(pkt(1), now).unwrap();
+        link.send_action(pkt(2), now).unwrap();
+        assert_eq!((first.frame.send, first.frame.recv), (0x11, 0x10));
+        link.on_frame(action(0x11, 0x10, b"\x55\xe0"), now);
+        link.on_frame(action(0x12, 0x10, b"\x55\xe1"), now);
+        let out = link.on_frame(bare(Command::NAK, 0x12, 0x10), now);
+        assert_eq!(out.send.len(), 1, "go-back-1: only the oldest");
+        let resent = out.send[0].to_bytes();
+        let original = first.frame.to_bytes();
+        assert_eq!(resent[6], 0x12, "byte 6 is the current inSeq");
+        assert_eq!(original[6], 0x10);
+        assert_eq!(resent[5], 0x11);
+        assert_eq!(resent[8..], original[8..]);
+        assert_ne!(resent[1..5], original[1..5], "CRC recomputed");
+        let parsed = Frame::parse(resent).unwrap();
+        assert_eq!(parsed.recv, 0x12);
+        // The NAK freed nothing.
+        assert_eq!(link.window_len(), 2);
+        assert_eq!(link.stats().resends, 1);
+    }
+
+    #[test]
+    fn duplicate_action_is_dropped_but_acked() {
+        let now = Instant::now();
+        let mut link = Link::new();
+        assert!(link
+            .on_frame(action(0x11, 0x10, b"\x55\xe0"), now)
+            .packet
+            .is_some());
+        let out = link.on_frame(action(0x11, 0x10, b"\x55\xe0"), now);
+        assert!(out.packet.is_none());
+        assert_eq!(out.send, vec![bare(Command::RESET_ACK, 0x10, 0x11)]);
+        assert!(link
+            .on_frame(action(0x12, 0x10, b"\x55\xe1"), now)
+            .packet
+            .is_some());
+        assert!(link
+            .on_frame(action(0x13, 0x10, b"\x55\xe2"), now)
+            .packet
+            .is_some());
+        // A little behind: a repeat too.
+        assert!(link
+            .on_frame(action(0x11, 0x10, b"\x55\xe0"), now)
+            .packet
+            .is_none());
+        assert_eq!(link.in_seq(), 0x13);
+        assert_eq!(link.stats().duplicates, 2);
+        // 33 behind 0x13 (wrapping) is no longer a repeat: it reads as a forward gap.
+        let far = 0x13 + seq::RING - 33;
+        assert!(link
+            .on_frame(action(far, 0x10, b"\x55\xe3"), now)
+            .packet
+            .is_some());
+        assert_eq!(link.in_seq(), far);
+    }
+
+    #[test]
+    fn forward_gap_is_accepted_and_first_action_takes_any_number() {
+        let now = Instant::now();
+        let mut link = Link::new();
+        // SG 11, then 13: the real C64 skips 12.
+        let out = link.on_frame(action(0x11, 0x10, b"SG"), now);
+        assert!(out.packet.is_none() && out.send.is_empty());
+        let out = link.on_frame(action(0x13, 0x10, b"\x55\xe0\x00\x03"), now);
+        assert_eq!(
+            out.packet.map(|p| p.into_exposed()),
+            Some(Bytes::from_static(b"\x55\xe0\x00\x03"))
+        );
+        assert_eq!((link.in_seq(), link.stats().gaps), (0x13, 1));
+        // After a Reset the first Action is taken whatever its number, 0x10 included.
+        link.on_frame(bare(Command::RESET, 0x7f, 0x7f), now);
+        assert!(link
+            .on_frame(action(0x10, 0x10, b"\x55"), now)
+            .packet
+            .is_some());
+        assert_eq!(link.in_seq(), 0x10);
+    }
+
+    #[test]
+    fn off_ring_send_is_ignored() {
+        let now = Instant::now();
+        let mut link = Link::new();
+        let out = link.on_frame(action(0x05, 0x10, b"\x55"), now);
+        assert!(out.packet.is_none());
+        assert_eq!((link.in_seq(), link.stats().off_ring), (0x10, 1));
+    }
+
+    #[test]
+    fn nak_is_debounced_until_a_valid_frame() {
+        let now = Instant::now();
+        let mut link = Link::new();
+        let nak = vec![bare(Command::NAK, 0x10, 0x10)];
+        assert_eq!(link.on_bad_frame(&CRC_BAD).send, nak);
+        assert!(link.on_bad_frame(&CRC_BAD).send.is_empty());
+        assert!(link.receive(Err(CRC_BAD), now).send.is_empty());
+        // Too short / no sync / too long: dropped, never NAKed.
+        let mut fresh = Link::new();
+        for bad in [
+            BadFrame::TooShort { len: 3 },
+            BadFrame::NoSync { first: 0x41 },
+            BadFrame::TooLong { max: 128 },
+        ] {
+            assert!(fresh.on_bad_frame(&bad).send.is_empty());
+        }
+        assert_eq!(fresh.stats().dropped_frames, 3);
+        // A valid frame re-arms the NAK, which carries the current numbers.
+        link.on_frame(action(0x11, 0x10, b"SG"), now);
+        assert_eq!(
+            link.on_bad_frame(&CRC_BAD).send,
+            vec![bare(Command::NAK, 0x10, 0x11)]
+        );
+        assert_eq!(link.stats().naks_sent, 2);
+        assert_eq!(link.stats().naks_debounced, 2);
+    }
+
+    #[test]
+    fn ack_covering_wraps_the_ring() {
+        let t = Instant::now();
+        let mut link = Link::new();
+        // Walk our numbers up to 0x7D, everything acked.
+        for _ in 0x11..=0x7d {
+            let sent = link.send_action(pkt(0), t).unwrap();
+            link.on_frame(bare(Command::RESET_ACK, 0x10, sent.frame.send), t);
+        }
+        assert_eq!((link.out_seq(), link.window_len()), (0x7d, 0));
+        let seqs: Vec<u8> = (0..4)
+            .map(|_| link.send_action(pkt(1), t).unwrap().frame.send)
+            .collect();
+        assert_eq!(seqs, [0x7e, 0x7f, 0x10, 0x11]);
+        let out = link.on_frame(bare(Command::RESET_ACK, 0x10, 0x10), t);
+        assert_eq!(link.window_len(), 1, "0x7e, 0x7f and 0x10 acked by 0x10");
+        let acked = out.acked.unwrap();
+        assert_eq!(acked.last.0 - acked.first.0, 2);
+        // A stale ack (from before the wrap) frees nothing.
+        let out = link.on_frame(bare(Command::RESET_ACK, 0x10, 0x7f), t);
+        assert_eq!((out.acked, link.window_len()), (None, 1));
+        assert_eq!(link.stats().ignored_acks, 1);
+    }
+
+    #[test]
+    fn acks_for_frames_never_sent_are_ignored() {
+        let t = Instant::now();
+        let mut link = Link::new();
+        link.send_action(pkt(0), t).unwrap(); // 0x11
+        let out = link.on_frame(bare(Command::PING, 0x10, 0x15), t);
+        assert_eq!((out.acked, link.window_len()), (None, 1));
+        // The real ack still works afterwards.
+        let out = link.on_frame(bare(Command::PING, 0x10, 0x11), t);
+        assert_eq!(
+            out.acked,
+            Some(IdRange {
+                first: OutFrameId(0),
+                last: OutFrameId(0)
+            })
+        );
+    }
+
+    #[test]
+    fn acked_reporting_follows_each_frame() {
+        let t = Instant::now();
+        let mut link = Link::new();
+        let a = link.send_action(pkt(0), t).unwrap().id;
+        let b = link.send_action(pkt(1), t).unwrap().id;
+        assert_eq!(
+            (link.status(a), link.status(b)),
+            (FrameStatus::Pending, FrameStatus::Pending)
+        );
+        assert_eq!(link.status(OutFrameId(2)), FrameStatus::Unknown);
+        link.on_frame(bare(Command::RESET_ACK, 0x10, 0x11), t);
+        assert!(link.is_acked(a));
+        assert!(!link.is_acked(b));
+        // A Reset discards b: it must never read as delivered.
+        let out = link.on_frame(bare(Command::RESET, 0x7f, 0x7f), t);
+        assert_eq!(out.dropped, Some(IdRange { first: b, last: b }));
+        assert_eq!(out.send, vec![bare(Command::RESET_ACK, 0x10, 0x10)]);
+        assert_eq!(
+            (link.status(a), link.status(b)),
+            (FrameStatus::Acked, FrameStatus::Dropped)
+        );
+        // Ids go on counting across the Reset; sequence numbers start again.
+        let c = link.send_action(pkt(2), t).unwrap();
+        assert_eq!((c.id, c.frame.send), (OutFrameId(2), 0x11));
+        link.on_frame(bare(Command::RESET_ACK, 0x10, 0x11), t);
+        assert!(link.is_acked(c.id));
+        assert_eq!(link.status(b), FrameStatus::Dropped);
+    }
+
+    #[test]
+    fn old_dropped_runs_merge_towards_redelivery() {
+        let t = Instant::now();
+        let mut link = Link::new();
+        let mut acked = Vec::new();
+        for _ in 0..=DROPPED_MEMORY {
+            let a = link.send_action(pkt(0), t).unwrap().id;
+            link.on_frame(bare(Command::RESET_ACK, 0x10, 0x11), t);
+            acked.push(a);
+            link.send_action(pkt(1), t).unwrap();
+            link.on_frame(bare(Command::RESET, 0x7f, 0x7f), t);
+        }
+        // Memory stays bounded; the first acked frame after the first run now reads as
+        // dropped (safe: redelivered, not lost), the recent ones stay exact.
+        assert_eq!(link.dropped.len(), DROPPED_MEMORY);
+        assert!(link.is_acked(acked[0]));
+        assert_eq!(link.status(acked[1]), FrameStatus::Dropped);
+        assert!(acked[2..].iter().all(|&id| link.is_acked(id)));
+    }
+
+    #[test]
+    fn duplicate_ack_resends_only_a_frame_out_for_3_s() {
+        let t0 = Instant::now();
+        let mut link = Link::new();
+        link.send_action(pkt(0), t0).unwrap();
+        // The client's own frame crossed ours: RECV still 0x10. No resend yet.
+        let out = link.on_frame(bare(Command::PING, 0x10, 0x10), t0 + Duration::from_secs(1));
+        assert_eq!(out.send, vec![bare(Command::RESET_ACK, 0x11, 0x10)]);
+        let later = t0 + RESEND_AFTER;
+        let out = link.on_frame(bare(Command::PING, 0x10, 0x10), later);
+        assert_eq!(out.send.len(), 2);
+        assert_eq!((out.send[0].cmd, out.send[0].send), (Command::ACTION, 0x11));
+        // Not again until it has been out 3 s since that resend.
+        let out = link.on_frame(
+            bare(Command::RESET_ACK, 0x10, 0x10),
+            later + Duration::from_secs(2),
+        );
+        assert!(out.send.is_empty());
+        let out = link.on_frame(bare(Command::RESET_ACK, 0x10, 0x10), later + RESEND_AFTER);
+        assert_eq!(out.send.len(), 1);
+    }
+
+    #[test]
+    fn poll_pings_when_acks_stall() {
+        let t0 = Instant::now();
+        let mut link = Link::new();
+        assert_eq!(
+            (
+                link.next_deadline(),
+                link.poll(t0 + Duration::from_secs(60))
+            ),
+            (None, None)
+        );
+        link.send_action(pkt(0), t0).unwrap();
+        assert_eq!(link.next_deadline(), Some(t0 + RESEND_AFTER));
+        assert_eq!(link.poll(t0 + Duration::from_millis(2999)), None);
+        let ping = link.poll(t0 + RESEND_AFTER);
+        assert_eq!(ping, Some(bare(Command::PING, 0x11, 0x10)));
+        // At most one Ping per 3 s.
+        assert_eq!(link.poll(t0 + Duration::from_secs(4)), None);
+        assert_eq!(link.next_deadline(), Some(t0 + 2 * RESEND_AFTER));
+        assert!(link.poll(t0 + 2 * RESEND_AFTER).is_some());
+        // The answer acks the frame: nothing left to chase.
+        link.on_frame(
+            bare(Command::RESET_ACK, 0x10, 0x11),
+            t0 + Duration::from_secs(7),
+        );
+        assert_eq!(link.next_deadline(), None);
+        assert_eq!(link.stats().pings, 2);
+    }
+
+    #[test]
+    fn ss_is_answered_with_ss_unless_the_window_is_full() {
+        let t = Instant::now();
+        let mut link = Link::new();
+        let out = link.on_frame(action(0x11, 0x10, b"SS"), t);
+        assert_eq!(out.send, vec![action(0x11, 0x11, b"SS")]);
+        assert_eq!(link.window_len(), 1);
+        while link.can_send() {
+            link.send_action(pkt(0), t).unwrap();
+        }
+        let out = link.on_frame(action(0x12, 0x10, b"SS"), t);
+        assert!(out.send.is_empty());
+        assert_eq!(link.in_seq(), 0x12, "the Action is still accepted");
+    }
+
+    #[test]
+    fn window_full_and_unknown_commands() {
+        let t = Instant::now();
+        let mut link = Link::new();
+        link.send_action(pkt(0), t).unwrap();
+        let out = link.on_frame(bare(Command::WINDOW_FULL, 0x10, 0x11), t);
+        assert!(out.send.is_empty());
+        assert_eq!(link.window_len(), 0, "WindowFull still carries an ack");
+        link.send_action(pkt(0), t).unwrap();
+        let out = link.on_frame(bare(Command(0x30), 0x10, 0x12), t);
+        assert!(out.send.is_empty());
+        assert_eq!(
+            link.window_len(),
+            1,
+            "unknown commands are ignored entirely"
+        );
+    }
+
+    /// One thing that can happen to a link.
+    #[derive(Debug, Clone)]
+    enum Op {
+        Raw(Vec<u8>),
+        Frame(u8, u8, u8, Vec<u8>),
+        Send(Vec<u8>),
+        Wait(u16),
+        Poll,
+        Ping,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let seq = prop_oneof![0x0eu8..=0x81, any::<u8>()];
+        let cmd = prop_oneof![0x20u8..=0x26, Just(0x3f), any::<u8>()];
+        prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..20).prop_map(Op::Raw),
+            (
+                seq.clone(),
+                seq,
+                cmd,
+                proptest::collection::vec(any::<u8>(), 0..8)
+            )
+                .prop_map(|(s, r, c, p)| Op::Frame(s, r, c, p)),
+            proptest::collection::vec(any::<u8>(), 0..130).prop_map(Op::Send),
+            any::<u16>().prop_map(Op::Wait),
+            Just(Op::Poll),
+            Just(Op::Ping),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics_and_stays_bounded(ops in proptest::collection::vec(op(), 0..200)) {
+            let mut now = Instant::now();
+            let mut link = Link::new();
+            let mut ids = Vec::new();
+            for op in ops {
+                let out = match op {
+                    Op::Raw(raw) => link.receive(Frame::parse(Bytes::from(raw)), now),
+                    Op::Frame(s, r, c, p) => {
+                        link.on_frame(Frame { send: s, recv: r, cmd: Command(c), payload: p.into() }, now)
+                    }
+                    Op::Send(p) => {
+                        if let Ok(sent) = link.send_action(Bytes::from(p), now) {
+                            prop_assert!(sent.frame.wire_len() <= MAX_FRAME_LEN);
+                            ids.push(sent.id);
+                        }
+                        Output::default()
+                    }
+                    Op::Wait(ms) => {
+                        now += Duration::from_millis(u64::from(ms));
+                        Output::default()
+                    }
+                    Op::Poll => Output { send: link.poll(now).into_iter().collect(), ..Output::default() },
+                    Op::Ping => Output { send: vec![link.ping(now)], ..Output::default() },
+                };
+                prop_assert!(out.send.len() <= 2);
+                prop_assert!(link.window_len() <= WINDOW);
+                prop_assert!(link.dropped.len() <= DROPPED_MEMORY);
+                prop_assert!(seq::is_valid(link.out_seq()) && seq::is_valid(link.in_seq()));
+                for frame in &out.send {
+                    prop_assert!(seq::is_valid(frame.send) && seq::is_valid(frame.recv));
+                    prop_assert!(!frame.payload.contains(&FRAME_END));
+                    prop_assert!(Frame::parse(frame.to_bytes()).is_ok());
+                }
+                if let Some(r) = out.acked {
+                    prop_assert!(r.first <= r.last);
+                    prop_assert!(link.is_acked(r.first) && link.is_acked(r.last));
+                }
+                if let Some(r) = out.dropped {
+                    prop_assert_eq!(link.status(r.last), FrameStatus::Dropped);
+                }
+                // The window holds exactly the newest ids, in order.
+                let pending = ids.iter().filter(|&&id| link.status(id) == FrameStatus::Pending).count();
+                prop_assert_eq!(pending, link.window_len());
+            }
+        }
+    }
+}

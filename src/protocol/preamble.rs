@@ -439,4 +439,64 @@ mod tests {
         assert_eq!(p.feed(&with(LOGIN, b"\n"), t0), Ok(Step::NeedMore));
         assert_eq!(p.poll(t0 + Duration::from_secs(10)), None);
     }
+
+    /// Feeds `input` in chunks cut at `cuts`; returns the outcome and the whole leftover
+    /// (what the parser handed back plus the bytes after the chunk that finished it).
+    fn feed_chunked(input: &[u8], cuts: &[usize]) -> (Result<Step, PreambleError>, usize) {
+        let now = Instant::now();
+        let mut p = Preamble::new(now);
+        let mut at = 0;
+        let mut bounds: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
+        bounds.push(input.len());
+        bounds.sort_unstable();
+        for end in bounds {
+            let r = p.feed(&input[at..end], now);
+            assert!(p.line.len() <= MAX_LINE);
+            match r {
+                Ok(Step::Done { login, leftover }) => {
+                    let rest = [&leftover[..], &input[end..]].concat();
+                    return (
+                        Ok(Step::Done {
+                            login,
+                            leftover: rest.into(),
+                        }),
+                        p.lines_without_login as usize,
+                    );
+                }
+                Err(e) => return (Err(e), p.lines_without_login as usize),
+                Ok(Step::NeedMore) => at = end,
+            }
+        }
+        (Ok(Step::NeedMore), p.lines_without_login as usize)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics_and_chunking_does_not_matter(
+            input in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::prelude::any::<u8>(),
+                    proptest::prelude::Just(b'\r'),
+                    proptest::prelude::Just(b'\n'),
+                ],
+                0..1500,
+            ),
+            login_first in proptest::prelude::any::<bool>(),
+            cuts in proptest::collection::vec(proptest::prelude::any::<usize>(), 0..8),
+        ) {
+            let input = if login_first { [LOGIN, b"\r", &input].concat() } else { input };
+            let (whole, lines) = feed_chunked(&input, &[]);
+            proptest::prop_assert!(lines <= MAX_LINES_WITHOUT_LOGIN as usize);
+            let (chunked, _) = feed_chunked(&input, &cuts);
+            proptest::prop_assert_eq!(&whole, &chunked);
+            if let Ok(Step::Done { leftover, .. }) = &whole {
+                proptest::prop_assert!(input.ends_with(leftover));
+            }
+            if login_first {
+                // The login line always parses; only the extra line can still fail.
+                let ok = matches!(whole, Ok(_) | Err(PreambleError::LineTooLong { .. }));
+                proptest::prop_assert!(ok, "{:?}", whole);
+            }
+        }
+    }
 }
