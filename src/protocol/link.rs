@@ -991,4 +991,125 @@ mod tests {
             }
         }
     }
+
+    /// A client that behaves like the C64 (§1.3.3): takes only the next server Action,
+    /// ignores repeats, NAKs a frame from ahead, answers a Ping with an ack, and acks
+    /// otherwise only on its own frames.
+    struct C64 {
+        last: u8,
+        own: u8,
+        received: Vec<Bytes>,
+        to_server: VecDeque<Frame>,
+    }
+
+    impl C64 {
+        fn hear(&mut self, frame: Frame) {
+            match frame.cmd {
+                Command::ACTION if frame.send == seq::inc(self.last) => {
+                    self.last = frame.send;
+                    self.received.push(frame.payload);
+                }
+                Command::ACTION if seq::forward(frame.send, self.last) <= 32 => {}
+                Command::ACTION => {
+                    self.to_server
+                        .push_back(Frame::bare(Command::NAK, self.own, self.last))
+                }
+                Command::PING => {
+                    self.to_server
+                        .push_back(Frame::bare(Command::RESET_ACK, self.own, self.last))
+                }
+                _ => {}
+            }
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum SimOp {
+        ServerSends,
+        ClientAction,
+        ClientHeartbeat,
+        Tick(u16),
+    }
+
+    fn sim_op() -> impl Strategy<Value = SimOp> {
+        prop_oneof![
+            4 => Just(SimOp::ServerSends),
+            1 => Just(SimOp::ClientAction),
+            1 => Just(SimOp::ClientHeartbeat),
+            2 => (0u16..5000).prop_map(SimOp::Tick),
+        ]
+    }
+
+    proptest! {
+        /// Over a line that loses server frames, an Action reads as acked only once the
+        /// client really has it (the mail code deletes on that), and once the line is
+        /// quiet the Pings and go-back-1 resends get every Action through, once each, in
+        /// order.
+        #[test]
+        fn acked_means_received_and_everything_arrives(
+            ops in proptest::collection::vec(sim_op(), 0..120),
+            losses in proptest::collection::vec(any::<bool>(), 1..64),
+        ) {
+            let mut now = Instant::now();
+            let mut link = Link::new();
+            let mut c64 = C64 { last: 0x10, own: 0x10, received: Vec::new(), to_server: VecDeque::new() };
+            let mut sent: Vec<(OutFrameId, Bytes)> = Vec::new();
+            let mut client_sent = 0u32;
+            let mut server_got = 0u32;
+            let mut lose = losses.iter().copied().cycle();
+            let mut wire_out: Vec<Frame> = Vec::new();
+            for op in ops.iter().cloned().chain(std::iter::repeat_n(SimOp::Tick(3000), 3 * WINDOW + 8)) {
+                let quiet = matches!(op, SimOp::Tick(3000)) ;
+                match op {
+                    SimOp::ServerSends => {
+                        let n = sent.len() as u64;
+                        let payload = Bytes::from(vec![0x55, 0xfa, 0x00, 0x0f, 0x20 | (n as u8 & 0x3f), (n >> 6) as u8 | 0x40]);
+                        if let Ok(out) = link.send_action(payload.clone(), now) {
+                            sent.push((out.id, payload));
+                            wire_out.push(out.frame);
+                        }
+                    }
+                    SimOp::ClientAction => {
+                        c64.own = seq::inc(c64.own);
+                        client_sent += 1;
+                        let f = Frame { send: c64.own, recv: c64.last, cmd: Command::ACTION, payload: Bytes::from_static(b"\x55\xe0") };
+                        c64.to_server.push_back(f);
+                    }
+                    SimOp::ClientHeartbeat => {
+                        c64.to_server.push_back(Frame::bare(Command::PING, c64.own, c64.last));
+                    }
+                    SimOp::Tick(ms) => {
+                        now += Duration::from_millis(u64::from(ms));
+                        wire_out.extend(link.poll(now));
+                    }
+                }
+                // Deliver until both directions are empty. Server frames may be lost, but
+                // not during the quiet tail.
+                while !wire_out.is_empty() || !c64.to_server.is_empty() {
+                    for frame in std::mem::take(&mut wire_out) {
+                        if quiet || !lose.next().unwrap_or(false) {
+                            c64.hear(frame);
+                        }
+                    }
+                    while let Some(frame) = c64.to_server.pop_front() {
+                        let out = link.on_frame(frame, now);
+                        if out.packet.is_some() {
+                            server_got += 1;
+                        }
+                        wire_out.extend(out.send);
+                    }
+                }
+                for (i, (id, _)) in sent.iter().enumerate() {
+                    if link.is_acked(*id) {
+                        prop_assert!(i < c64.received.len(), "id {} acked, not received", id.0);
+                    }
+                }
+            }
+            let payloads: Vec<Bytes> = sent.iter().map(|(_, p)| p.clone()).collect();
+            prop_assert_eq!(&c64.received, &payloads);
+            prop_assert!(sent.iter().all(|(id, _)| link.is_acked(*id)));
+            prop_assert_eq!(server_got, client_sent);
+            prop_assert_eq!(link.stats().duplicates, 0);
+        }
+    }
 }
