@@ -14,3 +14,6 @@
 
 pub mod crc;
 pub mod frame;
+pub mod habitat;
+pub mod messages;
+pub mod qlink;

@@ -1,0 +1,1 @@
+//! Typed client requests and server messages: parse and build, nothing else.
