@@ -15,6 +15,7 @@ use tokio_util::codec::{Decoder, Encoder};
 use espmail::protocol::crc::{crc16, decode_nibbles};
 use espmail::protocol::frame::{seq, BadFrame, Command, Frame};
 use espmail::protocol::habitat::{self, Header, Packet};
+use espmail::protocol::messages::ServerMessage;
 use espmail::protocol::qlink::QLinkCodec;
 
 #[path = "vectors/server_messages.rs"]
@@ -303,12 +304,12 @@ fn run_server_to_client(v: &Value) -> (usize, usize) {
             .collect();
         assert_eq!(parts, want, "server_to_client {n}: split");
         // And building the message from typed values gives the same packets.
-        if let Some(msg) = server_messages::build(c["name"].as_str().unwrap()) {
-            let packets = msg.packets();
+        if let Some(msgs) = server_messages::build(c) {
+            let packets: Vec<Packet> = msgs.iter().flat_map(ServerMessage::packets).collect();
             let got: Vec<String> = packets.iter().map(|p| to_hex(&p.to_bytes())).collect();
             let exp: Vec<String> = want.iter().map(|p| to_hex(&p.to_bytes())).collect();
-            assert_eq!(got, exp, "server_to_client {n}: built from {msg:?}");
-            let escaped: Vec<Bytes> = msg.encode();
+            assert_eq!(got, exp, "server_to_client {n}: built from {msgs:?}");
+            let escaped: Vec<Bytes> = msgs.iter().flat_map(ServerMessage::encode).collect();
             let esc_want: Vec<Bytes> = want.iter().map(Packet::escaped).collect();
             assert_eq!(escaped, esc_want, "server_to_client {n}: encode");
             built += 1;
@@ -443,9 +444,13 @@ fn every_codec_vector_passes() {
         ("escape", run_escape(&v), 12),
         ("descape", run_descape(&v), 5),
         ("server_to_client", s2c, 35),
-        ("server_to_client (built from typed messages)", s2c_built, 0),
+        (
+            "server_to_client (built from typed messages)",
+            s2c_built,
+            35,
+        ),
         ("client_to_server", c2s, 11),
-        ("client_to_server (parsed to typed requests)", c2s_typed, 0),
+        ("client_to_server (parsed to typed requests)", c2s_typed, 11),
         ("qlr_framed_inbound", run_qlr_framed_inbound(&v), 3),
     ];
     let mut total = 0;
