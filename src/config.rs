@@ -374,20 +374,8 @@ impl Config {
         if self.mail.prompt_timeout_secs == 0 {
             return invalid("mail.prompt_timeout_secs", "must be at least 1");
         }
-        if self.logging.level.trim().is_empty() {
-            return invalid(
-                "logging.level",
-                "must not be empty; use error, warn, info, debug or trace",
-            );
-        }
-        if let Err(e) = check_filter(&self.logging.level) {
-            return invalid(
-                "logging.level",
-                &format!(
-                    "{e}; use error, warn, info, debug, trace, or directives such as \
-                     \"info,espmail::store=debug\""
-                ),
-            );
+        if let Err(e) = crate::log_redact::check_filter(&self.logging.level) {
+            return invalid("logging.level", &e.to_string());
         }
         Ok(())
     }
@@ -452,28 +440,6 @@ impl Config {
             self.admin_socket_path().display(),
         )
     }
-}
-
-const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
-
-/// Checks a log filter more strictly than `EnvFilter` does: there, a bare word that is
-/// not a level (`inof`) names a *target*, which would quietly switch logging off for
-/// everything else. Here every directive must end in a level.
-pub fn check_filter(filter: &str) -> Result<(), String> {
-    for part in filter.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let level = match part.rsplit_once('=') {
-            Some((target, level)) if !target.trim().is_empty() => level.trim(),
-            Some(_) => return Err(format!("`{part}` has no target before `=`")),
-            None => part,
-        };
-        if !LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
-            return Err(format!("`{level}` in `{part}` is not a level"));
-        }
-    }
-    tracing_subscriber::EnvFilter::builder()
-        .parse(filter)
-        .map(|_| ())
-        .map_err(|e| e.to_string())
 }
 
 /// Turns toml's multi-line error into one line naming the file, line, column and table.
