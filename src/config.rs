@@ -214,6 +214,16 @@ impl Default for LoggingConfig {
     }
 }
 
+impl LoggingConfig {
+    /// What [`crate::log_redact::init`] needs from this section.
+    pub fn log_options(&self) -> crate::log_redact::LogOptions {
+        crate::log_redact::LogOptions {
+            level: self.level.clone(),
+            file: self.file.clone(),
+        }
+    }
+}
+
 /// Values from the command line, which beat the file (`serve --listen`, `--data-dir`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Overrides {

@@ -208,6 +208,45 @@ impl fmt::Debug for LogControl {
     }
 }
 
+/// Re-reads the log level on every SIGHUP and installs it through `control` (ending any
+/// runtime `debug on`), until `shutdown` is cancelled. `read_level` reads the level from
+/// the config file; when it fails (a typo in the file), the error is logged and the
+/// filter in effect is kept.
+///
+/// The signal handler is installed when this function is called, before the returned
+/// future first runs, so a SIGHUP sent right after cannot kill the process. Call it
+/// inside a tokio runtime and spawn the future.
+pub fn reload_on_sighup<F, E>(
+    control: LogControl,
+    read_level: F,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static>
+where
+    F: Fn() -> Result<String, E> + Send + 'static,
+    E: fmt::Display,
+{
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangups = signal(SignalKind::hangup())?;
+    Ok(async move {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                got = hangups.recv() => if got.is_none() { return },
+            }
+            let level = match read_level() {
+                Ok(level) => level,
+                Err(e) => {
+                    tracing::warn!(error = %e, "SIGHUP: config not re-read; log filter unchanged");
+                    continue;
+                }
+            };
+            if let Err(e) = control.reload_from_config(&level, "SIGHUP") {
+                tracing::warn!(error = %e, "SIGHUP: log filter unchanged");
+            }
+        }
+    })
+}
+
 /// Whether a filter lets any debug (or trace) event through. A filter with no hint is
 /// treated as verbose: when unsure, players are told.
 fn filter_is_debug(filter: &EnvFilter) -> bool {

@@ -150,11 +150,49 @@ impl Capture {
         self.lock().clear();
     }
 
+    /// The first form of `secret` (see [`leak_forms`]) found in what was written, if
+    /// any: what a canary test asserts is `None`.
+    pub fn find_leak(&self, secret: &[u8]) -> Option<String> {
+        let log = self.contents();
+        let lower = log.to_lowercase();
+        leak_forms(secret)
+            .into_iter()
+            .find(|form| log.contains(form.as_str()) || lower.contains(&form.to_lowercase()))
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {
         // A Vec<u8> cannot be left half-updated by a panicking writer in a way that
         // matters to a test reading it.
         self.buf.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// The ways a secret could show up in a log line if some code formatted it by mistake:
+/// as it is, Debug-quoted and escaped (`"…"`, `\x..`, `\u{..}`), as hex (packed or
+/// spaced, either case) and as a Debug byte list (`[104, 105, …]`). Canary tests search
+/// captured logs for every one of them.
+pub fn leak_forms(secret: &[u8]) -> Vec<String> {
+    let text = String::from_utf8_lossy(secret).into_owned();
+    let hex: Vec<String> = secret.iter().map(|b| format!("{b:02x}")).collect();
+    let mut forms = vec![
+        text.clone(),
+        format!("{text:?}"),
+        text.escape_default().to_string(),
+        text.escape_debug().to_string(),
+        secret.escape_ascii().to_string(),
+        hex.concat(),
+        hex.join(" "),
+        hex.iter().map(|h| format!("\\x{h}")).collect(),
+        format!("{secret:?}"),
+        format!("{:?}", secret)
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned(),
+    ];
+    forms.retain(|f| !f.is_empty());
+    forms.sort();
+    forms.dedup();
+    forms
 }
 
 impl io::Write for Capture {
@@ -202,6 +240,35 @@ mod tests {
         assert!(out.contains("action=\"debug on\""), "{out}");
         assert!(out.contains("action=\"debug off\""), "{out}");
         assert!(!out.contains("\u{1b}["), "no ANSI colours: {out}");
+    }
+
+    #[test]
+    fn find_leak_sees_every_accidental_form() {
+        let secret = b"canary \"7f\" text";
+        let hex: String = secret.iter().map(|b| format!("{b:02X} ")).collect();
+        let mistakes = [
+            String::from_utf8_lossy(secret).into_owned(),
+            format!("text={:?}", String::from_utf8_lossy(secret)),
+            format!("bytes={:?}", secret.to_vec()),
+            format!("payload={hex}"),
+            format!("raw={}", secret.escape_ascii()),
+        ];
+        for mistake in mistakes {
+            let capture = Capture::new();
+            let (dispatch, _control) = dispatch_with_writer("trace", capture.clone()).unwrap();
+            tracing::dispatcher::with_default(&dispatch, || tracing::info!("{mistake}"));
+            assert!(capture.find_leak(secret).is_some(), "missed: {mistake}");
+        }
+        let capture = Capture::new();
+        let (dispatch, _control) = dispatch_with_writer("trace", capture.clone()).unwrap();
+        let safe = crate::log_redact::Sensitive::new(secret.to_vec());
+        tracing::dispatcher::with_default(&dispatch, || tracing::info!(text = ?safe, %safe));
+        assert_eq!(capture.find_leak(secret), None, "{}", capture.contents());
+        assert!(
+            capture.contents().contains("len=16"),
+            "{}",
+            capture.contents()
+        );
     }
 
     #[test]

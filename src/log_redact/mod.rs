@@ -27,8 +27,8 @@ pub mod control;
 pub mod layer;
 mod packet;
 
-pub use control::{check_filter, LogControl, LogStatus, DEBUG_NOTICE};
-pub use layer::{dispatch_with_writer, init, init_with_writer, Capture, LogOptions};
+pub use control::{check_filter, reload_on_sighup, LogControl, LogStatus, DEBUG_NOTICE};
+pub use layer::{dispatch_with_writer, init, init_with_writer, leak_forms, Capture, LogOptions};
 pub use packet::{habitat, packet, Dir, HabitatSummary, PacketSummary};
 
 /// Why logging could not be set up or switched.
