@@ -166,7 +166,9 @@ where
 /// A bound admin socket, mode 0600, ready to [`serve`](AdminSocket::serve).
 #[derive(Debug)]
 pub struct AdminSocket {
-    listener: UnixListener,
+    /// Kept as a std listener until `serve` runs inside the runtime, so `bind` works
+    /// (and cannot panic) outside one.
+    listener: std::os::unix::net::UnixListener,
     path: PathBuf,
     /// (device, inode) of the socket file we created, so shutdown removes only ours.
     id: (u64, u64),
@@ -175,7 +177,7 @@ pub struct AdminSocket {
 impl AdminSocket {
     /// Creates the socket at `path` with mode 0600. A socket file left by a server that
     /// is gone is replaced; if a server answers there, this fails with
-    /// [`AdminError::AlreadyRunning`]. Must be called inside a tokio runtime.
+    /// [`AdminError::AlreadyRunning`].
     pub fn bind(path: &Path) -> Result<AdminSocket, AdminError> {
         remove_if_stale(path)?;
         let bind_err = |source: io::Error| AdminError::Bind {
@@ -222,9 +224,8 @@ impl AdminSocket {
             }
         })?;
         let meta = std::fs::symlink_metadata(path).map_err(bind_err)?;
-        let listener = UnixListener::from_std(std_listener).map_err(bind_err)?;
         Ok(AdminSocket {
-            listener,
+            listener: std_listener,
             path: path.to_owned(),
             id: (meta.dev(), meta.ino()),
         })
@@ -243,13 +244,22 @@ impl AdminSocket {
         stats: Arc<dyn AdminStats>,
         shutdown: CancellationToken,
     ) {
+        let AdminSocket { listener, path, id } = self;
+        let listener = match UnixListener::from_std(listener) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(path = %path.display(), error = %e, "admin socket not served");
+                remove_if_ours(&path, id);
+                return;
+            }
+        };
         let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         let tasks = TaskTracker::new();
-        info!(path = %self.path.display(), "admin socket listening");
+        info!(path = %path.display(), "admin socket listening");
         loop {
             let accepted = tokio::select! {
                 _ = shutdown.cancelled() => break,
-                r = self.listener.accept() => r,
+                r = listener.accept() => r,
             };
             let stream = match accepted {
                 Ok((stream, _)) => stream,
@@ -303,15 +313,16 @@ impl AdminSocket {
         }
         tasks.close();
         tasks.wait().await;
-        self.remove_file();
-        info!(path = %self.path.display(), "admin socket closed");
+        remove_if_ours(&path, id);
+        info!(path = %path.display(), "admin socket closed");
     }
+}
 
-    fn remove_file(&self) {
-        if let Ok(meta) = std::fs::symlink_metadata(&self.path) {
-            if (meta.dev(), meta.ino()) == self.id {
-                let _ = std::fs::remove_file(&self.path);
-            }
+/// Removes the socket file if it is still the one we created (not a successor's).
+fn remove_if_ours(path: &Path, id: (u64, u64)) {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if (meta.dev(), meta.ino()) == id {
+            let _ = std::fs::remove_file(path);
         }
     }
 }

@@ -341,3 +341,27 @@ async fn the_switch_is_logged_at_info_with_the_peer_uid() {
         );
     }
 }
+
+#[test]
+fn bind_works_before_the_runtime_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("admin.sock");
+    let socket = AdminSocket::bind(&path).unwrap();
+    assert_eq!(socket.path(), path);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let shutdown = CancellationToken::new();
+        let control = LogControl::standalone("info").unwrap();
+        let task = tokio::spawn(socket.serve(
+            control,
+            admin::stats_fn(|| "ok=1".to_owned()),
+            shutdown.clone(),
+        ));
+        assert_eq!(admin::request(&path, "stats").await.unwrap(), "ok=1");
+        shutdown.cancel();
+        tokio::time::timeout(WAIT, task).await.unwrap().unwrap();
+    });
+}
