@@ -8,6 +8,8 @@
 //! - [`log_redact`]: beside them all: the only code that decides how sensitive values show
 //!   in logs.
 
+pub mod admin;
+pub mod config;
 pub mod espmail;
 pub mod log_redact;
 pub mod protocol;
