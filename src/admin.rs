@@ -21,6 +21,37 @@
 //! idle time ([`IDLE_TIMEOUT`]). Nothing a client sends can affect the server beyond the
 //! requests above.
 //!
+//! Wiring it up in `serve` (with the SIGHUP reload and the world's notice beside it):
+//!
+//! ```no_run
+//! # async fn wire(config_file: Option<std::path::PathBuf>) -> Result<(), Box<dyn std::error::Error>> {
+//! use espmail::{admin, config::Config, log_redact};
+//! use tokio_util::sync::CancellationToken;
+//!
+//! let config = Config::load(config_file.as_deref(), &Default::default())?;
+//! let control = log_redact::init(&config.logging.log_options())?;
+//! let shutdown = CancellationToken::new();
+//!
+//! let socket = admin::AdminSocket::bind(&config.admin_socket_path())?;
+//! let stats = admin::stats_fn(|| "connections=0 mail_waiting=0".to_owned());
+//! tokio::spawn(socket.serve(control.clone(), stats, shutdown.clone()));
+//!
+//! let reread = move || match &config_file {
+//!     Some(path) => Config::read(path).map(|c| c.logging.level),
+//!     None => Ok(Config::default().logging.level),
+//! };
+//! tokio::spawn(log_redact::reload_on_sighup(control.clone(), reread, shutdown.clone())?);
+//!
+//! // The world: tell every connected avatar when debug logging goes on.
+//! let mut debug = control.subscribe();
+//! while debug.changed().await.is_ok() {
+//!     if *debug.borrow_and_update() {
+//!         // send log_redact::DEBUG_NOTICE to everyone online
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+//!
 //! May touch: the admin socket file, [`LogControl`], the stats callback. Nothing else.
 
 use std::io;
@@ -284,8 +315,8 @@ impl AdminSocket {
                         who,
                         shutdown: shutdown.clone(),
                     };
-                    // Connections log through the serving task's subscriber (the global
-                    // one in `serve`, a test's own in tests).
+                    // A connection logs through the subscriber this task runs under:
+                    // the global one in the server, a test's own in tests.
                     tasks.spawn(
                         async move {
                             conn.run(stream).await;
