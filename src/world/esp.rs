@@ -292,8 +292,6 @@ pub enum Intent {
     SpeakToSelf(String),
     /// PROMPT_USER with this text.
     Prompt(String),
-    /// SPEAK$ on this avatar's noid to everyone present.
-    Chat(Sensitive<Vec<u8>>),
     /// Save this ESP Mail durably, then report with [`EspState::save_result`].
     SaveMail {
         /// Recipient.
@@ -754,7 +752,6 @@ mod tests {
                 Intent::Echo(t) => format!("echo {}", String::from_utf8_lossy(t.expose())),
                 Intent::SpeakToSelf(t) => format!("speak {t}"),
                 Intent::Prompt(t) => format!("prompt {t}"),
-                Intent::Chat(t) => format!("chat {}", String::from_utf8_lossy(t.expose())),
                 Intent::SaveMail { to, from, text } => format!(
                     "save {}<-{} {}",
                     to.display(),
