@@ -31,6 +31,10 @@ fn password_check(c: &mut Criterion) {
     g.bench_function("verify_right_scrypt_2^14_8_1", |b| {
         b.iter(|| acc.verify("bob", &pw).unwrap())
     });
+    let wrong = Password::from("wrong horse".to_string());
+    g.bench_function("verify_wrong_password", |b| {
+        b.iter(|| acc.verify("bob", &wrong).unwrap_err())
+    });
     g.bench_function("verify_unknown_name", |b| {
         b.iter(|| acc.verify("nobody", &pw).unwrap_err())
     });

@@ -895,6 +895,12 @@ impl LoginThrottle {
         self.by_addr.record(&peer, now);
     }
 
+    /// Counts an auto-registration against the address, so one address cannot create
+    /// avatars faster than it may fail logins.
+    pub fn registered(&mut self, peer: IpAddr, now: Instant) {
+        self.by_addr.record(&peer, now);
+    }
+
     /// A successful login clears the name's count (not the address's: one address may be
     /// guessing many names).
     pub fn succeeded(&mut self, name: &str) {
@@ -1116,7 +1122,8 @@ impl AccountsHandle {
             Err(e) => Err(e),
         };
         match &result {
-            Ok(_) => lock(&self.inner.throttle).succeeded(name),
+            Ok(LoginOutcome::Registered(_)) => lock(&self.inner.throttle).registered(peer, now),
+            Ok(LoginOutcome::Existing(_)) => lock(&self.inner.throttle).succeeded(name),
             Err(AuthError::WrongNameOrPassword) => {
                 lock(&self.inner.throttle).failed(name, peer, now);
                 tracing::warn!(avatar = %log_name(name), %peer, "login failed");
