@@ -4,10 +4,15 @@
 //!
 //! - [`protocol`]: pure codec: Q-Link frames, the link state machine, Habitat packets,
 //!   typed messages, the login preamble. No sockets, no clock.
+//! - [`world`]: presence in the Plaza, accounts and authentication, ESP routing and the
+//!   ESP Mail offer: typed values in, typed intents out; never bytes, never a stream.
 //! - [`espmail`]: ESP Mail: keyfile, encryption, the durable store, delivery and deletion.
 //! - [`log_redact`]: beside them all: the only code that decides how sensitive values show
 //!   in logs.
 
+pub mod admin;
+pub mod config;
 pub mod espmail;
 pub mod log_redact;
 pub mod protocol;
+pub mod world;
