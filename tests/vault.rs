@@ -582,3 +582,59 @@ fn rows_are_all_the_same_size() {
     assert_eq!(sizes.len(), 3);
     assert!(sizes.iter().all(|s| *s == (16, 32, 32, 540)), "{sizes:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tiny_bounded_queue_only_makes_senders_wait() {
+    let v = Vault::new();
+    let h = v.open(Limits {
+        queue_len: 1,
+        max_batch: 1,
+        ..Limits::default()
+    });
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let h = h.clone();
+        tasks.push(tokio::spawn(async move {
+            h.save(&format!("r{}", i % 4), "alice", text("q"), now())
+                .await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(h.stats().await.unwrap().waiting, 40);
+    h.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_flushes_queued_saves_and_refuses_later_ones() {
+    let v = Vault::new();
+    let h = v.open(Limits::default());
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let h = h.clone();
+        tasks.push(tokio::spawn(async move {
+            h.save(
+                &format!("r{}", i % 8),
+                "alice",
+                text(&format!("m{i}")),
+                now(),
+            )
+            .await
+        }));
+    }
+    h.shutdown().await.unwrap();
+    let mut saved = 0u64;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => saved += 1,
+            Err(SaveError::Store(StoreError::Closed)) => {}
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    // Every save that was answered "saved" is in the database; no other row is.
+    let s = offline::stats(&v.db, &Limits::default()).unwrap();
+    assert_eq!(s.waiting, saved);
+    assert!(matches!(h.stats().await, Err(StoreError::Closed)));
+    h.shutdown().await.unwrap(); // idempotent
+}
