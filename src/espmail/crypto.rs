@@ -615,4 +615,26 @@ mod tests {
         assert!(!shown.contains("secret words"));
         assert!(!shown.contains(&format!("{:?}", row.key_part)));
     }
+
+    proptest::proptest! {
+        #[test]
+        fn pad_unpad_round_trips(
+            sender in "[A-Za-z0-9 ._-]{1,32}",
+            recipient in "[a-z0-9 ._-]{1,32}",
+            sent_secs in proptest::num::u64::ANY,
+            text in proptest::collection::vec(proptest::num::u8::ANY, 0..=MAX_TEXT_LEN),
+        ) {
+            let l = Letter { sender, recipient, sent_secs, text: Sensitive::new(text) };
+            let p = pad(&l).unwrap();
+            proptest::prop_assert_eq!(p.len(), PLAINTEXT_LEN);
+            proptest::prop_assert_eq!(unpad(&p).unwrap(), l);
+        }
+
+        #[test]
+        fn unpad_never_panics_on_any_bytes(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, PLAINTEXT_LEN),
+        ) {
+            let _ = unpad(&bytes);
+        }
+    }
 }
