@@ -18,7 +18,7 @@
 //! - a NAK with nothing to resend is answered with a ResetAck;
 //! - the server Pings on its own when its frames stay unacked (bridge_v2 never does).
 //!
-//! May touch: [`super::frame`] only.
+//! May touch: [`super::frame`], and [`crate::log_redact`] for the packets it hands up.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
