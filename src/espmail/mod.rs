@@ -1,4 +1,25 @@
 //! ESP Mail: what is stored for an offline avatar, how it is encrypted, and how it is
 //! delivered once and then deleted for good (DESIGN.md, promises 1–4 and 7).
 //!
-//! Being built: keyfile, crypto, store and the async service that sessions use.
+//! The flow: a session offers ESP Mail → [`MailHandle::save`] encrypts and durably stores
+//! it (answering only after the commit) → at the recipient's login
+//! [`MailHandle::open_mailbox`] loads and decrypts it → the session delivers it → the
+//! message is deleted with [`Mailbox::confirm`] once the client acknowledged it.
+//!
+//! - [`keyfile`]: the setup-time key part, outside the database; zeroed on drop.
+//! - [`crypto`]: pure: HKDF + AES-256-GCM via openssl, padding, blind index, key check.
+//! - [`store`]: SQLite on one writer thread: migrations, group commit, secure delete,
+//!   quarantine, limits, rotation steps.
+//! - [`service`]: [`MailHandle`], the async face sessions use.
+//! - [`offline`]: synchronous entry points for CLI commands (`stats`, `purge`, `rotate`,
+//!   `account remove`), safe beside a running server (WAL + busy timeout).
+
+pub mod crypto;
+pub mod keyfile;
+pub mod offline;
+pub mod service;
+pub mod store;
+
+pub use crypto::MailId;
+pub use service::{MailHandle, Mailbox};
+pub use store::{Limits, PendingMail, SaveError, Stats, StoreError};

@@ -9,10 +9,58 @@
 //! against another run's. The content leaves only through [`Sensitive::expose`]: there is
 //! no `Deref`, no `Serialize`, no `AsRef`.
 //!
-//! May touch: openssl (HMAC, random bytes). Nothing else.
+//! Beside the types, the module sets up logging itself:
+//!
+//! - [`layer`]: the subscriber, with one reloadable top-level filter ([`init`]);
+//! - [`control`]: [`LogControl`], the one handle that switches debug logging at runtime
+//!   and tells the world when it goes on ([`DEBUG_NOTICE`]);
+//! - [`packet()`]/[`habitat()`]: packets as log values, by structure and fingerprint.
+//!
+//! May touch: openssl (HMAC, random bytes), the tracing subscriber, stderr and the log
+//! file. Nothing else.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::OnceLock;
+
+pub mod control;
+pub mod layer;
+mod packet;
+
+pub use control::{check_filter, reload_on_sighup, LogControl, LogStatus, DEBUG_NOTICE};
+pub use layer::{dispatch_with_writer, init, init_with_writer, leak_forms, Capture, LogOptions};
+pub use packet::{habitat, packet, Dir, HabitatSummary, PacketSummary};
+
+/// Why logging could not be set up or switched.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LogError {
+    /// A log level or filter that cannot be used.
+    #[error(
+        "log filter \"{directive}\" is not valid: {reason} (use error, warn, info, debug, \
+         trace, or directives such as \"info,espmail::store=debug\")"
+    )]
+    BadFilter {
+        /// The filter as given.
+        directive: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The log file could not be opened.
+    #[error("cannot open log file {}: {source}", path.display())]
+    LogFile {
+        /// The file.
+        path: PathBuf,
+        /// What the system said.
+        source: std::io::Error,
+    },
+    /// Logging was already set up in this process.
+    #[error("logging is already set up in this process: {0}")]
+    AlreadyInitialized(String),
+    /// The subscriber the filter belonged to is gone.
+    #[error("cannot change the log filter: {0}")]
+    Reload(String),
+}
 
 use openssl::hash::MessageDigest;
 use openssl::pkey::PKey;

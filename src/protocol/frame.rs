@@ -14,9 +14,17 @@ pub const SYNC: u8 = 0x5A;
 pub const FRAME_END: u8 = 0x0D;
 /// Bytes before the payload: sync, four CRC bytes, SEND, RECV, command.
 pub const HEADER_LEN: usize = 8;
-/// The C64 holds at most 128 bytes between `5A` and `0D` (its `RSINBF`), so no frame,
-/// in either direction, may be longer (WIRE.md §1.3.3).
-pub const MAX_FRAME_LEN: usize = 128;
+/// The C64 holds at most 128 bytes *after* the `5A` sync byte and before the `0D` (its
+/// 128-byte `RSINBF`; WIRE.md §1.3.3): four CRC bytes, SEND, RECV, command and payload.
+pub const MAX_BODY_AFTER_SYNC: usize = 128;
+/// The longest frame, counted as [`Frame::wire_len`] does: the `5A` plus
+/// [`MAX_BODY_AFTER_SYNC`], without the `0D` terminator. No frame, in either direction,
+/// may be longer.
+pub const MAX_FRAME_LEN: usize = 1 + MAX_BODY_AFTER_SYNC;
+/// The longest payload a frame may carry: [`MAX_FRAME_LEN`] minus the 8 header bytes.
+/// For a Habitat Action this is the *escaped* Habitat packet, so an escaped packet may be
+/// at most 121 bytes.
+pub const MAX_ESCAPED_PACKET: usize = MAX_FRAME_LEN - HEADER_LEN;
 /// The CRC the real C64 client's handshake probe reports (the default Ping's CRC)...
 pub const PROBE_REPORTED_CRC: u16 = 0x3290;
 /// ...and the CRC its body actually has. A frame failing with exactly these two is the
@@ -130,7 +138,8 @@ pub enum BadFrame {
         /// Whether this is the C64's handshake probe (reported 3290, calculated a291).
         probe: bool,
     },
-    /// More than [`MAX_FRAME_LEN`] bytes before the terminator; the bytes were discarded.
+    /// More than [`MAX_FRAME_LEN`] bytes (the `5A` included) before the terminator; the
+    /// bytes were discarded.
     #[error("frame over the {max}-byte limit")]
     TooLong {
         /// The limit in force.
@@ -284,6 +293,12 @@ mod tests {
                 probe: true
             })
         );
+    }
+
+    #[test]
+    fn limits_match_the_c64_buffer() {
+        assert_eq!(MAX_FRAME_LEN, 129);
+        assert_eq!(MAX_ESCAPED_PACKET, 121);
     }
 
     #[test]

@@ -14,3 +14,8 @@
 
 pub mod crc;
 pub mod frame;
+pub mod habitat;
+pub mod link;
+pub mod messages;
+pub mod preamble;
+pub mod qlink;

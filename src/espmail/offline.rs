@@ -1,0 +1,177 @@
+//! Synchronous entry points for CLI commands: `espmail stats`, `purge`, `rotate`,
+//! `account remove`. Each opens the database itself, does its work in short transactions
+//! and returns.
+//!
+//! They are meant for a stopped server, but stay safe beside a running one: both sides use
+//! WAL mode and a busy timeout, so a command waits for the server's brief write transactions
+//! (and the server for the command's), readers never block, and every change is one
+//! transaction. `rotate` should still be run with the server stopped: the server keeps
+//! sealing new mail under the key it started with, so the rotation would not finish — but
+//! nothing is lost, because retiring refuses while any row still needs the old key.
+//!
+//! May touch: the database and the keyfile.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tracing::info;
+
+use super::crypto::Keyring;
+use super::keyfile::{self, KeyId};
+use super::store::{self, connect, Limits, Stats, Store, StoreError};
+
+/// Counts for `espmail stats`. Needs no keyfile (nothing in the counts is secret).
+pub fn stats(db_path: &Path, limits: &Limits) -> Result<Stats, StoreError> {
+    let conn = connect(db_path, limits, false)?;
+    store::stats(&conn, db_path, limits, SystemTime::now())
+}
+
+/// `espmail purge`: deletes mail past its expiry day. Needs no keyfile (the expiry day is
+/// the one clear-text date in a row, for this purpose).
+pub fn purge(db_path: &Path, limits: &Limits, now: SystemTime) -> Result<usize, StoreError> {
+    let conn = connect(db_path, limits, false)?;
+    let n = conn.execute(
+        "DELETE FROM mail WHERE expiry_day <= ?1",
+        [store::day_of(now)],
+    )?;
+    if n > 0 {
+        // Best effort: a running server's reader may hold it back; it checkpoints later.
+        let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+            r.get::<_, i64>(0)
+        });
+    }
+    Ok(n)
+}
+
+/// Opens the store with the keyfile at `keyfile_path` (offline use).
+pub fn open(db_path: &Path, keyfile_path: &Path, limits: &Limits) -> Result<Store, StoreError> {
+    if !db_path.exists() {
+        return Err(StoreError::NoDatabase(db_path.to_path_buf()));
+    }
+    let kf = keyfile::load(keyfile_path)?;
+    Store::open(db_path, Arc::new(Keyring::new(&kf)?), limits.clone())
+}
+
+/// `account remove`: deletes every message waiting for `recipient`; returns how many.
+pub fn delete_all_for(
+    db_path: &Path,
+    keyfile_path: &Path,
+    limits: &Limits,
+    recipient: &str,
+) -> Result<usize, StoreError> {
+    let mut store = open(db_path, keyfile_path, limits)?;
+    let blinds = store.keys().blinds(recipient)?;
+    store.delete_all_for(&blinds)
+}
+
+/// What a rotation did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RotateReport {
+    /// The key that seals mail now.
+    pub active: KeyId,
+    /// Whether this run made that key (false: it finished an earlier run).
+    pub started: bool,
+    /// Rows re-encrypted by this run.
+    pub reencrypted: usize,
+    /// Whether every row is now under the active key.
+    pub complete: bool,
+    /// Old keys no row needs any more: `espmail rotate --retire ID` may remove them.
+    pub retirable: Vec<KeyId>,
+}
+
+/// `espmail rotate`: makes a new active key (only when the keyfile holds a single key;
+/// otherwise it finishes the rotation already under way), then re-encrypts every row in
+/// transactions of at most `batch_rows`. Restartable at any point: the keyfile is replaced
+/// atomically before any row uses the new key, and each batch commits on its own.
+pub fn rotate(
+    db_path: &Path,
+    keyfile_path: &Path,
+    limits: &Limits,
+    batch_rows: usize,
+) -> Result<RotateReport, StoreError> {
+    rotate_steps(db_path, keyfile_path, limits, batch_rows, None)
+}
+
+/// [`rotate`], stopping after at most `max_steps` batches when given (tests use it to stop
+/// midway, as a crash would).
+pub fn rotate_steps(
+    db_path: &Path,
+    keyfile_path: &Path,
+    limits: &Limits,
+    batch_rows: usize,
+    max_steps: Option<usize>,
+) -> Result<RotateReport, StoreError> {
+    if !db_path.exists() {
+        return Err(StoreError::NoDatabase(db_path.to_path_buf()));
+    }
+    let mut kf = keyfile::load(keyfile_path)?;
+    // Check the keyfile against the database before changing anything.
+    drop(Store::open(
+        db_path,
+        Arc::new(Keyring::new(&kf)?),
+        limits.clone(),
+    )?);
+    let started = kf.keys().count() == 1;
+    if started {
+        let id = kf.add_active_key()?;
+        // Durable before any row is sealed under it: a crash from here on leaves a keyfile
+        // that holds both keys.
+        keyfile::save(keyfile_path, &kf)?;
+        info!(key_id = id, "new active ESP Mail key");
+    }
+    let mut store = Store::open(db_path, Arc::new(Keyring::new(&kf)?), limits.clone())?;
+    let mut reencrypted = 0;
+    let mut steps = 0;
+    let complete = loop {
+        if max_steps.is_some_and(|m| steps >= m) {
+            break false;
+        }
+        let n = store.reencrypt_step(batch_rows.max(1))?;
+        steps += 1;
+        reencrypted += n;
+        if n == 0 {
+            break true;
+        }
+    };
+    let active = kf.active_id();
+    let mut retirable = Vec::new();
+    for (id, _) in kf.keys() {
+        if id != active && store.rows_under_key(id)? == (0, 0) {
+            retirable.push(id);
+        }
+    }
+    info!(reencrypted, complete, "ESP Mail key rotation step done");
+    Ok(RotateReport {
+        active,
+        started,
+        reencrypted,
+        complete,
+        retirable,
+    })
+}
+
+/// `espmail rotate --retire ID`: removes an old key from the keyfile, refusing while any
+/// row (mail or quarantine) still needs it.
+pub fn retire(
+    db_path: &Path,
+    keyfile_path: &Path,
+    limits: &Limits,
+    key_id: KeyId,
+) -> Result<(), StoreError> {
+    let mut kf = keyfile::load(keyfile_path)?;
+    let mut store = Store::open(db_path, Arc::new(Keyring::new(&kf)?), limits.clone())?;
+    let (mail, quarantined) = store.rows_under_key(key_id)?;
+    if mail + quarantined > 0 {
+        return Err(StoreError::KeyInUse {
+            key_id,
+            mail,
+            quarantined,
+        });
+    }
+    kf.remove_key(key_id)?;
+    keyfile::save(keyfile_path, &kf)?;
+    store.forget_key(key_id)?;
+    info!(key_id, "ESP Mail key retired");
+    Ok(())
+}

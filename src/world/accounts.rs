@@ -1,0 +1,1528 @@
+//! Binds a connection to an avatar (DESIGN.md promise 6, ESPMAIL.md §1): avatar names,
+//! password hashing, the account table, the auth-mode decision, the in-world password
+//! dialogue and the failed-login slowdown.
+//!
+//! May touch: the SQLite database file (its own `accounts` and `accounts_meta` tables only;
+//! the mail schema and `PRAGMA user_version` belong to the vault) and openssl (scrypt,
+//! HMAC, AES-256-GCM, random bytes). No sockets. Blocking work (scrypt, SQLite) runs
+//! behind [`AccountsHandle`] on the blocking pool, never on a tokio worker.
+//!
+//! The database must not reveal anybody's name (DESIGN.md promise 2), and the accounts
+//! live in the same file as the mail. So a row is found by a keyed blind index (HMAC of
+//! the normalised name) and the display name is sealed with AES-256-GCM; both keys come
+//! from an [`AccountsKey`] that the server derives from the keyfile. A check value in
+//! `accounts_meta` refuses a different key instead of failing row by row.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use openssl::hash::MessageDigest;
+use openssl::pkey::PKey;
+use openssl::sign::Signer;
+use openssl::symm::Cipher;
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use zeroize::{Zeroize, Zeroizing};
+
+use super::rate::{wait_secs, SlidingWindow};
+use crate::log_redact::Sensitive;
+
+/// Longest avatar name, in characters.
+pub const NAME_MAX: usize = 16;
+/// Shortest password accepted for a new avatar, in characters.
+pub const MIN_PASSWORD_LEN: usize = 8;
+/// Longest password accepted (longer answers are refused, never truncated).
+pub const MAX_PASSWORD_LEN: usize = 256;
+/// The one answer for every failed login (ESPMAIL.md §1): unknown names, wrong passwords,
+/// untrusted peers and throttled attempts all read the same.
+pub const WRONG_NAME_OR_PASSWORD: &str = "Wrong name or password.";
+/// First in-world prompt for an existing avatar.
+pub const PROMPT_PASSWORD: &str = "Password: ";
+/// Prompt after a wrong in-world password.
+pub const PROMPT_WRONG_PASSWORD: &str = "Wrong password. Password: ";
+/// First in-world prompt for a name that will be registered.
+pub const PROMPT_NEW_PASSWORD: &str = "New avatar. Choose a password: ";
+/// Second prompt for a new password.
+pub const PROMPT_AGAIN: &str = "Again: ";
+/// Our words for a new password under [`MIN_PASSWORD_LEN`] (≤ 39 bytes).
+pub const PROMPT_TOO_SHORT: &str = "Too short, use 8 or more: ";
+/// Our words when the two new passwords differ (≤ 39 bytes).
+pub const PROMPT_MISMATCH: &str = "Not the same. Choose a password: ";
+
+/// Schema version of the two account tables, kept in `accounts_meta` (not user_version).
+const SCHEMA_VERSION: i64 = 1;
+const SALT_LEN: usize = 16;
+const HASH_LEN: usize = 32;
+const NONCE_LEN: usize = 12;
+const TAG_LEN: usize = 16;
+
+/// The single normalisation used for every name comparison: trim, then ASCII lowercase
+/// (legal names are ASCII, so this is full case folding for them).
+pub fn normalise(name: &str) -> String {
+    name.trim().to_ascii_lowercase()
+}
+
+/// Why a name is not a legal avatar name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum NameError {
+    /// Nothing left after trimming.
+    #[error("an avatar name needs at least one character")]
+    Empty,
+    /// Over [`NAME_MAX`] characters.
+    #[error("an avatar name has at most {max} characters, this one has {len}")]
+    TooLong {
+        /// The limit.
+        max: usize,
+        /// The length given.
+        len: usize,
+    },
+    /// A character outside `A-Z a-z 0-9 space - _ .`.
+    #[error("an avatar name may use only A-Z, a-z, 0-9, space, '-', '_' and '.'")]
+    BadCharacter,
+}
+
+/// A legal avatar name: shown as given (trimmed), compared by its normalised key.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct AvatarName {
+    display: String,
+    key: String,
+}
+
+impl AvatarName {
+    /// Checks the name rules of ESPMAIL.md §1 on the trimmed input.
+    pub fn parse(input: &str) -> Result<AvatarName, NameError> {
+        let display = input.trim();
+        let len = display.chars().count();
+        if len == 0 {
+            return Err(NameError::Empty);
+        }
+        if len > NAME_MAX {
+            return Err(NameError::TooLong { max: NAME_MAX, len });
+        }
+        if !display
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, ' ' | '-' | '_' | '.'))
+        {
+            return Err(NameError::BadCharacter);
+        }
+        Ok(AvatarName {
+            display: display.to_string(),
+            key: normalise(display),
+        })
+    }
+
+    /// The name as the player typed it (or as first registered, once read back).
+    pub fn display(&self) -> &str {
+        &self.display
+    }
+
+    /// The normalised name used for lookups.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+}
+
+impl fmt::Debug for AvatarName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Names may be logged (ESPMAIL.md §5 "logs name avatars").
+        write!(f, "{:?}", self.display)
+    }
+}
+
+impl fmt::Display for AvatarName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.display)
+    }
+}
+
+/// An avatar whose account exists: its name as first registered.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Avatar {
+    /// Name as first registered, and its normalised key.
+    pub name: AvatarName,
+}
+
+/// A password or typed password answer. Zeroed on drop; never printed.
+#[derive(Clone)]
+pub struct Password(Zeroizing<Vec<u8>>);
+
+impl Password {
+    /// Wraps raw bytes (a prompt answer or the login line's field).
+    pub fn new(bytes: Vec<u8>) -> Password {
+        Password(Zeroizing::new(bytes))
+    }
+
+    /// The bytes, for hashing only.
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// Length in characters (UTF-8 characters when the bytes are UTF-8, else bytes).
+    pub fn char_len(&self) -> usize {
+        std::str::from_utf8(&self.0).map_or(self.0.len(), |s| s.chars().count())
+    }
+}
+
+impl From<String> for Password {
+    fn from(s: String) -> Password {
+        Password::new(s.into_bytes())
+    }
+}
+
+impl From<Sensitive<String>> for Password {
+    fn from(s: Sensitive<String>) -> Password {
+        Password::from(s.into_exposed())
+    }
+}
+
+impl From<Sensitive<Vec<u8>>> for Password {
+    fn from(s: Sensitive<Vec<u8>>) -> Password {
+        Password::new(s.into_exposed())
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // No fingerprint: equal fingerprints would tell which avatars share a password.
+        f.write_str("<password>")
+    }
+}
+
+/// The secret the account table is keyed with (32 bytes, zeroed on drop). The server
+/// derives it from the keyfile, with an HKDF label of its own, so accounts and mail never
+/// share a key.
+pub struct AccountsKey(Zeroizing<[u8; 32]>);
+
+impl AccountsKey {
+    /// Wraps key bytes.
+    pub fn new(bytes: [u8; 32]) -> AccountsKey {
+        AccountsKey(Zeroizing::new(bytes))
+    }
+
+    /// A fresh random key (tests, and throwaway databases).
+    pub fn random() -> Result<AccountsKey, AccountError> {
+        let mut k = [0u8; 32];
+        openssl::rand::rand_bytes(&mut k)?;
+        let key = AccountsKey::new(k);
+        k.zeroize();
+        Ok(key)
+    }
+}
+
+impl fmt::Debug for AccountsKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AccountsKey(<secret>)")
+    }
+}
+
+/// scrypt cost parameters, stored with every hash so they can be raised later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScryptParams {
+    /// log2 of N.
+    pub log_n: u8,
+    /// Block size.
+    pub r: u32,
+    /// Parallelism.
+    pub p: u32,
+}
+
+impl Default for ScryptParams {
+    /// N = 2^14, r = 8, p = 1: 16 MiB per hash, tens of milliseconds on a small machine.
+    fn default() -> ScryptParams {
+        ScryptParams {
+            log_n: 14,
+            r: 8,
+            p: 1,
+        }
+    }
+}
+
+impl ScryptParams {
+    fn memory(&self) -> u64 {
+        128u64
+            .saturating_mul(1u64 << self.log_n.min(40))
+            .saturating_mul(u64::from(self.r))
+            .saturating_mul(u64::from(self.p))
+    }
+
+    fn check(&self) -> Result<(), AccountError> {
+        // Refuse parameters that would make one login eat the machine (a tampered row).
+        if !(1..=20).contains(&self.log_n) || self.r == 0 || self.p == 0 || self.p > 16 {
+            return Err(AccountError::Corrupt("scrypt parameters out of range"));
+        }
+        if self.memory() > 1 << 30 {
+            return Err(AccountError::Corrupt("scrypt parameters need over 1 GiB"));
+        }
+        Ok(())
+    }
+}
+
+/// A stored password hash: `scrypt$<log_n>$<r>$<p>$<salt hex>$<hash hex>`.
+#[derive(Clone, PartialEq, Eq)]
+struct StoredHash {
+    params: ScryptParams,
+    salt: [u8; SALT_LEN],
+    hash: [u8; HASH_LEN],
+}
+
+impl StoredHash {
+    fn new(password: &Password, params: ScryptParams) -> Result<StoredHash, AccountError> {
+        let mut salt = [0u8; SALT_LEN];
+        openssl::rand::rand_bytes(&mut salt)?;
+        let hash = scrypt(password, &salt, params)?;
+        Ok(StoredHash { params, salt, hash })
+    }
+
+    /// Constant-time comparison of `password`'s hash with this one.
+    fn matches(&self, password: &Password) -> Result<bool, AccountError> {
+        let mut got = scrypt(password, &self.salt, self.params)?;
+        let same = openssl::memcmp::eq(&got, &self.hash);
+        got.zeroize();
+        Ok(same)
+    }
+
+    fn encode(&self) -> String {
+        format!(
+            "scrypt${}${}${}${}${}",
+            self.params.log_n,
+            self.params.r,
+            self.params.p,
+            hex(&self.salt),
+            hex(&self.hash)
+        )
+    }
+
+    fn decode(s: &str) -> Result<StoredHash, AccountError> {
+        const BAD: AccountError = AccountError::Corrupt("unreadable password hash");
+        let parts: Vec<&str> = s.split('$').collect();
+        let [kind, log_n, r, p, salt, hash] = parts.as_slice() else {
+            return Err(BAD);
+        };
+        if *kind != "scrypt" {
+            return Err(BAD);
+        }
+        let params = ScryptParams {
+            log_n: log_n.parse().map_err(|_| BAD)?,
+            r: r.parse().map_err(|_| BAD)?,
+            p: p.parse().map_err(|_| BAD)?,
+        };
+        params.check()?;
+        let salt = unhex(salt).and_then(|v| v.try_into().ok()).ok_or(BAD)?;
+        let hash = unhex(hash).and_then(|v| v.try_into().ok()).ok_or(BAD)?;
+        Ok(StoredHash { params, salt, hash })
+    }
+}
+
+fn scrypt(
+    password: &Password,
+    salt: &[u8],
+    params: ScryptParams,
+) -> Result<[u8; HASH_LEN], AccountError> {
+    params.check()?;
+    let mut out = [0u8; HASH_LEN];
+    openssl::pkcs5::scrypt(
+        password.expose(),
+        salt,
+        1u64 << params.log_n,
+        u64::from(params.r),
+        u64::from(params.p),
+        params.memory().saturating_mul(2),
+        &mut out,
+    )?;
+    Ok(out)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| s.get(i..i + 2).and_then(|d| u8::from_str_radix(d, 16).ok()))
+        .collect()
+}
+
+/// What went wrong with the account store. Names appear; passwords never do.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AccountError {
+    /// The name breaks the name rules.
+    #[error("bad avatar name: {0}")]
+    BadName(#[from] NameError),
+    /// `add` for a name that is taken (case-insensitively).
+    #[error("an avatar with that name already exists")]
+    NameTaken,
+    /// No avatar with that name.
+    #[error("no avatar with that name")]
+    NoSuchAvatar,
+    /// A new password under the minimum.
+    #[error("a password needs at least {min} characters")]
+    PasswordTooShort {
+        /// The minimum.
+        min: usize,
+    },
+    /// A new password over the maximum.
+    #[error("a password has at most {max} characters")]
+    PasswordTooLong {
+        /// The maximum.
+        max: usize,
+    },
+    /// The database was keyed with another key (another keyfile).
+    #[error("the account table was written with a different keyfile; use the keyfile this database was created with")]
+    KeyMismatch,
+    /// The account tables are newer than this program.
+    #[error("the account tables have version {found}, this espmail knows up to {SCHEMA_VERSION}; upgrade espmail")]
+    SchemaTooNew {
+        /// Version found.
+        found: i64,
+    },
+    /// A row could not be read back.
+    #[error("damaged account data: {0}")]
+    Corrupt(&'static str),
+    /// SQLite failed (disk, locking, corruption).
+    #[error("account database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// openssl failed (random bytes, scrypt, cipher).
+    #[error("crypto library: {0}")]
+    Crypto(#[from] openssl::error::ErrorStack),
+    /// The blocking task running the operation died.
+    #[error("account worker failed: {0}")]
+    Worker(String),
+}
+
+/// Why a login failed. The player sees [`WRONG_NAME_OR_PASSWORD`] for every variant; the
+/// variants exist for the log.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthError {
+    /// Unknown name or wrong password: deliberately one case.
+    #[error("wrong name or password")]
+    WrongNameOrPassword,
+    /// Too many failed logins for this name or address.
+    #[error("too many failed logins; retry in {retry_after_secs} s")]
+    Throttled {
+        /// Seconds until another attempt is considered.
+        retry_after_secs: u64,
+    },
+    /// The store failed; the login cannot be checked.
+    #[error("cannot check the login: {0}")]
+    Store(#[from] AccountError),
+}
+
+/// One account as `list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountInfo {
+    /// Name as first registered.
+    pub name: AvatarName,
+    /// When it was created.
+    pub created: SystemTime,
+    /// Whether it can log in with a password (false for avatars created by a trusted
+    /// front end).
+    pub has_password: bool,
+}
+
+/// The account table, blocking. Use [`AccountsHandle`] from async code.
+pub struct Accounts {
+    db: Connection,
+    index_key: PKey<openssl::pkey::Private>,
+    seal_key: Zeroizing<[u8; 32]>,
+    params: ScryptParams,
+    dummy: StoredHash,
+}
+
+impl fmt::Debug for Accounts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Accounts")
+            .field("params", &self.params)
+            .finish_non_exhaustive()
+    }
+}
+
+enum Found {
+    Avatar(Avatar, Option<StoredHash>),
+    Unknown,
+}
+
+impl Accounts {
+    /// Opens (creating if needed) the account tables in the database at `path`.
+    pub fn open(path: &Path, key: &AccountsKey) -> Result<Accounts, AccountError> {
+        Accounts::open_with(path, key, ScryptParams::default())
+    }
+
+    /// Like [`Accounts::open`], hashing new passwords with `params`.
+    pub fn open_with(
+        path: &Path,
+        key: &AccountsKey,
+        params: ScryptParams,
+    ) -> Result<Accounts, AccountError> {
+        params.check()?;
+        let db = Connection::open(path)?;
+        // Another connection (the vault's writer) shares the file: wait for its locks.
+        db.busy_timeout(Duration::from_secs(10))?;
+        // A removed account's sealed name and hash are zeroed on disk, like delivered mail.
+        db.pragma_update(None, "secure_delete", "ON")?;
+        db.pragma_update(None, "synchronous", "FULL")?;
+        let mac = |label: &[u8]| -> Result<Zeroizing<[u8; 32]>, AccountError> {
+            let k = PKey::hmac(key.0.as_slice())?;
+            let mut s = Signer::new(MessageDigest::sha256(), &k)?;
+            s.update(label)?;
+            let v = Zeroizing::new(s.sign_to_vec()?);
+            let mut out = Zeroizing::new([0u8; 32]);
+            out.copy_from_slice(v.get(..32).ok_or(AccountError::Corrupt("short HMAC"))?);
+            Ok(out)
+        };
+        let index_key = PKey::hmac(mac(b"espmail accounts: name index v1")?.as_slice())?;
+        let seal_key = mac(b"espmail accounts: sealed name v1")?;
+        let check = hex(mac(b"espmail accounts: key check v1")?.as_slice());
+        let mut accounts = Accounts {
+            db,
+            index_key,
+            seal_key,
+            params,
+            dummy: StoredHash {
+                params,
+                salt: [0; SALT_LEN],
+                hash: [0; HASH_LEN],
+            },
+        };
+        accounts.migrate(&check)?;
+        // Unknown names are checked against this, so they cost what a real check costs.
+        let mut random = Zeroizing::new([0u8; 24]);
+        openssl::rand::rand_bytes(random.as_mut_slice())?;
+        accounts.dummy = StoredHash::new(&Password::new(random.to_vec()), params)?;
+        Ok(accounts)
+    }
+
+    fn migrate(&mut self, check: &str) -> Result<(), AccountError> {
+        let tx = self
+            .db
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute_batch(
+            "CREATE TABLE IF NOT EXISTS accounts_meta (
+                 key   TEXT PRIMARY KEY NOT NULL,
+                 value TEXT NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS accounts (
+                 name_index  BLOB PRIMARY KEY NOT NULL, -- HMAC of the normalised name
+                 sealed_name BLOB NOT NULL,             -- AES-256-GCM: nonce | text | tag
+                 pw_hash     TEXT,                      -- NULL: trusted front end only
+                 created     INTEGER NOT NULL           -- unix seconds
+             ) WITHOUT ROWID;",
+        )?;
+        let version: Option<String> = tx
+            .query_row(
+                "SELECT value FROM accounts_meta WHERE key = 'schema_version'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match version.map(|v| v.parse::<i64>()) {
+            None => {
+                tx.execute(
+                    "INSERT INTO accounts_meta (key, value) VALUES ('schema_version', ?1)",
+                    params![SCHEMA_VERSION.to_string()],
+                )?;
+            }
+            Some(Ok(v)) if v > SCHEMA_VERSION => {
+                return Err(AccountError::SchemaTooNew { found: v });
+            }
+            Some(Ok(_)) => {}
+            Some(Err(_)) => return Err(AccountError::Corrupt("unreadable schema version")),
+        }
+        let stored: Option<String> = tx
+            .query_row(
+                "SELECT value FROM accounts_meta WHERE key = 'key_check'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match stored {
+            None => {
+                tx.execute(
+                    "INSERT INTO accounts_meta (key, value) VALUES ('key_check', ?1)",
+                    params![check],
+                )?;
+            }
+            Some(s) if openssl_eq_str(&s, check) => {}
+            Some(_) => return Err(AccountError::KeyMismatch),
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn index(&self, key: &str) -> Result<Vec<u8>, AccountError> {
+        let mut s = Signer::new(MessageDigest::sha256(), &self.index_key)?;
+        s.update(key.as_bytes())?;
+        Ok(s.sign_to_vec()?)
+    }
+
+    fn seal(&self, index: &[u8], display: &str) -> Result<Vec<u8>, AccountError> {
+        let mut nonce = [0u8; NONCE_LEN];
+        openssl::rand::rand_bytes(&mut nonce)?;
+        let mut tag = [0u8; TAG_LEN];
+        // The index is the associated data: a sealed name moved to another row fails.
+        let ct = openssl::symm::encrypt_aead(
+            Cipher::aes_256_gcm(),
+            self.seal_key.as_slice(),
+            Some(&nonce),
+            index,
+            display.as_bytes(),
+            &mut tag,
+        )?;
+        let mut out = Vec::with_capacity(NONCE_LEN + ct.len() + TAG_LEN);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&ct);
+        out.extend_from_slice(&tag);
+        Ok(out)
+    }
+
+    fn unseal(&self, index: &[u8], sealed: &[u8]) -> Result<AvatarName, AccountError> {
+        const BAD: AccountError = AccountError::Corrupt("a sealed avatar name does not open");
+        if sealed.len() < NONCE_LEN + TAG_LEN {
+            return Err(BAD);
+        }
+        let (nonce, rest) = sealed.split_at(NONCE_LEN);
+        let (ct, tag) = rest.split_at(rest.len() - TAG_LEN);
+        let plain = openssl::symm::decrypt_aead(
+            Cipher::aes_256_gcm(),
+            self.seal_key.as_slice(),
+            Some(nonce),
+            index,
+            ct,
+            tag,
+        )
+        .map_err(|_| BAD)?;
+        let text = String::from_utf8(plain).map_err(|_| BAD)?;
+        AvatarName::parse(&text).map_err(|_| BAD)
+    }
+
+    fn find(&self, name: &AvatarName) -> Result<Found, AccountError> {
+        let index = self.index(name.key())?;
+        let row: Option<(Vec<u8>, Option<String>)> = self
+            .db
+            .query_row(
+                "SELECT sealed_name, pw_hash FROM accounts WHERE name_index = ?1",
+                params![index],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let Some((sealed, hash)) = row else {
+            return Ok(Found::Unknown);
+        };
+        let name = self.unseal(&index, &sealed)?;
+        let hash = hash.as_deref().map(StoredHash::decode).transpose()?;
+        Ok(Found::Avatar(Avatar { name }, hash))
+    }
+
+    /// The avatar called `name` (case-insensitively), if it exists.
+    pub fn lookup(&self, name: &str) -> Result<Option<Avatar>, AccountError> {
+        let Ok(name) = AvatarName::parse(name) else {
+            return Ok(None);
+        };
+        Ok(match self.find(&name)? {
+            Found::Avatar(a, _) => Some(a),
+            Found::Unknown => None,
+        })
+    }
+
+    /// Whether an avatar called `name` exists.
+    pub fn exists(&self, name: &str) -> Result<bool, AccountError> {
+        Ok(self.lookup(name)?.is_some())
+    }
+
+    /// Creates an avatar with a password.
+    pub fn add(
+        &self,
+        name: &str,
+        password: &Password,
+        now: SystemTime,
+    ) -> Result<Avatar, AccountError> {
+        let name = AvatarName::parse(name)?;
+        let hash = new_password_hash(password, self.params)?;
+        self.insert(&name, Some(&hash), now)
+    }
+
+    /// Creates an avatar that only a trusted front end can log in as (no password), or
+    /// returns the existing one.
+    pub fn ensure_trusted(&self, name: &str, now: SystemTime) -> Result<Avatar, AccountError> {
+        let name = AvatarName::parse(name)?;
+        match self.find(&name)? {
+            Found::Avatar(a, _) => Ok(a),
+            Found::Unknown => match self.insert(&name, None, now) {
+                Err(AccountError::NameTaken) => match self.find(&name)? {
+                    Found::Avatar(a, _) => Ok(a),
+                    Found::Unknown => Err(AccountError::NoSuchAvatar),
+                },
+                other => other,
+            },
+        }
+    }
+
+    fn insert(
+        &self,
+        name: &AvatarName,
+        hash: Option<&StoredHash>,
+        now: SystemTime,
+    ) -> Result<Avatar, AccountError> {
+        let index = self.index(name.key())?;
+        let sealed = self.seal(&index, name.display())?;
+        let created = unix_secs(now);
+        let changed = self.db.execute(
+            "INSERT OR IGNORE INTO accounts (name_index, sealed_name, pw_hash, created)
+             VALUES (?1, ?2, ?3, ?4)",
+            params![index, sealed, hash.map(StoredHash::encode), created],
+        )?;
+        if changed == 0 {
+            return Err(AccountError::NameTaken);
+        }
+        Ok(Avatar { name: name.clone() })
+    }
+
+    /// Replaces an avatar's password.
+    pub fn set_password(&self, name: &str, password: &Password) -> Result<(), AccountError> {
+        let name = AvatarName::parse(name)?;
+        let hash = new_password_hash(password, self.params)?;
+        self.store_hash(&name, &hash)
+    }
+
+    fn store_hash(&self, name: &AvatarName, hash: &StoredHash) -> Result<(), AccountError> {
+        let changed = self.db.execute(
+            "UPDATE accounts SET pw_hash = ?1 WHERE name_index = ?2",
+            params![hash.encode(), self.index(name.key())?],
+        )?;
+        if changed == 0 {
+            return Err(AccountError::NoSuchAvatar);
+        }
+        Ok(())
+    }
+
+    /// Every avatar, sorted by normalised name.
+    pub fn list(&self) -> Result<Vec<AccountInfo>, AccountError> {
+        let mut stmt = self.db.prepare(
+            "SELECT name_index, sealed_name, pw_hash IS NOT NULL, created FROM accounts",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, Vec<u8>>(0)?,
+                r.get::<_, Vec<u8>>(1)?,
+                r.get::<_, bool>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (index, sealed, has_password, created) = row?;
+            out.push(AccountInfo {
+                name: self.unseal(&index, &sealed)?,
+                created: UNIX_EPOCH + Duration::from_secs(u64::try_from(created).unwrap_or(0)),
+                has_password,
+            });
+        }
+        out.sort_by(|a, b| a.name.key().cmp(b.name.key()));
+        Ok(out)
+    }
+
+    /// Removes an avatar; false if there was none. (Its mail is the vault's to delete.)
+    pub fn remove(&self, name: &str) -> Result<bool, AccountError> {
+        let name = AvatarName::parse(name)?;
+        let changed = self.db.execute(
+            "DELETE FROM accounts WHERE name_index = ?1",
+            params![self.index(name.key())?],
+        )?;
+        Ok(changed > 0)
+    }
+
+    /// Checks a password. An unknown name, an avatar without a password and a wrong
+    /// password give the same error after the same amount of hashing.
+    pub fn verify(&self, name: &str, password: &Password) -> Result<Avatar, AuthError> {
+        let creds = self.credentials(name)?;
+        creds.check(password)
+    }
+
+    fn credentials(&self, name: &str) -> Result<Credentials, AccountError> {
+        let found = match AvatarName::parse(name) {
+            Ok(name) => self.find(&name)?,
+            Err(_) => Found::Unknown,
+        };
+        Ok(match found {
+            Found::Avatar(avatar, Some(hash)) => Credentials {
+                avatar: Some(avatar),
+                hash,
+                known: true,
+            },
+            Found::Avatar(_, None) => Credentials {
+                avatar: None,
+                hash: self.dummy.clone(),
+                known: true,
+            },
+            Found::Unknown => Credentials {
+                avatar: None,
+                hash: self.dummy.clone(),
+                known: false,
+            },
+        })
+    }
+}
+
+/// What a password is checked against: the avatar's hash, or the dummy one.
+struct Credentials {
+    avatar: Option<Avatar>,
+    hash: StoredHash,
+    known: bool,
+}
+
+impl Credentials {
+    fn check(self, password: &Password) -> Result<Avatar, AuthError> {
+        // Always hash, so unknown names take as long as wrong passwords.
+        let matches = self.hash.matches(password).map_err(AuthError::Store)?;
+        match self.avatar {
+            Some(avatar) if matches => Ok(avatar),
+            _ => Err(AuthError::WrongNameOrPassword),
+        }
+    }
+}
+
+fn new_password_hash(
+    password: &Password,
+    params: ScryptParams,
+) -> Result<StoredHash, AccountError> {
+    if password.char_len() < MIN_PASSWORD_LEN {
+        return Err(AccountError::PasswordTooShort {
+            min: MIN_PASSWORD_LEN,
+        });
+    }
+    if password.char_len() > MAX_PASSWORD_LEN {
+        return Err(AccountError::PasswordTooLong {
+            max: MAX_PASSWORD_LEN,
+        });
+    }
+    StoredHash::new(password, params)
+}
+
+fn openssl_eq_str(a: &str, b: &str) -> bool {
+    a.len() == b.len() && openssl::memcmp::eq(a.as_bytes(), b.as_bytes())
+}
+
+fn unix_secs(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Limits of the failed-login slowdown.
+#[derive(Debug, Clone, Copy)]
+pub struct ThrottleLimits {
+    /// Failed attempts allowed per name, and per address, in `window`.
+    pub failures: usize,
+    /// The window.
+    pub window: Duration,
+    /// Names and addresses remembered at most (each).
+    pub max_keys: usize,
+}
+
+impl Default for ThrottleLimits {
+    fn default() -> ThrottleLimits {
+        ThrottleLimits {
+            failures: 5,
+            window: Duration::from_secs(60),
+            max_keys: 100_000,
+        }
+    }
+}
+
+/// Failed-login slowdown per name and per address (ESPMAIL.md §1).
+#[derive(Debug)]
+pub struct LoginThrottle {
+    by_name: SlidingWindow<String>,
+    by_addr: SlidingWindow<IpAddr>,
+}
+
+impl LoginThrottle {
+    /// A throttle with these limits.
+    pub fn new(limits: ThrottleLimits) -> LoginThrottle {
+        LoginThrottle {
+            by_name: SlidingWindow::new(limits.failures, limits.window, limits.max_keys),
+            by_addr: SlidingWindow::new(limits.failures, limits.window, limits.max_keys),
+        }
+    }
+
+    /// `Err(seconds to wait)` when this name or this address has failed too often lately.
+    pub fn check(&self, name: &str, peer: IpAddr, now: Instant) -> Result<(), u64> {
+        let a = self.by_name.check(&normalise(name), now);
+        let b = self.by_addr.check(&peer, now);
+        match (a, b) {
+            (Ok(()), Ok(())) => Ok(()),
+            (Err(x), Ok(())) | (Ok(()), Err(x)) => Err(wait_secs(x)),
+            (Err(x), Err(y)) => Err(wait_secs(x.max(y))),
+        }
+    }
+
+    /// Counts a failed attempt against the name and the address.
+    pub fn failed(&mut self, name: &str, peer: IpAddr, now: Instant) {
+        self.by_name.record(&normalise(name), now);
+        self.by_addr.record(&peer, now);
+    }
+
+    /// A successful login clears the name's count (not the address's: one address may be
+    /// guessing many names).
+    pub fn succeeded(&mut self, name: &str) {
+        self.by_name.forget(&normalise(name));
+    }
+}
+
+/// How a login went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoginOutcome {
+    /// The password matched an existing avatar.
+    Existing(Avatar),
+    /// The name was unknown and auto-registration created it.
+    Registered(Avatar),
+}
+
+impl LoginOutcome {
+    /// The avatar logged in.
+    pub fn avatar(&self) -> &Avatar {
+        match self {
+            LoginOutcome::Existing(a) | LoginOutcome::Registered(a) => a,
+        }
+    }
+}
+
+struct HandleInner {
+    db: Mutex<Accounts>,
+    params: ScryptParams,
+    /// scrypt needs 16 MiB and a core for tens of ms: a burst of logins must queue here
+    /// rather than fill the blocking pool and the memory.
+    hashing: tokio::sync::Semaphore,
+    throttle: Mutex<LoginThrottle>,
+}
+
+/// The async face of [`Accounts`]: cheap to clone, shared by every session. Each call runs
+/// on the blocking pool; scrypt runs outside the database lock, at most `hash_slots` at a
+/// time.
+#[derive(Clone)]
+pub struct AccountsHandle {
+    inner: Arc<HandleInner>,
+}
+
+impl fmt::Debug for AccountsHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AccountsHandle")
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic elsewhere must not lock every avatar out; the data stays consistent because
+    // every critical section is a single call.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl AccountsHandle {
+    /// Wraps an open store. `hash_slots` bounds concurrent scrypt runs (the core count is
+    /// a good value).
+    pub fn new(accounts: Accounts, hash_slots: usize, limits: ThrottleLimits) -> AccountsHandle {
+        let params = accounts.params;
+        AccountsHandle {
+            inner: Arc::new(HandleInner {
+                db: Mutex::new(accounts),
+                params,
+                hashing: tokio::sync::Semaphore::new(hash_slots.max(1)),
+                throttle: Mutex::new(LoginThrottle::new(limits)),
+            }),
+        }
+    }
+
+    async fn blocking<T, F>(&self, f: F) -> Result<T, AccountError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&HandleInner) -> Result<T, AccountError> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || f(&inner))
+            .await
+            .map_err(|e| AccountError::Worker(e.to_string()))?
+    }
+
+    async fn hashing<T, F>(&self, f: F) -> Result<T, AccountError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&HandleInner) -> Result<T, AccountError> + Send + 'static,
+    {
+        let permit = self
+            .inner
+            .hashing
+            .acquire()
+            .await
+            .map_err(|e| AccountError::Worker(e.to_string()))?;
+        let out = self.blocking(f).await;
+        drop(permit);
+        out
+    }
+
+    /// The avatar called `name`, if any (no hashing).
+    pub async fn lookup(&self, name: &str) -> Result<Option<Avatar>, AccountError> {
+        let name = name.to_string();
+        self.blocking(move |i| lock(&i.db).lookup(&name)).await
+    }
+
+    /// Creates an avatar with a password (`espmail account add`, in-world registration).
+    pub async fn add(
+        &self,
+        name: &str,
+        password: Password,
+        now: SystemTime,
+    ) -> Result<Avatar, AccountError> {
+        let name = AvatarName::parse(name)?;
+        self.hashing(move |i| {
+            let hash = new_password_hash(&password, i.params)?;
+            lock(&i.db).insert(&name, Some(&hash), now)
+        })
+        .await
+    }
+
+    /// Replaces a password (`espmail account passwd`).
+    pub async fn set_password(&self, name: &str, password: Password) -> Result<(), AccountError> {
+        let name = AvatarName::parse(name)?;
+        self.hashing(move |i| {
+            let hash = new_password_hash(&password, i.params)?;
+            lock(&i.db).store_hash(&name, &hash)
+        })
+        .await
+    }
+
+    /// Every avatar (`espmail account list`).
+    pub async fn list(&self) -> Result<Vec<AccountInfo>, AccountError> {
+        self.blocking(|i| lock(&i.db).list()).await
+    }
+
+    /// Removes an avatar.
+    pub async fn remove(&self, name: &str) -> Result<bool, AccountError> {
+        let name = name.to_string();
+        self.blocking(move |i| lock(&i.db).remove(&name)).await
+    }
+
+    /// The avatar a trusted front end names, created without a password on first sight.
+    pub async fn ensure_trusted(
+        &self,
+        name: &str,
+        now: SystemTime,
+    ) -> Result<Avatar, AccountError> {
+        let name = name.to_string();
+        self.blocking(move |i| lock(&i.db).ensure_trusted(&name, now))
+            .await
+    }
+
+    /// Checks a password, without throttling or registration.
+    pub async fn verify(&self, name: &str, password: Password) -> Result<Avatar, AuthError> {
+        let name = name.to_string();
+        let creds = self
+            .blocking(move |i| lock(&i.db).credentials(&name))
+            .await?;
+        self.check(creds, password).await
+    }
+
+    async fn check(&self, creds: Credentials, password: Password) -> Result<Avatar, AuthError> {
+        self.hashing(move |_| Ok(creds.check(&password)))
+            .await
+            .map_err(AuthError::Store)?
+    }
+
+    /// A password login as ESPMAIL.md §1 describes it: throttled per name and address;
+    /// with `auto_register`, an unknown name with a password of
+    /// [`MIN_PASSWORD_LEN`]+ characters creates the avatar. Failures are logged with the
+    /// name and address, never the password.
+    pub async fn login(
+        &self,
+        name: &str,
+        password: Password,
+        peer: IpAddr,
+        auto_register: bool,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Result<LoginOutcome, AuthError> {
+        if let Err(retry_after_secs) = lock(&self.inner.throttle).check(name, peer, now) {
+            tracing::warn!(avatar = %normalise(name), %peer, retry_after_secs, "login throttled");
+            return Err(AuthError::Throttled { retry_after_secs });
+        }
+        let owned = name.to_string();
+        let creds = self
+            .blocking(move |i| lock(&i.db).credentials(&owned))
+            .await?;
+        let known = creds.known;
+        let register = !known && auto_register && password_acceptable(&password);
+        let result = match self.check(creds, password.clone()).await {
+            Ok(avatar) => Ok(LoginOutcome::Existing(avatar)),
+            Err(AuthError::WrongNameOrPassword) if register => {
+                match self.add(name, password, wall).await {
+                    Ok(avatar) => {
+                        tracing::info!(avatar = %avatar.name, "avatar registered at login");
+                        Ok(LoginOutcome::Registered(avatar))
+                    }
+                    // Somebody registered it a moment ago: the password was not checked
+                    // against theirs, so this is a failed login.
+                    Err(AccountError::NameTaken | AccountError::BadName(_)) => {
+                        Err(AuthError::WrongNameOrPassword)
+                    }
+                    Err(e) => Err(AuthError::Store(e)),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        match &result {
+            Ok(_) => lock(&self.inner.throttle).succeeded(name),
+            Err(AuthError::WrongNameOrPassword) => {
+                lock(&self.inner.throttle).failed(name, peer, now);
+                tracing::warn!(avatar = %normalise(name), %peer, "login failed");
+            }
+            Err(e) => {
+                tracing::error!(avatar = %normalise(name), %peer, error = %e, "login could not be checked")
+            }
+        }
+        result
+    }
+}
+
+fn password_acceptable(p: &Password) -> bool {
+    (MIN_PASSWORD_LEN..=MAX_PASSWORD_LEN).contains(&p.char_len())
+}
+
+/// `[auth] mode` (ESPMAIL.md §1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthMode {
+    /// The login line (or the in-world prompt) must carry the avatar's password.
+    Password {
+        /// Unknown name + password of 8+ characters creates the avatar.
+        auto_register: bool,
+    },
+    /// Only these peers are believed about the name; every other peer is refused.
+    Trusted {
+        /// The trusted front ends.
+        peers: Vec<IpAddr>,
+    },
+}
+
+impl Default for AuthMode {
+    fn default() -> AuthMode {
+        AuthMode::Password {
+            auto_register: true,
+        }
+    }
+}
+
+/// Why a login was refused before any password check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefuseReason {
+    /// The name breaks the name rules.
+    BadName(NameError),
+    /// Trusted mode and the peer is not a trusted front end.
+    UntrustedPeer,
+}
+
+/// What to do with a login line (the pure first step of authentication).
+#[derive(Debug)]
+pub enum Decision {
+    /// Answer IM_ALIVE with status 0 + [`WRONG_NAME_OR_PASSWORD`] and close.
+    Refuse(RefuseReason),
+    /// Trusted front end: bind the connection to this name
+    /// ([`AccountsHandle::ensure_trusted`]).
+    Trust(AvatarName),
+    /// Run [`AccountsHandle::login`] with this password.
+    CheckPassword(AvatarName, Password),
+    /// No password in the login line: enter hidden and run the [`PasswordDialogue`] after
+    /// HERE_I_AM (look the name up first: `known` picks the first prompt).
+    AskInWorld(AvatarName),
+}
+
+/// Decides how a login line is authenticated. `password` is the login line's field, if
+/// it had one (an empty field counts as none: the C64 launcher sends only the name).
+pub fn decide(mode: &AuthMode, peer: IpAddr, name: &str, password: Option<Password>) -> Decision {
+    let name = match AvatarName::parse(name) {
+        Ok(n) => n,
+        Err(e) => return Decision::Refuse(RefuseReason::BadName(e)),
+    };
+    match mode {
+        AuthMode::Trusted { peers } => {
+            if peers.contains(&peer) {
+                Decision::Trust(name)
+            } else {
+                Decision::Refuse(RefuseReason::UntrustedPeer)
+            }
+        }
+        AuthMode::Password { .. } => match password {
+            Some(p) if !p.expose().is_empty() => Decision::CheckPassword(name, p),
+            _ => Decision::AskInWorld(name),
+        },
+    }
+}
+
+/// The next thing the session does in the in-world password dialogue.
+#[derive(Debug)]
+pub enum DialogueStep {
+    /// Send PROMPT_USER with this text and wait for the reply.
+    Ask(&'static str),
+    /// Check this password with [`AccountsHandle::login`] (auto_register off), then call
+    /// [`PasswordDialogue::checked`].
+    Check(Password),
+    /// Create the avatar with this password ([`AccountsHandle::add`]), then call
+    /// [`PasswordDialogue::checked`] with whether it worked.
+    Register(Password),
+    /// Authenticated: make the avatar visible and deliver its mail.
+    Done,
+    /// Say [`WRONG_NAME_OR_PASSWORD`] and close the connection.
+    Refuse,
+    /// Nothing was expected now (a reply while a check runs): do nothing.
+    Ignore,
+}
+
+#[derive(Debug)]
+enum DialogueState {
+    /// Waiting for a password of an existing avatar (or of an unknown name when
+    /// registration is off: asked the same way, so the name's existence is not shown).
+    Password,
+    Checking,
+    Choose,
+    Again(Password),
+    Registering,
+    Finished,
+}
+
+/// The in-world password prompt for clients whose login line had no password (ESPMAIL.md
+/// §1), as a state machine the session drives: each reply in, one [`DialogueStep`] out.
+#[derive(Debug)]
+pub struct PasswordDialogue {
+    state: DialogueState,
+    failures: u32,
+}
+
+/// Wrong answers before the connection is closed.
+pub const MAX_PASSWORD_TRIES: u32 = 3;
+/// New-password rounds (too short or mismatched) before the connection is closed.
+const MAX_CHOOSE_TRIES: u32 = 5;
+
+impl PasswordDialogue {
+    /// Starts the dialogue. `known`: the name has an account. An unknown name is asked to
+    /// choose a password only when `auto_register` is on.
+    pub fn start(known: bool, auto_register: bool) -> (PasswordDialogue, DialogueStep) {
+        if !known && auto_register {
+            let d = PasswordDialogue {
+                state: DialogueState::Choose,
+                failures: 0,
+            };
+            (d, DialogueStep::Ask(PROMPT_NEW_PASSWORD))
+        } else {
+            let d = PasswordDialogue {
+                state: DialogueState::Password,
+                failures: 0,
+            };
+            (d, DialogueStep::Ask(PROMPT_PASSWORD))
+        }
+    }
+
+    /// Whether a prompt reply is expected now (otherwise replies are ignored).
+    pub fn awaiting_reply(&self) -> bool {
+        matches!(
+            self.state,
+            DialogueState::Password | DialogueState::Choose | DialogueState::Again(_)
+        )
+    }
+
+    /// The player's answer to the last prompt (already stripped of the prompt echo).
+    pub fn answer(&mut self, answer: Password) -> DialogueStep {
+        match std::mem::replace(&mut self.state, DialogueState::Finished) {
+            DialogueState::Password => {
+                self.state = DialogueState::Checking;
+                DialogueStep::Check(answer)
+            }
+            DialogueState::Choose => {
+                if answer.char_len() < MIN_PASSWORD_LEN || answer.char_len() > MAX_PASSWORD_LEN {
+                    self.choose_failed(PROMPT_TOO_SHORT)
+                } else {
+                    self.state = DialogueState::Again(answer);
+                    DialogueStep::Ask(PROMPT_AGAIN)
+                }
+            }
+            DialogueState::Again(first) => {
+                let same = first.expose().len() == answer.expose().len()
+                    && openssl::memcmp::eq(first.expose(), answer.expose());
+                if same {
+                    self.state = DialogueState::Registering;
+                    DialogueStep::Register(answer)
+                } else {
+                    self.choose_failed(PROMPT_MISMATCH)
+                }
+            }
+            // A reply nobody asked for: ignore it, keep the state.
+            other => {
+                self.state = other;
+                DialogueStep::Ignore
+            }
+        }
+    }
+
+    fn choose_failed(&mut self, prompt: &'static str) -> DialogueStep {
+        self.failures += 1;
+        if self.failures >= MAX_CHOOSE_TRIES {
+            self.state = DialogueState::Finished;
+            DialogueStep::Refuse
+        } else {
+            self.state = DialogueState::Choose;
+            DialogueStep::Ask(prompt)
+        }
+    }
+
+    /// The result of the last [`DialogueStep::Check`] or [`DialogueStep::Register`].
+    pub fn checked(&mut self, ok: bool) -> DialogueStep {
+        match std::mem::replace(&mut self.state, DialogueState::Finished) {
+            DialogueState::Checking | DialogueState::Registering if ok => DialogueStep::Done,
+            DialogueState::Checking => {
+                self.failures += 1;
+                if self.failures >= MAX_PASSWORD_TRIES {
+                    DialogueStep::Refuse
+                } else {
+                    self.state = DialogueState::Password;
+                    DialogueStep::Ask(PROMPT_WRONG_PASSWORD)
+                }
+            }
+            // Registration failed (the name was taken meanwhile, or the store failed).
+            DialogueState::Registering => DialogueStep::Refuse,
+            other => {
+                self.state = other;
+                DialogueStep::Ignore
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pw(s: &str) -> Password {
+        Password::from(s.to_string())
+    }
+
+    const FAST: ScryptParams = ScryptParams {
+        log_n: 8,
+        r: 8,
+        p: 1,
+    };
+
+    #[test]
+    fn name_rules() {
+        let n = AvatarName::parse("  Bob Smith-2_x. ").unwrap();
+        assert_eq!(n.display(), "Bob Smith-2_x.");
+        assert_eq!(n.key(), "bob smith-2_x.");
+        assert_eq!(AvatarName::parse("   "), Err(NameError::Empty));
+        assert_eq!(AvatarName::parse(""), Err(NameError::Empty));
+        assert_eq!(
+            AvatarName::parse("abcdefghijklmnopq"),
+            Err(NameError::TooLong { max: 16, len: 17 })
+        );
+        assert!(AvatarName::parse("abcdefghijklmnop").is_ok());
+        for bad in ["bob!", "bób", "a\tb", "x:y", "\u{0}", "a/b"] {
+            assert_eq!(
+                AvatarName::parse(bad),
+                Err(NameError::BadCharacter),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(normalise("  BoB "), "bob");
+        assert_eq!(
+            AvatarName::parse("BOB").unwrap().key(),
+            AvatarName::parse("bob").unwrap().key()
+        );
+    }
+
+    #[test]
+    fn password_never_prints() {
+        let p = pw("correct horse");
+        assert_eq!(format!("{p:?}"), "<password>");
+        assert_eq!(p.char_len(), 13);
+        assert_eq!(Password::new(vec![0xff; 3]).char_len(), 3);
+        assert_eq!(pw("ééé").char_len(), 3);
+        assert!(!format!("{:?}", AccountsKey::new([7; 32])).contains('7'));
+    }
+
+    #[test]
+    fn hashes_are_salted_and_round_trip_their_params() {
+        let a = StoredHash::new(&pw("same password"), FAST).unwrap();
+        let b = StoredHash::new(&pw("same password"), FAST).unwrap();
+        assert_ne!(a.salt, b.salt);
+        assert_ne!(a.hash, b.hash);
+        assert!(a.matches(&pw("same password")).unwrap());
+        assert!(!a.matches(&pw("same passworD")).unwrap());
+        let enc = a.encode();
+        assert!(enc.starts_with("scrypt$8$8$1$"));
+        let back = StoredHash::decode(&enc).unwrap();
+        assert!(back == a);
+        assert!(back.matches(&pw("same password")).unwrap());
+        for bad in [
+            "",
+            "bcrypt$8$8$1$00$00",
+            "scrypt$8$8$1$zz$00",
+            "scrypt$40$8$1$00000000000000000000000000000000$00",
+            &enc[..enc.len() - 2],
+        ] {
+            assert!(StoredHash::decode(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn default_params_are_memory_hard() {
+        let p = ScryptParams::default();
+        assert_eq!((p.log_n, p.r, p.p), (14, 8, 1));
+        assert_eq!(p.memory(), 16 << 20);
+        let h = StoredHash::new(&pw("a long password"), p).unwrap();
+        assert!(h.matches(&pw("a long password")).unwrap());
+    }
+
+    #[test]
+    fn decide_by_mode() {
+        let peer: IpAddr = "10.0.0.5".parse().unwrap();
+        let front: IpAddr = "127.0.0.1".parse().unwrap();
+        let pmode = AuthMode::default();
+        assert!(matches!(
+            decide(&pmode, peer, "Bob", Some(pw("secret123"))),
+            Decision::CheckPassword(n, p) if n.display() == "Bob" && p.expose() == b"secret123"
+        ));
+        assert!(matches!(
+            decide(&pmode, peer, "randy", None),
+            Decision::AskInWorld(n) if n.key() == "randy"
+        ));
+        assert!(matches!(
+            decide(&pmode, peer, "randy", Some(pw(""))),
+            Decision::AskInWorld(_)
+        ));
+        assert!(matches!(
+            decide(&pmode, peer, "bad!name", Some(pw("x"))),
+            Decision::Refuse(RefuseReason::BadName(NameError::BadCharacter))
+        ));
+        let tmode = AuthMode::Trusted { peers: vec![front] };
+        assert!(matches!(
+            decide(&tmode, front, "Bob", None),
+            Decision::Trust(n) if n.display() == "Bob"
+        ));
+        assert!(matches!(
+            decide(&tmode, peer, "Bob", Some(pw("whatever1"))),
+            Decision::Refuse(RefuseReason::UntrustedPeer)
+        ));
+    }
+
+    #[test]
+    fn dialogue_known_avatar_three_wrong_answers_close() {
+        let (mut d, first) = PasswordDialogue::start(true, true);
+        assert!(matches!(first, DialogueStep::Ask("Password: ")));
+        assert!(d.awaiting_reply());
+        for _ in 0..2 {
+            assert!(
+                matches!(d.answer(pw("nope")), DialogueStep::Check(p) if p.expose() == b"nope")
+            );
+            assert!(!d.awaiting_reply());
+            // A reply while the check runs is ignored.
+            assert!(matches!(d.answer(pw("x")), DialogueStep::Ignore));
+            assert!(matches!(
+                d.checked(false),
+                DialogueStep::Ask("Wrong password. Password: ")
+            ));
+        }
+        assert!(matches!(d.answer(pw("nope")), DialogueStep::Check(_)));
+        assert!(matches!(d.checked(false), DialogueStep::Refuse));
+        assert!(!d.awaiting_reply());
+    }
+
+    #[test]
+    fn dialogue_known_avatar_right_answer() {
+        let (mut d, _) = PasswordDialogue::start(true, false);
+        assert!(matches!(d.answer(pw("bad")), DialogueStep::Check(_)));
+        assert!(matches!(d.checked(false), DialogueStep::Ask(_)));
+        assert!(matches!(d.answer(pw("good")), DialogueStep::Check(_)));
+        assert!(matches!(d.checked(true), DialogueStep::Done));
+    }
+
+    #[test]
+    fn dialogue_unknown_without_auto_register_looks_like_a_known_one() {
+        let (_, first) = PasswordDialogue::start(false, false);
+        assert!(matches!(first, DialogueStep::Ask(PROMPT_PASSWORD)));
+    }
+
+    #[test]
+    fn dialogue_new_avatar() {
+        let (mut d, first) = PasswordDialogue::start(false, true);
+        assert!(matches!(
+            first,
+            DialogueStep::Ask("New avatar. Choose a password: ")
+        ));
+        assert!(matches!(
+            d.answer(pw("short")),
+            DialogueStep::Ask(PROMPT_TOO_SHORT)
+        ));
+        assert!(matches!(
+            d.answer(pw("longenough")),
+            DialogueStep::Ask("Again: ")
+        ));
+        assert!(matches!(
+            d.answer(pw("longenougH")),
+            DialogueStep::Ask(PROMPT_MISMATCH)
+        ));
+        assert!(matches!(
+            d.answer(pw("longenough2")),
+            DialogueStep::Ask("Again: ")
+        ));
+        assert!(
+            matches!(d.answer(pw("longenough2")), DialogueStep::Register(p) if p.expose() == b"longenough2")
+        );
+        assert!(matches!(d.checked(true), DialogueStep::Done));
+        for p in [
+            PROMPT_TOO_SHORT,
+            PROMPT_MISMATCH,
+            PROMPT_NEW_PASSWORD,
+            PROMPT_WRONG_PASSWORD,
+        ] {
+            assert!(p.len() <= 39 && p.ends_with(' '), "{p}");
+        }
+    }
+
+    #[test]
+    fn dialogue_new_avatar_gives_up_after_repeated_failures() {
+        let (mut d, _) = PasswordDialogue::start(false, true);
+        let mut last = DialogueStep::Ignore;
+        for _ in 0..MAX_CHOOSE_TRIES {
+            last = d.answer(pw("short"));
+        }
+        assert!(matches!(last, DialogueStep::Refuse));
+        // Registration that fails (name taken meanwhile) refuses too.
+        let (mut d, _) = PasswordDialogue::start(false, true);
+        d.answer(pw("longenough"));
+        d.answer(pw("longenough"));
+        assert!(matches!(d.checked(false), DialogueStep::Refuse));
+    }
+
+    #[test]
+    fn throttle_per_name_and_per_address() {
+        let t0 = Instant::now();
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let mut t = LoginThrottle::new(ThrottleLimits::default());
+        for i in 0..5 {
+            assert_eq!(t.check("Bob", a, t0), Ok(()));
+            t.failed("Bob", a, t0 + Duration::from_secs(i));
+        }
+        // Name throttled from any address, in any case.
+        assert_eq!(t.check("BOB", b, t0 + Duration::from_secs(10)), Err(50));
+        // Address throttled for any name.
+        assert!(t.check("alice", a, t0 + Duration::from_secs(10)).is_err());
+        assert_eq!(t.check("alice", b, t0 + Duration::from_secs(10)), Ok(()));
+        assert_eq!(t.check("bob", b, t0 + Duration::from_secs(61)), Ok(()));
+        // Success clears the name, not the address.
+        t.succeeded("bob");
+        assert_eq!(t.check("bob", b, t0 + Duration::from_secs(10)), Ok(()));
+        assert!(t.check("carol", a, t0 + Duration::from_secs(10)).is_err());
+    }
+}

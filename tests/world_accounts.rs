@@ -1,0 +1,332 @@
+//! Accounts on a real SQLite file: hashing, verification, names, throttling, the async
+//! handle, and what the raw database file reveals.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime};
+
+use espmail::world::accounts::{
+    AccountError, Accounts, AccountsHandle, AccountsKey, AuthError, LoginOutcome, Password,
+    ScryptParams, ThrottleLimits,
+};
+
+const FAST: ScryptParams = ScryptParams {
+    log_n: 8,
+    r: 8,
+    p: 1,
+};
+
+fn pw(s: &str) -> Password {
+    Password::from(s.to_string())
+}
+
+fn key() -> AccountsKey {
+    AccountsKey::new([42; 32])
+}
+
+fn open(path: &Path) -> Accounts {
+    Accounts::open_with(path, &key(), FAST).unwrap()
+}
+
+fn raw_files(dir: &Path) -> Vec<u8> {
+    let mut all = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        all.extend(std::fs::read(e.unwrap().path()).unwrap());
+    }
+    all
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn add_verify_list_remove() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("espmail.db");
+    let acc = open(&db);
+    let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let bob = acc.add("Bob", &pw("correct horse"), t).unwrap();
+    assert_eq!(bob.name.display(), "Bob");
+    acc.add("alice", &pw("battery staple"), t).unwrap();
+    assert!(matches!(
+        acc.add("BOB", &pw("another one"), t),
+        Err(AccountError::NameTaken)
+    ));
+    assert!(matches!(
+        acc.add("carol", &pw("short"), t),
+        Err(AccountError::PasswordTooShort { min: 8 })
+    ));
+    assert!(matches!(
+        acc.add("bad!", &pw("long enough"), t),
+        Err(AccountError::BadName(_))
+    ));
+    // Case-insensitive, shown as first registered.
+    let v = acc.verify("bOB", &pw("correct horse")).unwrap();
+    assert_eq!(v.name.display(), "Bob");
+    assert!(acc.exists(" BOB ").unwrap());
+    assert!(!acc.exists("carol").unwrap());
+    let list = acc.list().unwrap();
+    let names: Vec<&str> = list.iter().map(|a| a.name.display()).collect();
+    assert_eq!(names, ["alice", "Bob"]);
+    assert_eq!(list[1].created, t);
+    assert!(list[1].has_password);
+    acc.set_password("bob", &pw("new password")).unwrap();
+    assert!(acc.verify("bob", &pw("correct horse")).is_err());
+    assert!(acc.verify("bob", &pw("new password")).is_ok());
+    assert!(matches!(
+        acc.set_password("nobody", &pw("new password")),
+        Err(AccountError::NoSuchAvatar)
+    ));
+    assert!(acc.remove("BOB").unwrap());
+    assert!(!acc.remove("bob").unwrap());
+    assert!(acc.verify("bob", &pw("new password")).is_err());
+    // Reopening the file keeps the rest.
+    drop(acc);
+    let acc = open(&db);
+    assert!(acc.verify("Alice", &pw("battery staple")).is_ok());
+}
+
+#[test]
+fn wrong_password_and_unknown_name_give_the_same_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let acc = open(&dir.path().join("db"));
+    acc.add("Bob", &pw("correct horse"), SystemTime::now())
+        .unwrap();
+    let wrong = acc.verify("bob", &pw("wrong horse")).unwrap_err();
+    let unknown = acc.verify("nobody", &pw("correct horse")).unwrap_err();
+    let badname = acc.verify("no/body", &pw("correct horse")).unwrap_err();
+    for e in [&wrong, &unknown, &badname] {
+        assert!(matches!(e, AuthError::WrongNameOrPassword), "{e:?}");
+        assert_eq!(e.to_string(), "wrong name or password");
+    }
+    // A trusted-only avatar cannot log in with any password.
+    acc.ensure_trusted("Front", SystemTime::now()).unwrap();
+    assert!(matches!(
+        acc.verify("front", &pw("")),
+        Err(AuthError::WrongNameOrPassword)
+    ));
+}
+
+#[test]
+fn same_password_twice_gives_different_stored_hashes() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let acc = open(&db);
+    acc.add("one", &pw("same secret"), SystemTime::now())
+        .unwrap();
+    acc.add("two", &pw("same secret"), SystemTime::now())
+        .unwrap();
+    drop(acc);
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let hashes: Vec<String> = conn
+        .prepare("SELECT pw_hash FROM accounts")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(hashes.len(), 2);
+    assert_ne!(hashes[0], hashes[1]);
+    for h in &hashes {
+        assert!(h.starts_with("scrypt$8$8$1$"), "{h}");
+        assert!(!h.contains("same secret"));
+    }
+}
+
+#[test]
+fn the_raw_database_holds_no_names_or_passwords() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("espmail.db");
+    let acc = open(&db);
+    acc.add("Zebediah", &pw("PassWordCanary"), SystemTime::now())
+        .unwrap();
+    acc.ensure_trusted("Quintilian", SystemTime::now()).unwrap();
+    assert!(acc.exists("zebediah").unwrap());
+    drop(acc);
+    let raw = raw_files(dir.path());
+    assert!(raw.len() > 1000);
+    for needle in [
+        "Zebediah",
+        "zebediah",
+        "Quintilian",
+        "quintilian",
+        "PassWordCanary",
+    ] {
+        assert!(
+            !contains(&raw, needle.as_bytes()),
+            "{needle} in the raw files"
+        );
+    }
+}
+
+#[test]
+fn a_different_key_is_refused_and_user_version_is_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.pragma_update(None, "user_version", 7).unwrap();
+    }
+    open(&db)
+        .add("bob", &pw("correct horse"), SystemTime::now())
+        .unwrap();
+    let other = Accounts::open_with(&db, &AccountsKey::new([1; 32]), FAST);
+    assert!(matches!(other, Err(AccountError::KeyMismatch)));
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let v: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(v, 7);
+    conn.execute(
+        "UPDATE accounts_meta SET value = '99' WHERE key = 'schema_version'",
+        [],
+    )
+    .unwrap();
+    assert!(matches!(
+        Accounts::open_with(&db, &key(), FAST),
+        Err(AccountError::SchemaTooNew { found: 99 })
+    ));
+}
+
+#[test]
+fn a_sealed_name_moved_to_another_row_does_not_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let acc = open(&db);
+    acc.add("bob", &pw("correct horse"), SystemTime::now())
+        .unwrap();
+    acc.add("eve", &pw("correct horse"), SystemTime::now())
+        .unwrap();
+    drop(acc);
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    // Give every row the first row's sealed name.
+    conn.execute(
+        "UPDATE accounts SET sealed_name = (SELECT sealed_name FROM accounts LIMIT 1)",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let acc = open(&db);
+    let results = [acc.lookup("bob"), acc.lookup("eve")];
+    assert_eq!(
+        results.iter().filter(|r| r.is_err()).count(),
+        1,
+        "exactly the moved name must fail to open"
+    );
+}
+
+fn handle(dir: &Path) -> AccountsHandle {
+    AccountsHandle::new(open(&dir.join("db")), 2, ThrottleLimits::default())
+}
+
+#[tokio::test]
+async fn login_auto_registers_and_throttles() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = handle(dir.path());
+    let peer: IpAddr = "192.0.2.1".parse().unwrap();
+    let other: IpAddr = "192.0.2.2".parse().unwrap();
+    let t0 = Instant::now();
+    let now = SystemTime::now();
+    // Unknown name, short password: refused, nothing created.
+    assert!(matches!(
+        h.login("Newbie", pw("short"), peer, true, t0, now).await,
+        Err(AuthError::WrongNameOrPassword)
+    ));
+    assert_eq!(h.lookup("newbie").await.unwrap(), None);
+    // Auto-registration off: refused the same way.
+    assert!(matches!(
+        h.login("Newbie", pw("long enough"), peer, false, t0, now)
+            .await,
+        Err(AuthError::WrongNameOrPassword)
+    ));
+    // On: created, shown as given.
+    let out = h
+        .login("Newbie", pw("long enough"), peer, true, t0, now)
+        .await
+        .unwrap();
+    assert!(matches!(&out, LoginOutcome::Registered(a) if a.name.display() == "Newbie"));
+    let again = h
+        .login("NEWBIE", pw("long enough"), peer, true, t0, now)
+        .await
+        .unwrap();
+    assert!(matches!(&again, LoginOutcome::Existing(a) if a.name.display() == "Newbie"));
+    // Wrong passwords for a known name do not register anything and count as failures.
+    for i in 0..5 {
+        let t = t0 + Duration::from_secs(i);
+        assert!(matches!(
+            h.login("newbie", pw("wrong password"), other, true, t, now)
+                .await,
+            Err(AuthError::WrongNameOrPassword)
+        ));
+    }
+    // Sixth attempt within the minute is throttled, even with the right password.
+    assert!(matches!(
+        h.login(
+            "newbie",
+            pw("long enough"),
+            other,
+            true,
+            t0 + Duration::from_secs(6),
+            now
+        )
+        .await,
+        Err(AuthError::Throttled {
+            retry_after_secs: 54
+        })
+    ));
+    // After the window the right password works again.
+    assert!(h
+        .login(
+            "newbie",
+            pw("long enough"),
+            other,
+            true,
+            t0 + Duration::from_secs(60),
+            now
+        )
+        .await
+        .is_ok());
+}
+
+#[tokio::test]
+async fn handle_operations_and_concurrent_logins() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = handle(dir.path());
+    let now = SystemTime::now();
+    h.add("Alice", pw("alice password"), now).await.unwrap();
+    assert!(matches!(
+        h.add("alice", pw("alice password"), now).await,
+        Err(AccountError::NameTaken)
+    ));
+    h.set_password("ALICE", pw("alice password 2"))
+        .await
+        .unwrap();
+    assert!(h.verify("alice", pw("alice password")).await.is_err());
+    let a = h.verify("alice", pw("alice password 2")).await.unwrap();
+    assert_eq!(a.name.display(), "Alice");
+    let t = h.ensure_trusted("Front", now).await.unwrap();
+    assert_eq!(h.ensure_trusted("front", now).await.unwrap(), t);
+    assert_eq!(h.list().await.unwrap().len(), 2);
+    assert!(!h.list().await.unwrap()[1].has_password);
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let h = h.clone();
+        tasks.push(tokio::spawn(async move {
+            let p = if i % 2 == 0 {
+                "alice password 2"
+            } else {
+                "nope nope"
+            };
+            h.verify("alice", pw(p)).await.is_ok()
+        }));
+    }
+    let mut oks = 0;
+    for t in tasks {
+        oks += usize::from(t.await.unwrap());
+    }
+    assert_eq!(oks, 4);
+    assert!(h.remove("alice").await.unwrap());
+    assert_eq!(h.lookup("alice").await.unwrap(), None);
+}
