@@ -12,14 +12,25 @@ pub mod session;
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+use futures_util::future::BoxFuture;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{field, info, info_span, warn, Instrument};
+
+use crate::admin::AdminStats;
+use crate::config::{self, Config};
+use crate::espmail::MailHandle;
+use crate::world::accounts::{AccountsHandle, AuthMode};
+use crate::world::esp::MailRate;
+use crate::world::Registry;
+use session::Push;
 
 /// The numbers the accept loop and sessions live by. `main.rs` fills them from the config.
 #[derive(Debug, Clone)]
@@ -39,6 +50,20 @@ pub struct Settings {
     pub prompt_timeout: Duration,
 }
 
+impl Settings {
+    /// The settings a config gives.
+    pub fn from_config(c: &Config) -> Settings {
+        Settings {
+            max_connections: c.server.max_connections,
+            login_timeout: Duration::from_secs(c.server.login_timeout_secs),
+            idle_timeout: Duration::from_secs(c.server.idle_timeout_secs),
+            out_bytes_per_sec: c.server.rate_limit_bytes_per_sec,
+            outbox_len: c.server.outbox_len,
+            prompt_timeout: Duration::from_secs(c.mail.prompt_timeout_secs),
+        }
+    }
+}
+
 impl Default for Settings {
     fn default() -> Self {
         Settings {
@@ -53,10 +78,70 @@ impl Default for Settings {
 }
 
 /// Everything a session needs from the rest of the process, shared by all of them.
-#[derive(Debug)]
 pub struct Deps {
     /// Limits and timeouts.
     pub settings: Settings,
+    /// Who is online in the Plaza, and their outboxes.
+    pub registry: Arc<Registry<Push>>,
+    /// Avatars and their passwords.
+    pub accounts: AccountsHandle,
+    /// How logins are believed.
+    pub auth_mode: AuthMode,
+    /// The ESP Mail vault.
+    pub mail: MailHandle,
+    /// The ESP Mail send rate, per sender, shared by all sessions.
+    pub mail_rate: MailRate,
+    /// Whether debug logging is on (sessions tell their avatar when it goes on).
+    pub debug: Option<tokio::sync::watch::Receiver<bool>>,
+    /// Connections open now.
+    pub connections: AtomicUsize,
+}
+
+impl Deps {
+    /// Whether an unknown name may create its avatar.
+    pub fn auto_register(&self) -> bool {
+        matches!(
+            self.auth_mode,
+            AuthMode::Password {
+                auto_register: true
+            }
+        )
+    }
+}
+
+/// The world's auth mode from the config's `[auth]`.
+pub fn auth_mode(c: &Config) -> AuthMode {
+    match c.auth.mode {
+        config::AuthMode::Password => AuthMode::Password {
+            auto_register: c.auth.auto_register,
+        },
+        config::AuthMode::Trusted => AuthMode::Trusted {
+            peers: c.auth.trusted_peers.clone(),
+        },
+    }
+}
+
+/// The admin socket's `stats` line: counts only, never names or text.
+pub struct ServerStats(pub Arc<Deps>);
+
+impl AdminStats for ServerStats {
+    fn stats_line(&self) -> BoxFuture<'_, String> {
+        Box::pin(async move {
+            let d = &self.0;
+            let mail = match d.mail.stats().await {
+                Ok(s) => format!(
+                    "mail_waiting={} quarantined={} delivered={} db_bytes={}",
+                    s.waiting, s.quarantined, s.delivered, s.db_bytes
+                ),
+                Err(e) => format!("mail=unavailable ({e})"),
+            };
+            format!(
+                "connections={} online={} {mail}",
+                d.connections.load(Ordering::Relaxed),
+                d.registry.count(),
+            )
+        })
+    }
 }
 
 /// Why the server stopped other than by being asked to.
@@ -145,9 +230,12 @@ fn spawn_session(
 ) {
     let span = info_span!("session", %peer, conn, avatar = field::Empty);
     let session = session::Session::new(stream, peer, deps.clone(), shutdown.child_token());
+    let deps = deps.clone();
+    deps.connections.fetch_add(1, Ordering::Relaxed);
     sessions.spawn(
         async move {
             session.run_logged().await;
+            deps.connections.fetch_sub(1, Ordering::Relaxed);
             drop(permit);
         }
         .instrument(span),
