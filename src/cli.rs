@@ -42,10 +42,10 @@ pub enum Command {
 #[derive(Debug, Clone, Default, Args)]
 pub struct DataArgs {
     /// Configuration file (TOML); without it, the embedded defaults are used.
-    #[arg(short, long, value_name = "FILE")]
+    #[arg(short, long, value_name = "FILE", global = true)]
     pub config: Option<PathBuf>,
     /// Data directory (database, and the keyfile unless the config puts it elsewhere).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", global = true)]
     pub data_dir: Option<PathBuf>,
 }
 
@@ -105,6 +105,9 @@ pub struct AdminArgs {
     /// Config file and data directory (to find the admin socket).
     #[command(flatten)]
     pub data: DataArgs,
+    /// The admin socket (default: the config's logging.admin_socket, else DATA_DIR/admin.sock).
+    #[arg(long, value_name = "PATH", global = true)]
+    pub socket: Option<PathBuf>,
     /// The admin request.
     #[command(subcommand)]
     pub op: AdminOp,

@@ -12,12 +12,15 @@
 //! - [`log_redact`]: beside them all: the only code that decides how sensitive values show
 //!   in logs.
 //! - [`cli`]: the command line (clap derive), used by the `espmail` binary.
+//! - [`ops`]: the operator commands beside `serve` (init, account, admin, stats, purge,
+//!   rotate-key).
 
 pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod espmail;
 pub mod log_redact;
+pub mod ops;
 pub mod protocol;
 pub mod server;
 pub mod world;

@@ -3,12 +3,10 @@
 //!
 //! Exit codes: 0 done, 1 failed (one clear line on stderr), 2 usage (clap).
 
-use std::io::{BufRead, IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
@@ -16,16 +14,13 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use espmail::admin;
-use espmail::cli::{
-    AccountArgs, AccountOp, AdminArgs, AdminOp, Cli, Command, DataArgs, DebugSwitch, PurgeArgs,
-    RotateKeyArgs, ServeArgs,
-};
+use espmail::cli::{Cli, Command, DataArgs, ServeArgs};
 use espmail::config::{Config, Overrides};
 use espmail::espmail::keyfile::{self, Keyfile};
-use espmail::espmail::{crypto, offline, Limits, MailHandle};
+use espmail::espmail::{crypto, Limits, MailHandle};
 use espmail::log_redact;
 use espmail::server::{self, Deps, ServerStats, Settings};
-use espmail::world::accounts::{Accounts, AccountsHandle, AccountsKey, Password, ThrottleLimits};
+use espmail::world::accounts::{Accounts, AccountsHandle, AccountsKey, ThrottleLimits};
 use espmail::world::esp::MailRate;
 use espmail::world::Registry;
 
@@ -44,12 +39,13 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args),
-        Command::Init(args) => init(&args),
-        Command::Account(args) => account(args),
-        Command::Admin(args) => admin_cmd(args),
-        Command::Stats(args) => stats(&args),
-        Command::Purge(args) => purge(args),
-        Command::RotateKey(args) => rotate_key(args),
+        // The operator commands live in the library (`espmail::ops`), tested there.
+        cmd @ (Command::Init(_)
+        | Command::Account(_)
+        | Command::Admin(_)
+        | Command::Stats(_)
+        | Command::Purge(_)
+        | Command::RotateKey(_)) => Ok(espmail::ops::run(cmd)?),
         Command::Talk(_) => bail!("`talk` is not built yet in this version"),
     }
 }
@@ -191,158 +187,5 @@ fn spawn_signal_watch(shutdown: CancellationToken) -> Result<()> {
         }
         shutdown.cancel();
     });
-    Ok(())
-}
-
-#[allow(clippy::print_stdout)] // the command's output
-fn init(args: &DataArgs) -> Result<()> {
-    let config = load_config(args, None)?;
-    create_data_dir(&config.data.dir)?;
-    let keyfile_path = config.data.keyfile_path();
-    let kf = keyfile::create(&keyfile_path)?;
-    let db_path = config.data.database_path();
-    let mail = MailHandle::with_keyfile(&db_path, &kf, mail_limits(&config))?;
-    Accounts::open(&db_path, &accounts_key(&kf)?)?;
-    runtime()?.block_on(mail.shutdown())?;
-    warn_new_keyfile(&keyfile_path);
-    println!(
-        "created {} and {}",
-        keyfile_path.display(),
-        db_path.display()
-    );
-    Ok(())
-}
-
-/// Opens the accounts offline (with the keyfile), for `espmail account`.
-fn open_accounts(config: &Config) -> Result<Accounts> {
-    let kf = keyfile::load(&config.data.keyfile_path())?;
-    Ok(Accounts::open(
-        &config.data.database_path(),
-        &accounts_key(&kf)?,
-    )?)
-}
-
-/// Reads a password from the terminal (echo off) or one line of stdin.
-#[allow(clippy::print_stderr)] // the question goes to the operator
-fn read_password(question: &str) -> Result<Password> {
-    let stdin = std::io::stdin();
-    let tty = stdin.is_terminal();
-    if tty {
-        eprint!("{question}");
-        let _ = std::io::stderr().flush();
-        // `stty` keeps this free of unsafe terminal calls.
-        let _ = std::process::Command::new("stty").arg("-echo").status();
-    }
-    let mut line = String::new();
-    let read = stdin.lock().read_line(&mut line);
-    if tty {
-        let _ = std::process::Command::new("stty").arg("echo").status();
-        eprintln!();
-    }
-    read.context("cannot read the password")?;
-    let pw = line.trim_end_matches(['\r', '\n']).as_bytes().to_vec();
-    line.clear();
-    Ok(Password::new(pw))
-}
-
-#[allow(clippy::print_stdout)] // the command's output
-fn account(args: AccountArgs) -> Result<()> {
-    let config = load_config(&args.data, None)?;
-    let accounts = open_accounts(&config)?;
-    match args.op {
-        AccountOp::Add { name } => {
-            let pw = read_password(&format!("Password for {name}: "))?;
-            accounts.add(&name, &pw, SystemTime::now())?;
-            println!("added {name}");
-        }
-        AccountOp::Passwd { name } => {
-            let pw = read_password(&format!("New password for {name}: "))?;
-            accounts.set_password(&name, &pw)?;
-            println!("password changed for {name}");
-        }
-        AccountOp::List => {
-            for info in accounts.list()? {
-                println!(
-                    "{}{}",
-                    info.name,
-                    if info.has_password {
-                        ""
-                    } else {
-                        " (trusted front end only)"
-                    }
-                );
-            }
-        }
-        AccountOp::Remove { name } => {
-            if !accounts.remove(&name)? {
-                bail!("no avatar called {name}");
-            }
-            let removed = offline::delete_all_for(
-                &config.data.database_path(),
-                &config.data.keyfile_path(),
-                &mail_limits(&config),
-                &name,
-            )?;
-            println!("removed {name} and {removed} waiting ESP Mail");
-        }
-    }
-    Ok(())
-}
-
-#[allow(clippy::print_stdout)] // the command's output
-fn admin_cmd(args: AdminArgs) -> Result<()> {
-    let config = load_config(&args.data, None)?;
-    let line = match args.op {
-        AdminOp::Debug { state } => match state {
-            DebugSwitch::On => "debug on",
-            DebugSwitch::Off => "debug off",
-            DebugSwitch::Status => "debug status",
-        },
-        AdminOp::Stats => "stats",
-    };
-    let answer = runtime()?.block_on(admin::request(&config.admin_socket_path(), line))?;
-    println!("{answer}");
-    Ok(())
-}
-
-#[allow(clippy::print_stdout)] // the command's output
-fn stats(args: &DataArgs) -> Result<()> {
-    let config = load_config(args, None)?;
-    let s = offline::stats(&config.data.database_path(), &mail_limits(&config))?;
-    println!("messages waiting: {}", s.waiting);
-    println!("quarantined: {}", s.quarantined);
-    match s.oldest_age_days {
-        Some(d) => println!("oldest waiting: {d} days"),
-        None => println!("oldest waiting: -"),
-    }
-    println!("database size: {} bytes", s.db_bytes);
-    println!("delivered so far: {}", s.delivered);
-    Ok(())
-}
-
-#[allow(clippy::print_stdout)] // the command's output
-fn purge(args: PurgeArgs) -> Result<()> {
-    let mut config = load_config(&args.data, None)?;
-    if let Some(days) = args.older_than {
-        config.mail.retention_days = days;
-    }
-    let n = offline::purge(
-        &config.data.database_path(),
-        &mail_limits(&config),
-        SystemTime::now(),
-    )?;
-    println!("purged {n} ESP Mail");
-    Ok(())
-}
-
-#[allow(clippy::print_stdout)] // the command's output
-fn rotate_key(args: RotateKeyArgs) -> Result<()> {
-    let config = load_config(&args.data, None)?;
-    let db: PathBuf = config.data.database_path();
-    let report = offline::rotate(&db, &config.data.keyfile_path(), &mail_limits(&config), 256)?;
-    println!("{report:?}");
-    if args.retire_old {
-        bail!("--retire-old is not wired yet: the account tables are keyed from the first key");
-    }
     Ok(())
 }
