@@ -734,7 +734,7 @@ pub fn purge_cutoff(now: SystemTime, retention_days: u32, days: u32) -> SystemTi
     } else {
         // Nothing can be older than the epoch: a cutoff before it purges nothing.
         now.checked_sub(shift(days - retention_days))
-            .unwrap_or(UNIX_EPOCH)
+            .map_or(UNIX_EPOCH, |t| t.max(UNIX_EPOCH))
     }
 }
 
