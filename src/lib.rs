@@ -12,6 +12,7 @@
 //! - [`log_redact`]: beside them all: the only code that decides how sensitive values show
 //!   in logs.
 //! - [`cli`]: the command line (clap derive), used by the `espmail` binary.
+//! - [`talk`]: a text client speaking the real protocol (`espmail talk`, and the tests').
 
 pub mod admin;
 pub mod cli;
@@ -20,4 +21,5 @@ pub mod espmail;
 pub mod log_redact;
 pub mod protocol;
 pub mod server;
+pub mod talk;
 pub mod world;

@@ -50,7 +50,11 @@ fn run(cli: Cli) -> Result<()> {
         Command::Stats(args) => stats(&args),
         Command::Purge(args) => purge(args),
         Command::RotateKey(args) => rotate_key(args),
-        Command::Talk(_) => bail!("`talk` is not built yet in this version"),
+        Command::Talk(args) => {
+            let rt = runtime()?;
+            rt.block_on(espmail::talk::run(args))?;
+            Ok(())
+        }
     }
 }
 
