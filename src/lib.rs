@@ -14,6 +14,7 @@
 //! - [`cli`]: the command line (clap derive), used by the `espmail` binary.
 //! - [`ops`]: the operator commands beside `serve` (init, account, admin, stats, purge,
 //!   rotate-key).
+//! - [`talk`]: a text client speaking the real protocol (`espmail talk`, and the tests').
 
 pub mod admin;
 pub mod cli;
@@ -23,4 +24,5 @@ pub mod log_redact;
 pub mod ops;
 pub mod protocol;
 pub mod server;
+pub mod talk;
 pub mod world;

@@ -46,7 +46,11 @@ fn run(cli: Cli) -> Result<()> {
         | Command::Stats(_)
         | Command::Purge(_)
         | Command::RotateKey(_)) => Ok(espmail::ops::run(cmd)?),
-        Command::Talk(_) => bail!("`talk` is not built yet in this version"),
+        Command::Talk(args) => {
+            let rt = runtime()?;
+            rt.block_on(espmail::talk::run(args))?;
+            Ok(())
+        }
     }
 }
 

@@ -823,7 +823,6 @@ impl Live {
         let Some(prompt) = self.prompt.take() else {
             return Ok(Flow::Continue);
         };
-        let now = Instant::now();
         match prompt.for_ {
             PromptFor::Password => {
                 info!("no answer to the password prompt");
@@ -832,17 +831,15 @@ impl Live {
             PromptFor::MailOffer => {
                 // The pending text is dropped from memory; nothing is stored or said.
                 if let Some(state) = self.esp.as_mut() {
-                    state.tick(now);
+                    state.cancel_offer();
                 }
-                debug!("ESP Mail offer lapsed");
+                info!("ESP Mail offer lapsed");
                 Ok(Flow::Continue)
             }
             PromptFor::NextMail => {
-                let step = match self.delivery.as_mut() {
-                    Some(d) => d.pacer.tick(now).unwrap_or(PacerStep::Ignore),
-                    None => PacerStep::Ignore,
-                };
-                self.on_pacer_step(step);
+                // The rest stays stored for the next login; nothing is said.
+                info!("no answer to the next-mail prompt; the rest is kept");
+                self.stop_delivery();
                 self.pump().await?;
                 Ok(Flow::Continue)
             }
@@ -955,8 +952,8 @@ impl Live {
                     text: Sensitive::new(text.into_bytes()),
                 }),
                 Intent::Prompt(text) => {
-                    let deadline = self.esp.as_ref().and_then(|e| e.deadline());
-                    self.ask(PromptFor::MailOffer, text, deadline);
+                    let deadline = Instant::now() + self.deps.settings.prompt_timeout;
+                    self.ask(PromptFor::MailOffer, text, Some(deadline));
                 }
                 Intent::Chat(words) => {
                     self.deps.registry.broadcast(
@@ -1073,8 +1070,8 @@ impl Live {
         match step {
             PacerStep::Deliver => self.deliver_next(),
             PacerStep::Ask(text) => {
-                let deadline = self.delivery.as_ref().and_then(|d| d.pacer.deadline());
-                self.ask(PromptFor::NextMail, text, deadline);
+                let deadline = Instant::now() + self.deps.settings.prompt_timeout;
+                self.ask(PromptFor::NextMail, text, Some(deadline));
             }
             PacerStep::Kept => {
                 self.say(esp::MAIL_KEPT);

@@ -50,6 +50,54 @@ impl TestServer {
         s
     }
 
+    /// Start with a config file holding `toml` (the data directory still comes from the
+    /// command line).
+    pub fn start_with_config(toml: &str, extra: &[&str]) -> TestServer {
+        let tmp = tempfile::tempdir().unwrap();
+        let cfg = tmp.path().join("espmail.toml");
+        std::fs::write(&cfg, toml).unwrap();
+        let dir = tmp.path().join("data");
+        let mut args = vec!["--config", cfg.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let mut s = TestServer::start_in(&dir, &args);
+        s._tmp = Some(tmp);
+        s
+    }
+
+    /// Runs another `espmail` command on this server's data directory (and config, if
+    /// any), feeding `stdin`; returns (exit code, stdout, stderr).
+    pub fn cli(&self, args: &[&str], stdin: &str) -> (i32, String, String) {
+        use std::io::Write;
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_espmail"));
+        cmd.args(args).arg("--data-dir").arg(&self.data_dir);
+        if let Some(i) = self.args.iter().position(|a| a == "--config") {
+            cmd.arg("--config").arg(&self.args[i + 1]);
+        }
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// The address as `HOST:PORT` for the protocol client.
+    pub fn host(&self) -> String {
+        self.addr.to_string()
+    }
+
     /// Start on a given data directory (e.g. again after a kill).
     pub fn start_in(data_dir: &Path, extra: &[&str]) -> TestServer {
         let args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
