@@ -220,6 +220,9 @@ impl From<StoreError> for OpsError {
 impl From<AccountError> for OpsError {
     fn from(e: AccountError) -> Self {
         match e {
+            // The accounts live in the mail database's file: the store's reading of SQLite
+            // errors (damaged, read-only, disk full, locked) says what to do.
+            AccountError::Sqlite(e) => OpsError::Store(StoreError::from(e)),
             AccountError::PasswordTooShort { min } => OpsError::PasswordTooShort { min },
             AccountError::PasswordTooLong { max } => OpsError::PasswordTooLong { max },
             other => OpsError::Account(other),

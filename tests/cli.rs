@@ -547,3 +547,49 @@ fn usage_errors_exit_2() {
         assert!(run.stdout.contains("Usage"), "{run:?}");
     }
 }
+
+#[test]
+fn avatars_made_offline_log_in_to_the_real_server() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    in_dir(&dir, &["init"], "").ok();
+    in_dir(&dir, &["account", "add", "Bob"], "bob-password-1\n").ok();
+    let server = common::TestServer::start_in(&dir, &[]);
+    let host = server.host();
+    rt().block_on(async {
+        let mut bob = espmail::talk::Client::enter(&host, "Bob", Some("bob-password-1"))
+            .await
+            .unwrap();
+        bob.quit().await.unwrap();
+        bob.wait_closed().await.unwrap();
+        assert!(
+            espmail::talk::Client::enter(&host, "Bob", Some("wrong-password"))
+                .await
+                .is_err(),
+            "a wrong password must not let Bob in"
+        );
+    });
+    // A password changed beside the running server counts at the next login.
+    in_dir(&dir, &["account", "passwd", "Bob"], "bob-password-2\n").ok();
+    rt().block_on(async {
+        let mut bob = espmail::talk::Client::enter(&host, "Bob", Some("bob-password-2"))
+            .await
+            .unwrap();
+        bob.quit().await.unwrap();
+        bob.wait_closed().await.unwrap();
+    });
+}
+
+#[test]
+fn a_damaged_database_is_one_clear_line() {
+    let (_tmp, dir) = initialised();
+    let db = dir.join("espmail.db");
+    std::fs::write(&db, vec![0x5a; 8192]).unwrap();
+    for args in [&["stats"][..], &["purge"][..], &["account", "list"][..]] {
+        let line = in_dir(&dir, args, "").failed_one_line();
+        assert!(
+            line.contains("damaged") && line.contains("restore it from a backup"),
+            "{args:?}: {line}"
+        );
+    }
+}
