@@ -42,10 +42,10 @@ pub enum Command {
 #[derive(Debug, Clone, Default, Args)]
 pub struct DataArgs {
     /// Configuration file (TOML); without it, the embedded defaults are used.
-    #[arg(short, long, value_name = "FILE")]
+    #[arg(short, long, value_name = "FILE", global = true)]
     pub config: Option<PathBuf>,
     /// Data directory (database, and the keyfile unless the config puts it elsewhere).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", global = true)]
     pub data_dir: Option<PathBuf>,
 }
 
@@ -212,7 +212,8 @@ mod tests {
 
     #[test]
     fn account_and_admin_parse() {
-        let cli = Cli::try_parse_from(["espmail", "account", "add", "Bob"]).unwrap();
+        let cli =
+            Cli::try_parse_from(["espmail", "account", "add", "Bob", "--data-dir", "d"]).unwrap();
         assert!(matches!(
             cli.command,
             Command::Account(AccountArgs { op: AccountOp::Add { ref name }, .. }) if name == "Bob"
