@@ -215,7 +215,8 @@ mod tests {
 
     #[test]
     fn account_and_admin_parse() {
-        let cli = Cli::try_parse_from(["espmail", "account", "add", "Bob"]).unwrap();
+        let cli =
+            Cli::try_parse_from(["espmail", "account", "add", "Bob", "--data-dir", "d"]).unwrap();
         assert!(matches!(
             cli.command,
             Command::Account(AccountArgs { op: AccountOp::Add { ref name }, .. }) if name == "Bob"

@@ -373,3 +373,81 @@ fn habilink_preamble_vectors() {
     }
     assert_eq!(cases.len(), 4);
 }
+
+/// Everything the recorded C64 sent, as one byte stream cut into pieces of `chunk` bytes,
+/// through the preamble, the codec and one link: what the layers do together.
+fn c64_stream_through_the_layers(chunk: usize) -> (Vec<Vec<u8>>, Vec<Frame>) {
+    use espmail::protocol::qlink::QLinkCodec;
+    use tokio_util::codec::Decoder;
+
+    let v = vectors();
+    let stream: Vec<u8> = v["c64_recorded"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["from"] == "client")
+        .flat_map(|e| hex(e["wire_hex"].as_str().unwrap()))
+        .collect();
+    let now = Instant::now();
+    let mut preamble = Some(Preamble::new(now));
+    let mut codec = QLinkCodec::new();
+    let mut buf = BytesMut::new();
+    let mut link = Link::new();
+    let (mut packets, mut sent) = (Vec::new(), Vec::new());
+    for piece in stream.chunks(chunk) {
+        match preamble.as_mut() {
+            Some(p) => match p.feed(piece, now).unwrap() {
+                Step::NeedMore => continue,
+                Step::Done { login, leftover } => {
+                    assert_eq!(login.name, "randy");
+                    buf.extend_from_slice(&leftover);
+                    preamble = None;
+                }
+            },
+            None => buf.extend_from_slice(piece),
+        }
+        while let Some(item) = codec.decode(&mut buf).unwrap() {
+            let out = link.receive(item, now);
+            packets.extend(out.packet.map(|p| p.expose().to_vec()));
+            sent.extend(out.send);
+        }
+    }
+    assert!(buf.is_empty());
+    (packets, sent)
+}
+
+#[test]
+fn c64_byte_stream_through_preamble_codec_and_link() {
+    let (packets, sent) = c64_stream_through_the_layers(usize::MAX);
+    // One link sees both runs back to back: SG 11, then 13 (gap), 14, SG 15, 16 .. 19.
+    let first_bytes: Vec<[u8; 4]> = packets.iter().map(|p| [p[0], p[1], p[2], p[3]]).collect();
+    assert_eq!(
+        first_bytes,
+        [
+            [0x55, 0xe0, 0x00, 0x03], // IM_ALIVE
+            [0x55, 0xe1, 0x00, 0x01], // DESCRIBE
+            [0x55, 0xe2, 0x00, 0x06], // HERE_I_AM
+            [0x55, 0xe3, 0x00, 0x07], // PROMPT_REPLY
+            [0x55, 0xe4, 0x02, 0x07], // SPEAK
+            [0x55, 0xe5, 0x02, 0x0b], // ESP
+        ]
+    );
+    // NAK for the probe; ResetAck for the NAK with nothing to resend and for each heartbeat.
+    let cmds: Vec<Command> = sent.iter().map(|f| f.cmd).collect();
+    assert_eq!(
+        cmds,
+        [
+            Command::NAK,
+            Command::RESET_ACK,
+            Command::RESET_ACK,
+            Command::RESET_ACK
+        ]
+    );
+    for chunk in [1, 2, 3, 7, 64] {
+        assert_eq!(
+            c64_stream_through_the_layers(chunk),
+            (packets.clone(), sent.clone()),
+            "chunk {chunk}"
+        );
+    }
+}

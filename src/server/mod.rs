@@ -234,9 +234,8 @@ fn spawn_session(
     deps.connections.fetch_add(1, Ordering::Relaxed);
     sessions.spawn(
         async move {
-            session.run_logged().await;
+            session.run_logged(permit).await;
             deps.connections.fetch_sub(1, Ordering::Relaxed);
-            drop(permit);
         }
         .instrument(span),
     );

@@ -164,10 +164,13 @@ impl Session {
         }
     }
 
-    /// Run to the end and log how it ended; errors end only this session.
-    pub async fn run_logged(self) {
+    /// Run to the end and log how it ended; errors end only this session. `permit` (the
+    /// connection's place under `max_connections`) is released before the last log line.
+    pub async fn run_logged(self, permit: tokio::sync::OwnedSemaphorePermit) {
         info!("connected");
-        match self.run().await {
+        let result = self.run().await;
+        drop(permit);
+        match result {
             Ok(()) => info!("disconnected"),
             Err(e) => info!(error = %e, "session ended"),
         }

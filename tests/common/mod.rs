@@ -125,12 +125,16 @@ impl TestServer {
                 match reader.read_line(&mut line) {
                     Ok(0) | Err(_) => break,
                     Ok(_) => {
-                        sink.state.lock().unwrap().text.push_str(&line);
+                        sink.state
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .text
+                            .push_str(&line);
                         sink.bell.notify_all();
                     }
                 }
             }
-            sink.state.lock().unwrap().closed = true;
+            sink.state.lock().unwrap_or_else(|p| p.into_inner()).closed = true;
             sink.bell.notify_all();
         });
         let mut server = TestServer {
@@ -156,13 +160,22 @@ impl TestServer {
 
     /// Everything the server logged so far.
     pub fn log(&self) -> String {
-        self.captured.state.lock().unwrap().text.clone()
+        self.captured
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .text
+            .clone()
     }
 
     /// Wait (bounded) until a log line contains `needle`; return that line.
     pub fn wait_for_log(&self, needle: &str) -> String {
         let deadline = Instant::now() + WAIT;
-        let mut log = self.captured.state.lock().unwrap();
+        let mut log = self
+            .captured
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         loop {
             if let Some(line) = log.text.lines().find(|l| l.contains(needle)) {
                 return line.to_string();
@@ -201,7 +214,11 @@ impl TestServer {
     /// stderr closing is the event; the process is reaped right after.
     pub fn wait_exit(&mut self) -> ExitStatus {
         let deadline = Instant::now() + WAIT;
-        let mut log = self.captured.state.lock().unwrap();
+        let mut log = self
+            .captured
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         while !log.closed {
             let now = Instant::now();
             assert!(now < deadline, "server did not exit; log:\n{}", log.text);
