@@ -330,3 +330,31 @@ async fn handle_operations_and_concurrent_logins() {
     assert!(h.remove("alice").await.unwrap());
     assert_eq!(h.lookup("alice").await.unwrap(), None);
 }
+
+#[tokio::test]
+async fn one_address_cannot_register_avatars_without_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = handle(dir.path());
+    let peer: IpAddr = "198.51.100.7".parse().unwrap();
+    let t0 = Instant::now();
+    let now = SystemTime::now();
+    for i in 0..5 {
+        let out = h
+            .login(&format!("new{i}"), pw("long enough"), peer, true, t0, now)
+            .await
+            .unwrap();
+        assert!(matches!(out, LoginOutcome::Registered(_)));
+    }
+    assert!(matches!(
+        h.login("new5", pw("long enough"), peer, true, t0, now)
+            .await,
+        Err(AuthError::Throttled { .. })
+    ));
+    assert_eq!(h.lookup("new5").await.unwrap(), None);
+    // Existing avatars from another address are not affected.
+    let other: IpAddr = "198.51.100.8".parse().unwrap();
+    assert!(h
+        .login("new0", pw("long enough"), other, true, t0, now)
+        .await
+        .is_ok());
+}

@@ -202,6 +202,21 @@ impl AccountsKey {
         AccountsKey(Zeroizing::new(bytes))
     }
 
+    /// Derives the accounts key from the keyfile's secret: HMAC-SHA256 under the secret
+    /// over a label of its own (an HKDF-Expand of one block), so the key differs from
+    /// every mail key derived from the same secret.
+    pub fn derive_from(secret: &[u8]) -> Result<AccountsKey, AccountError> {
+        let k = PKey::hmac(secret)?;
+        let mut s = Signer::new(MessageDigest::sha256(), &k)?;
+        s.update(b"espmail accounts key v1\x01")?;
+        let v = Zeroizing::new(s.sign_to_vec()?);
+        let mut out = [0u8; 32];
+        out.copy_from_slice(v.get(..32).ok_or(AccountError::Corrupt("short HMAC"))?);
+        let key = AccountsKey::new(out);
+        out.zeroize();
+        Ok(key)
+    }
+
     /// A fresh random key (tests, and throwaway databases).
     pub fn random() -> Result<AccountsKey, AccountError> {
         let mut k = [0u8; 32];
@@ -469,6 +484,9 @@ impl Accounts {
         // A removed account's sealed name and hash are zeroed on disk, like delivered mail.
         db.pragma_update(None, "secure_delete", "ON")?;
         db.pragma_update(None, "synchronous", "FULL")?;
+        // The vault runs the file in WAL mode; asking for it here too keeps the two
+        // connections agreeing whichever opens the file first.
+        let _mode: String = db.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
         let mac = |label: &[u8]| -> Result<Zeroizing<[u8; 32]>, AccountError> {
             let k = PKey::hmac(key.0.as_slice())?;
             let mut s = Signer::new(MessageDigest::sha256(), &k)?;
@@ -854,8 +872,13 @@ impl LoginThrottle {
     }
 
     /// `Err(seconds to wait)` when this name or this address has failed too often lately.
+    /// Names that break the name rules are counted only against the address (they can
+    /// never log in, and must not fill the table with junk).
     pub fn check(&self, name: &str, peer: IpAddr, now: Instant) -> Result<(), u64> {
-        let a = self.by_name.check(&normalise(name), now);
+        let a = match name_key(name) {
+            Some(k) => self.by_name.check(&k, now),
+            None => Ok(()),
+        };
         let b = self.by_addr.check(&peer, now);
         match (a, b) {
             (Ok(()), Ok(())) => Ok(()),
@@ -866,14 +889,37 @@ impl LoginThrottle {
 
     /// Counts a failed attempt against the name and the address.
     pub fn failed(&mut self, name: &str, peer: IpAddr, now: Instant) {
-        self.by_name.record(&normalise(name), now);
+        if let Some(k) = name_key(name) {
+            self.by_name.record(&k, now);
+        }
+        self.by_addr.record(&peer, now);
+    }
+
+    /// Counts an auto-registration against the address, so one address cannot create
+    /// avatars faster than it may fail logins.
+    pub fn registered(&mut self, peer: IpAddr, now: Instant) {
         self.by_addr.record(&peer, now);
     }
 
     /// A successful login clears the name's count (not the address's: one address may be
     /// guessing many names).
     pub fn succeeded(&mut self, name: &str) {
-        self.by_name.forget(&normalise(name));
+        if let Some(k) = name_key(name) {
+            self.by_name.forget(&k);
+        }
+    }
+}
+
+fn name_key(name: &str) -> Option<String> {
+    AvatarName::parse(name).ok().map(|n| n.key)
+}
+
+/// How a name from the network appears in a log: the normalised name when it is legal,
+/// else only its length (it could hold anything, newlines included).
+pub fn log_name(name: &str) -> String {
+    match AvatarName::parse(name) {
+        Ok(n) => n.key,
+        Err(_) => format!("<illegal name len={}>", name.len()),
     }
 }
 
@@ -1048,7 +1094,7 @@ impl AccountsHandle {
         wall: SystemTime,
     ) -> Result<LoginOutcome, AuthError> {
         if let Err(retry_after_secs) = lock(&self.inner.throttle).check(name, peer, now) {
-            tracing::warn!(avatar = %normalise(name), %peer, retry_after_secs, "login throttled");
+            tracing::warn!(avatar = %log_name(name), %peer, retry_after_secs, "login throttled");
             return Err(AuthError::Throttled { retry_after_secs });
         }
         let owned = name.to_string();
@@ -1076,10 +1122,11 @@ impl AccountsHandle {
             Err(e) => Err(e),
         };
         match &result {
-            Ok(_) => lock(&self.inner.throttle).succeeded(name),
+            Ok(LoginOutcome::Registered(_)) => lock(&self.inner.throttle).registered(peer, now),
+            Ok(LoginOutcome::Existing(_)) => lock(&self.inner.throttle).succeeded(name),
             Err(AuthError::WrongNameOrPassword) => {
                 lock(&self.inner.throttle).failed(name, peer, now);
-                tracing::warn!(avatar = %normalise(name), %peer, "login failed");
+                tracing::warn!(avatar = %log_name(name), %peer, "login failed");
             }
             Err(e) => {
                 tracing::error!(avatar = %normalise(name), %peer, error = %e, "login could not be checked")
@@ -1524,5 +1571,29 @@ mod tests {
         t.succeeded("bob");
         assert_eq!(t.check("bob", b, t0 + Duration::from_secs(10)), Ok(()));
         assert!(t.check("carol", a, t0 + Duration::from_secs(10)).is_err());
+        // Illegal names count against the address only.
+        let c: IpAddr = "10.0.0.3".parse().unwrap();
+        let names_before = t.by_name.len();
+        for _ in 0..5 {
+            t.failed("no/such\nname", c, t0);
+        }
+        assert!(t.check("x", c, t0).is_err());
+        assert_eq!(t.by_name.len(), names_before);
+    }
+
+    #[test]
+    fn log_name_shows_only_legal_names() {
+        assert_eq!(log_name(" Bob "), "bob");
+        assert_eq!(log_name("evil\nline"), "<illegal name len=9>");
+    }
+
+    #[test]
+    fn derived_keys_differ_by_secret_and_are_stable() {
+        let a = AccountsKey::derive_from(b"secret one").unwrap();
+        let b = AccountsKey::derive_from(b"secret one").unwrap();
+        let c = AccountsKey::derive_from(b"secret two").unwrap();
+        assert_eq!(*a.0, *b.0);
+        assert_ne!(*a.0, *c.0);
+        assert_ne!(&a.0[..10], b"secret one");
     }
 }

@@ -234,6 +234,11 @@ pub fn classify_speak(text: &[u8]) -> Speech {
     }
 }
 
+/// The intent for ordinary speech from [`Speech::Chat`].
+pub fn chat(words: Sensitive<Vec<u8>>) -> Intent {
+    Intent::Chat(words)
+}
+
 /// Where a line to this session's own client is drawn (ESPMAIL.md: speaker 0 except the
 /// two NeoHabitat lines that use the sender's own noid).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -292,7 +297,8 @@ pub enum Intent {
     SpeakToSelf(String),
     /// PROMPT_USER with this text.
     Prompt(String),
-    /// SPEAK$ on this avatar's noid to everyone present.
+    /// SPEAK$ on this avatar's noid to everyone present: ordinary speech, for sessions
+    /// that run every SPEAK outcome through one intent list ([`chat`] makes it).
     Chat(Sensitive<Vec<u8>>),
     /// Save this ESP Mail durably, then report with [`EspState::save_result`].
     SaveMail {
@@ -1036,6 +1042,10 @@ mod tests {
         assert!(matches!(classify_speak(b"TO:"), Speech::EspTo(n) if n.is_empty()));
         assert!(matches!(classify_speak(b"to"), Speech::Chat(_)));
         assert_eq!(speakable(b"\x00a\x80"), b"?a?");
+        let Speech::Chat(w) = classify_speak(b"hi all") else {
+            panic!()
+        };
+        assert_eq!(texts(&[chat(w)]), ["chat hi all"]);
         assert_eq!(pad_body(b"x"), b" x ");
         assert_eq!(pad_body(b""), b"  ");
         assert_eq!(pad_body(b"abcd"), b"abcd");

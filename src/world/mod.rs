@@ -20,6 +20,24 @@
 //! The registry's lock is a std `Mutex` held only for map updates and `try_send`s, never
 //! across an `.await`.
 //!
+//! How a session uses the world (the server owns the socket and the protocol mapping):
+//!
+//! 1. login line → [`accounts::decide`]: `Refuse` (IM_ALIVE status 0 +
+//!    [`accounts::WRONG_NAME_OR_PASSWORD`]), `Trust` ([`accounts::AccountsHandle::ensure_trusted`]),
+//!    `CheckPassword` ([`accounts::AccountsHandle::login`]) or `AskInWorld` (enter hidden;
+//!    after HERE_I_AM run [`accounts::PasswordDialogue`], checking answers with `login`);
+//! 2. [`Registry::seat`] before DESCRIBE: the [`Member`] gives `Who_am_I` ([`Member::noids`])
+//!    and [`Registry::present`] the other avatars for the contents vector;
+//! 3. once authenticated, [`Member::enter`] with the session's bounded outbox; broadcast
+//!    HEREIS/APPEAR with [`Registry::broadcast`] (`except` = itself); select on
+//!    [`Member::kicked`] and say [`KickReason::text`] before closing;
+//! 4. SPEAK → [`esp::classify_speak`]: chat is broadcast as SPEAK$; `TO:NAME` →
+//!    [`esp::EspState::start`] with the account lookup; ESP → [`esp::EspState::esp`];
+//!    prompt replies → [`esp::strip_prompt_echo`], then whichever of the password dialogue,
+//!    the [`esp::DeliveryPacer`] or [`esp::EspState::prompt_reply`] owns the prompt;
+//!    [`esp::Intent::SaveMail`] → the vault, then [`esp::EspState::save_result`];
+//! 5. on close: drop the [`Member`] (leaves, frees noids) and broadcast GOAWAY for its noids.
+//!
 //! May touch: nothing outside memory.
 
 pub mod accounts;
