@@ -593,3 +593,32 @@ fn a_damaged_database_is_one_clear_line() {
         );
     }
 }
+
+#[test]
+fn init_follows_the_config_and_puts_the_keyfile_outside_the_data_dir() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("espmail.toml");
+    let data = tmp.path().join("srv");
+    let key = tmp.path().join("keys").join("espmail.key");
+    std::fs::write(
+        &config,
+        format!(
+            "[data]\ndir = {:?}\nkeyfile = {:?}\n",
+            data.to_str().unwrap(),
+            key.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let c = config.to_str().unwrap();
+    let run = espmail(&["init", "--config", c], "");
+    run.ok();
+    assert_eq!(mode(&key), 0o600);
+    assert_eq!(mode(key.parent().unwrap()), 0o700);
+    assert!(data.join("espmail.db").is_file());
+    assert!(!data.join("keyfile").exists());
+    assert!(!run.stderr.contains("inside the data directory"), "{run:?}");
+    // Later commands find both through the same config.
+    espmail(&["account", "add", "Eve", "--config", c], "eve-password\n").ok();
+    let run = espmail(&["stats", "--config", c], "");
+    assert!(run.ok().stdout.contains("messages waiting: 0"), "{run:?}");
+}
