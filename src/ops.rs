@@ -305,12 +305,12 @@ impl Drop for EchoOff {
 
 fn prompt_no_echo(prompt: &str) -> Result<Password, OpsError> {
     let mut err = io::stderr();
+    // Echo goes off before the prompt shows, so nothing typed after seeing it is echoed.
+    let echo = EchoOff::new();
     write!(err, "{prompt}")?;
     err.flush()?;
-    let pw = {
-        let _echo = EchoOff::new();
-        read_line_password(&mut io::stdin().lock())
-    };
+    let pw = read_line_password(&mut io::stdin().lock());
+    drop(echo);
     writeln!(err)?;
     pw
 }

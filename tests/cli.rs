@@ -622,3 +622,97 @@ fn init_follows_the_config_and_puts_the_keyfile_outside_the_data_dir() {
     let run = espmail(&["stats", "--config", c], "");
     assert!(run.ok().stdout.contains("messages waiting: 0"), "{run:?}");
 }
+
+/// Runs `espmail ARGS` on a pseudo-terminal (util-linux `script`), answering each prompt
+/// once it has appeared. Returns the exit code and everything the terminal showed.
+fn on_a_terminal(args: &[&str], answers: &[(&str, &str)]) -> (i32, String) {
+    use std::io::Read;
+    use std::sync::mpsc;
+    let cmd = std::iter::once(env!("CARGO_BIN_EXE_espmail"))
+        .chain(args.iter().copied())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut child = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("util-linux `script` is needed for the terminal test");
+    let mut stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel::<Vec<u8>>();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 256];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut shown = Vec::new();
+    let mut stdin = child.stdin.take().unwrap();
+    for (prompt, answer) in answers {
+        let deadline = std::time::Instant::now() + common::WAIT;
+        while !String::from_utf8_lossy(&shown).ends_with(prompt) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(bytes) => shown.extend_from_slice(&bytes),
+                Err(_) => panic!(
+                    "no prompt {prompt:?}; shown: {:?}",
+                    String::from_utf8_lossy(&shown)
+                ),
+            }
+        }
+        stdin.write_all(format!("{answer}\n").as_bytes()).unwrap();
+        stdin.flush().unwrap();
+    }
+    // Collect the rest until the terminal closes (bounded).
+    let deadline = std::time::Instant::now() + common::WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(bytes) => shown.extend_from_slice(&bytes),
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => panic!("the command did not finish"),
+        }
+    }
+    drop(stdin);
+    let code = child.wait().unwrap().code().unwrap_or(-1);
+    (code, String::from_utf8_lossy(&shown).into_owned())
+}
+
+#[test]
+fn on_a_terminal_the_password_is_asked_twice_and_never_echoed() {
+    let (_tmp, dir) = initialised();
+    let d = dir.to_str().unwrap();
+    let (code, shown) = on_a_terminal(
+        &["account", "add", "Bob", "--data-dir", d],
+        &[
+            ("New password for Bob: ", "typed-secret-1"),
+            ("Again: ", "typed-secret-1"),
+        ],
+    );
+    assert_eq!(code, 0, "{shown}");
+    assert!(shown.contains("added the avatar Bob"), "{shown}");
+    assert!(!shown.contains("typed-secret"), "password echoed: {shown}");
+
+    let (code, shown) = on_a_terminal(
+        &["account", "passwd", "Bob", "--data-dir", d],
+        &[
+            ("New password for Bob: ", "typed-secret-2"),
+            ("Again: ", "typed-secret-3"),
+        ],
+    );
+    assert_eq!(code, 1, "{shown}");
+    assert!(shown.contains("the two passwords differ"), "{shown}");
+    assert!(!shown.contains("typed-secret"), "password echoed: {shown}");
+
+    // The mismatch changed nothing: the first password still works.
+    let c = config_for(&dir);
+    let kf = keyfile::load(&c.data.keyfile_path()).unwrap();
+    let accounts =
+        Accounts::open(&c.data.database_path(), &ops::accounts_key(&kf).unwrap()).unwrap();
+    assert!(accounts
+        .verify("Bob", &Password::from("typed-secret-1".to_owned()))
+        .is_ok());
+}
