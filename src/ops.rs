@@ -173,6 +173,12 @@ pub enum OpsError {
     /// stdin ended before a password line.
     #[error("no password was given: type it at the prompt, or pipe it as one line on stdin")]
     NoPassword,
+    /// Terminal echo could not be switched off for the password prompt.
+    #[error(
+        "cannot switch off terminal echo (is `stty` installed?), so the password was not \
+         asked: pipe it as one line on stdin instead"
+    )]
+    EchoStaysOn,
     /// Reading the password failed.
     #[error("cannot read the password: {0}")]
     PasswordRead(io::Error),
@@ -290,10 +296,13 @@ pub fn read_line_password(input: &mut dyn BufRead) -> Result<Password, OpsError>
 struct EchoOff;
 
 impl EchoOff {
-    fn new() -> EchoOff {
+    /// Fails rather than let a password show on the screen.
+    fn new() -> Result<EchoOff, OpsError> {
         // `stty` keeps this free of unsafe termios calls; it acts on the inherited stdin.
-        let _ = std::process::Command::new("stty").arg("-echo").status();
-        EchoOff
+        match std::process::Command::new("stty").arg("-echo").status() {
+            Ok(status) if status.success() => Ok(EchoOff),
+            _ => Err(OpsError::EchoStaysOn),
+        }
     }
 }
 
@@ -306,7 +315,7 @@ impl Drop for EchoOff {
 fn prompt_no_echo(prompt: &str) -> Result<Password, OpsError> {
     let mut err = io::stderr();
     // Echo goes off before the prompt shows, so nothing typed after seeing it is echoed.
-    let echo = EchoOff::new();
+    let echo = EchoOff::new()?;
     write!(err, "{prompt}")?;
     err.flush()?;
     let pw = read_line_password(&mut io::stdin().lock());
