@@ -91,6 +91,19 @@ pub enum OpsError {
         /// Where its keyfile belongs.
         keyfile: PathBuf,
     },
+    /// The keyfile is missing but the database already holds data sealed under it.
+    #[error(
+        "the keyfile {} is missing, but the database {} was made with one: restore the \
+         keyfile from its backup (a new key cannot read the mail waiting there); espmail will \
+         not make a new one over existing data",
+        keyfile.display(), database.display()
+    )]
+    KeyfileLost {
+        /// Where the keyfile belongs.
+        keyfile: PathBuf,
+        /// The database that needs it.
+        database: PathBuf,
+    },
     /// A directory could not be created.
     #[error("cannot create the directory {}: {cause} (check the path and its permissions)", path.display())]
     CreateDir {
@@ -453,6 +466,31 @@ fn require_database(config: &Config) -> Result<PathBuf, OpsError> {
     } else {
         Err(OpsError::NoDatabase { path: db })
     }
+}
+
+/// The keyfile for `serve`: loaded when it exists; made (with its directory, 0700) when
+/// this is a first start, i.e. there is no database yet. A missing keyfile beside an
+/// existing database is [`OpsError::KeyfileLost`]: a new key would not read the mail, and
+/// a fresh keyfile left behind would hide the real problem at the next start. The flag
+/// says whether a keyfile was made (the caller must then warn loudly to back it up).
+pub fn load_or_create_keyfile(config: &Config) -> Result<(Keyfile, bool), OpsError> {
+    let kp = config.data.keyfile_path();
+    match keyfile::load(&kp) {
+        Ok(kf) => return Ok((kf, false)),
+        Err(KeyfileError::Missing { .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let db = config.data.database_path();
+    if db.exists() {
+        return Err(OpsError::KeyfileLost {
+            keyfile: kp,
+            database: db,
+        });
+    }
+    if let Some(parent) = kp.parent().filter(|p| !p.as_os_str().is_empty()) {
+        create_private_dir(parent)?;
+    }
+    Ok((keyfile::create(&kp)?, true))
 }
 
 /// Creates `dir` (and missing parents) with mode 0700. Returns whether it was created.
@@ -914,6 +952,27 @@ mod tests {
             read_line_password(&mut input),
             Err(OpsError::NoPassword)
         ));
+    }
+
+    #[test]
+    fn serve_makes_a_keyfile_only_for_a_fresh_database() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.data.dir = tmp.path().join("data");
+        config.data.keyfile = Some(tmp.path().join("keys").join("k"));
+        let (made, created) = load_or_create_keyfile(&config).unwrap();
+        assert!(created);
+        let (again, created) = load_or_create_keyfile(&config).unwrap();
+        assert!(!created);
+        assert_eq!(made.active().1.expose(), again.active().1.expose());
+        // A database exists and its keyfile is gone: refused, and nothing made.
+        std::fs::create_dir_all(&config.data.dir).unwrap();
+        create_database(&config.data.database_path(), &made, &config).unwrap();
+        std::fs::remove_file(config.data.keyfile_path()).unwrap();
+        let err = load_or_create_keyfile(&config).unwrap_err();
+        assert!(matches!(err, OpsError::KeyfileLost { .. }), "{err}");
+        assert!(err.to_string().contains("restore"), "{err}");
+        assert!(!config.data.keyfile_path().exists());
     }
 
     #[test]
