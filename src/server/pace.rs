@@ -82,3 +82,60 @@ mod tests {
         assert_eq!(p.reserve(10, later), Duration::from_millis(100));
     }
 }
+
+/// How many lines (SPEAK or ESP) one connection may send: a burst of `burst`, then `per_sec`
+/// a second. A person types far slower; a flood would otherwise fill the recipients'
+/// bounded outboxes and get *them* disconnected as slow readers.
+#[derive(Debug, Clone)]
+pub struct LineBucket {
+    burst: f64,
+    per_sec: f64,
+    tokens: f64,
+    at: Option<Instant>,
+}
+
+impl LineBucket {
+    /// A full bucket.
+    pub fn new(burst: u32, per_sec: u32) -> LineBucket {
+        LineBucket {
+            burst: f64::from(burst),
+            per_sec: f64::from(per_sec),
+            tokens: f64::from(burst),
+            at: None,
+        }
+    }
+
+    /// Takes one line's token at `now`; false when the line must be dropped.
+    pub fn take(&mut self, now: Instant) -> bool {
+        if let Some(at) = self.at {
+            let elapsed = now.saturating_duration_since(at).as_secs_f64();
+            self.tokens = (self.tokens + elapsed * self.per_sec).min(self.burst);
+        }
+        self.at = Some(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod bucket_tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_then_the_rate() {
+        let mut b = LineBucket::new(3, 2);
+        let t0 = Instant::now();
+        assert!(b.take(t0) && b.take(t0) && b.take(t0));
+        assert!(!b.take(t0), "burst spent");
+        assert!(!b.take(t0 + Duration::from_millis(400)));
+        assert!(b.take(t0 + Duration::from_millis(1000)), "refilled at 2/s");
+        // Long idle refills only up to the burst.
+        let later = t0 + Duration::from_secs(100);
+        assert!(b.take(later) && b.take(later) && b.take(later));
+        assert!(!b.take(later));
+    }
+}

@@ -29,7 +29,7 @@ use tokio_util::codec::{Framed, FramedParts};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::pace::Pacer;
+use super::pace::{LineBucket, Pacer};
 use super::Deps;
 use crate::espmail::{MailId, Mailbox, SaveError};
 use crate::log_redact::Sensitive;
@@ -51,6 +51,12 @@ use crate::world::esp::{
     RegistryDirectory, SaveOutcome, Speaker, Speech,
 };
 use crate::world::{Member, Noids};
+
+/// Lines (SPEAK, ESP) a connection may send in a burst, and per second after it.
+const LINE_BURST: u32 = 8;
+const LINES_PER_SEC: u32 = 2;
+/// Said when a line is dropped for coming too fast (ESPMAIL.md has no words for this).
+const TOO_FAST: &str = "Slow down; that line was not sent.";
 
 /// Packets waiting for room in the link's window before the client counts as stuck.
 const MAX_QUEUED_PACKETS: usize = 512;
@@ -211,6 +217,8 @@ impl Session {
             idle_deadline: tokio::time::Instant::now() + self.deps.settings.idle_timeout,
             closing: None,
             debug_rx: self.deps.debug.clone(),
+            lines: LineBucket::new(LINE_BURST, LINES_PER_SEC),
+            dropped_lines: 0,
         };
         if let Auth::Yes(a) = &live.auth {
             live.esp = Some(EspState::new(a.name.clone()));
@@ -348,6 +356,9 @@ struct Live {
     /// Set after a refusal: close once the client acked everything, or at this moment.
     closing: Option<tokio::time::Instant>,
     debug_rx: Option<tokio::sync::watch::Receiver<bool>>,
+    lines: LineBucket,
+    /// Lines dropped since the last one let through (the sender is told once per run).
+    dropped_lines: u64,
 }
 
 /// How handling one event ended.
@@ -538,13 +549,13 @@ impl Live {
             }
             ClientRequest::PromptReply { text } => return self.on_prompt_reply(text).await,
             ClientRequest::Speak { text, .. } => {
-                if !self.owns(msg.noid) {
+                if !self.owns(msg.noid) || !self.line_allowed(seq, false) {
                     return Ok(Flow::Continue);
                 }
                 return self.on_speak(seq, text).await;
             }
             ClientRequest::Esp { text, .. } => {
-                if !self.owns(msg.noid) {
+                if !self.owns(msg.noid) || !self.line_allowed(seq, true) {
                     return Ok(Flow::Continue);
                 }
                 return self.on_esp(seq, text).await;
@@ -563,6 +574,34 @@ impl Live {
             }
         }
         Ok(Flow::Continue)
+    }
+
+    /// Whether one more line may go out now. A dropped line still gets its reply (the
+    /// client waits for one), keeping ESP mode as it was; the sender is told once per run
+    /// of dropped lines.
+    fn line_allowed(&mut self, seq: u8, esp: bool) -> bool {
+        if self.lines.take(Instant::now()) {
+            if self.dropped_lines > 0 {
+                info!(
+                    dropped = self.dropped_lines,
+                    "lines dropped for coming too fast"
+                );
+                self.dropped_lines = 0;
+            }
+            return true;
+        }
+        if self.dropped_lines == 0 {
+            info!("lines coming too fast; dropping them");
+            self.say(TOO_FAST);
+        }
+        self.dropped_lines += 1;
+        let in_esp = esp && self.esp.as_ref().is_some_and(|e| e.target().is_some());
+        self.send(ServerMessage::EspReply {
+            seq,
+            noid: self.my_noid(),
+            esp: in_esp,
+        });
+        false
     }
 
     /// Whether a request on `noid` may be acted on: it must be this avatar's own noid, and
