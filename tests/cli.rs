@@ -716,3 +716,39 @@ fn on_a_terminal_the_password_is_asked_twice_and_never_echoed() {
         .verify("Bob", &Password::from("typed-secret-1".to_owned()))
         .is_ok());
 }
+
+#[test]
+fn rotate_key_finishes_a_rotation_cut_short() {
+    let (_tmp, dir) = initialised();
+    let now = SystemTime::now();
+    let texts = ["a", "b", "c", "d", "e"];
+    let mail: Vec<_> = texts.iter().map(|t| ("Bob", "Ann", *t, now)).collect();
+    seed(&dir, &mail);
+    // A rotation that stopped after one batch of one row, as a crash would leave it.
+    let c = config_for(&dir);
+    let report = espmail::espmail::offline::rotate_steps(
+        &c.data.database_path(),
+        &c.data.keyfile_path(),
+        &ops::mail_limits(&c),
+        1,
+        Some(1),
+    )
+    .unwrap();
+    assert!(!report.complete && report.reencrypted == 1);
+
+    let run = in_dir(&dir, &["rotate-key"], "");
+    run.ok();
+    assert!(
+        run.stdout.contains("finishing the rotation to key 2"),
+        "{run:?}"
+    );
+    assert!(run.stdout.contains("re-encrypted 4 "), "{run:?}");
+    let stats = in_dir(&dir, &["stats"], "");
+    assert!(
+        stats.ok().stdout.contains("waiting under key 2: 5"),
+        "{stats:?}"
+    );
+    let mut got = waiting_texts(&dir, "bob");
+    got.sort();
+    assert_eq!(got, texts);
+}
