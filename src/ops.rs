@@ -5,12 +5,12 @@
 //! prints a few plain lines. Every failure is one [`OpsError`] whose message names the
 //! problem and the fix; `main` prints it on one stderr line and exits 1.
 //!
-//! **A running server.** Every command first asks the admin socket whether a server is
-//! running on the same data ([`server_state`]), and then:
+//! **A running server.** The commands that care ask the admin socket whether a server is
+//! running on the same data ([`server_state`]):
 //!
-//! - `stats`, `purge`, `account …`: run either way and say which. They share the database
-//!   with the server safely: both sides use WAL mode and a busy timeout, every change is one
-//!   short transaction, and readers never block the server.
+//! - `stats` and `purge` run either way and say which; `account …` runs either way. They
+//!   share the database with the server safely: both sides use WAL mode and a busy
+//!   timeout, every change is one short transaction, and readers never block the server.
 //! - `rotate-key`: refuses while the server runs ("the server is running; stop it first").
 //!   The server keeps sealing new mail under the key it started with and does not see a new
 //!   one, so a rotation beside it would never finish and mail re-encrypted under the new
@@ -264,9 +264,9 @@ pub trait PasswordSource {
 /// Passwords from the process's stdin: on a terminal, prompted on stderr without echo (and
 /// asked twice for a new one); otherwise one line of stdin (scripts, tests).
 #[derive(Debug, Default)]
-pub struct Stdin;
+pub struct StdinPasswords;
 
-impl PasswordSource for Stdin {
+impl PasswordSource for StdinPasswords {
     fn read_password(&mut self, prompt: &str, confirm: bool) -> Result<Password, OpsError> {
         let stdin = io::stdin();
         if !stdin.is_terminal() {
@@ -341,7 +341,12 @@ fn prompt_no_echo(prompt: &str) -> Result<Password, OpsError> {
 pub fn run(command: Command) -> Result<(), OpsError> {
     let stdout = io::stdout();
     let stderr = io::stderr();
-    run_with(command, &mut stdout.lock(), &mut stderr.lock(), &mut Stdin)
+    run_with(
+        command,
+        &mut stdout.lock(),
+        &mut stderr.lock(),
+        &mut StdinPasswords,
+    )
 }
 
 /// Runs an operator command: results on `out`, warnings and notes on `note`.
