@@ -607,7 +607,8 @@ impl Live {
     /// Whether a request on `noid` may be acted on: it must be this avatar's own noid, and
     /// the region must have been described.
     fn owns(&self, noid: u8) -> bool {
-        let mine = self.member.noids().is_some_and(|n| n.avatar == noid);
+        // A ghost (no noids left) talks on FF, its Who_am_I.
+        let mine = noid == self.my_noid();
         if !mine {
             info!(noid, "request on a noid this avatar does not own ignored");
         } else if !self.described {
@@ -657,6 +658,16 @@ impl Live {
         info!(replaced = entered.replaced.is_some(), "entered the Plaza");
     }
 
+    /// Tells the others this avatar appeared. A ghost is in nobody's contents vector, so
+    /// there is nothing for them to show.
+    fn announce_appear(&self) {
+        if let Some(noids) = self.member.noids() {
+            self.deps
+                .registry
+                .broadcast(Some(self.member.id()), &Push::Appeared(noids.avatar));
+        }
+    }
+
     /// Leaves the Plaza (at the end of the session): the others see GOAWAY.
     fn leave(&mut self) {
         if !self.entered {
@@ -681,9 +692,7 @@ impl Live {
         self.send(ServerMessage::Appear { noid: me });
         match &mut self.auth {
             Auth::Yes(_) => {
-                self.deps
-                    .registry
-                    .broadcast(Some(self.member.id()), &Push::Appeared(me));
+                self.announce_appear();
                 self.after_login().await;
             }
             Auth::Asking {
@@ -773,10 +782,7 @@ impl Live {
                     self.esp = Some(EspState::new(avatar.name.clone()));
                     self.auth = Auth::Yes(avatar);
                     self.enter();
-                    let me = self.my_noid();
-                    self.deps
-                        .registry
-                        .broadcast(Some(self.member.id()), &Push::Appeared(me));
+                    self.announce_appear();
                     self.after_login().await;
                     return Ok(Flow::Continue);
                 }
