@@ -752,3 +752,105 @@ fn rotate_key_finishes_a_rotation_cut_short() {
     got.sort();
     assert_eq!(got, texts);
 }
+
+/// The server's writer keeps saving while `purge`, `stats` and `account remove` run beside
+/// it: every save succeeds and survives, and each command removes exactly its own targets.
+#[test]
+fn maintenance_beside_a_busy_writer_loses_nothing() {
+    let (_tmp, dir) = initialised();
+    in_dir(&dir, &["account", "add", "Bob"], "password123\n").ok();
+    let now = SystemTime::now();
+    seed(
+        &dir,
+        &[
+            ("Bob", "Ann", "bob 1", now),
+            ("Bob", "Ann", "bob 2", now),
+            ("Old", "Ann", "stale", now - 60 * DAY),
+        ],
+    );
+    let c = config_for(&dir);
+    // The same writer thread the server runs, saving continuously from another thread.
+    let handle = MailHandle::open(
+        &c.data.database_path(),
+        &c.data.keyfile_path(),
+        ops::mail_limits(&c),
+    )
+    .unwrap();
+    // Eight senders save until every command has finished, so each command runs beside
+    // the writer's batches. Each returns the (recipient, text) pairs it was told are saved.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let handle = handle.clone();
+        let done = done.clone();
+        std::thread::spawn(move || {
+            rt().block_on(async {
+                let mut senders = Vec::new();
+                for t in 0..8usize {
+                    let handle = handle.clone();
+                    let done = done.clone();
+                    senders.push(tokio::spawn(async move {
+                        let mut saved = Vec::new();
+                        while saved.len() < 5 || !done.load(std::sync::atomic::Ordering::SeqCst) {
+                            // 8 x 500 over 100 recipients stays under the 50-per-box limit.
+                            assert!(saved.len() < 500, "the commands took too long");
+                            let k = saved.len();
+                            let to = format!("reader{}", (t * 7 + k) % 100);
+                            let text = format!("note {t}-{k}");
+                            handle
+                                .save(
+                                    &to,
+                                    "Sender",
+                                    Sensitive::new(text.clone().into_bytes()),
+                                    SystemTime::now(),
+                                )
+                                .await
+                                .unwrap();
+                            saved.push((to, text));
+                        }
+                        saved
+                    }));
+                }
+                let mut all = Vec::new();
+                for s in senders {
+                    all.extend(s.await.unwrap());
+                }
+                all
+            })
+        })
+    };
+    let purged = in_dir(&dir, &["purge", "--older-than", "30"], "");
+    assert!(purged.ok().stdout.contains("purged 1 "), "{purged:?}");
+    in_dir(&dir, &["stats"], "").ok();
+    let removed = in_dir(&dir, &["account", "remove", "Bob"], "");
+    assert!(
+        removed.ok().stdout.contains("and 2 waiting ESP Mail"),
+        "{removed:?}"
+    );
+    in_dir(&dir, &["stats"], "").ok();
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let saved = writer.join().unwrap();
+    eprintln!("{} ESP Mail saved beside the commands", saved.len());
+    rt().block_on(handle.shutdown()).unwrap();
+
+    let stats = in_dir(&dir, &["stats"], "");
+    assert!(
+        stats
+            .ok()
+            .stdout
+            .contains(&format!("messages waiting: {}\n", saved.len())),
+        "{} saved: {stats:?}",
+        saved.len()
+    );
+    for r in [0, 1, 37, 99] {
+        let name = format!("reader{r}");
+        let mut got = waiting_texts(&dir, &name);
+        got.sort();
+        let mut want: Vec<String> = saved
+            .iter()
+            .filter(|(to, _)| *to == name)
+            .map(|(_, text)| text.clone())
+            .collect();
+        want.sort();
+        assert_eq!(got, want);
+    }
+}
