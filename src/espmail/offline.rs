@@ -160,6 +160,9 @@ pub fn retire(
     key_id: KeyId,
 ) -> Result<(), StoreError> {
     let mut kf = keyfile::load(keyfile_path)?;
+    if key_id == kf.active_id() {
+        return Err(keyfile::KeyfileError::RetireActive { key_id }.into());
+    }
     let mut store = Store::open(db_path, Arc::new(Keyring::new(&kf)?), limits.clone())?;
     let (mail, quarantined) = store.rows_under_key(key_id)?;
     if mail + quarantined > 0 {

@@ -20,7 +20,7 @@
 //!   same avatar (e.g. the avatar logged in again elsewhere) waits until the first mailbox
 //!   is dropped, at most [`Limits::lease_wait_ms`], then gets [`StoreError::MailboxBusy`]. So
 //!   two sessions never hand out the same message; whatever the first did not confirm is
-//!   loaded again by the second.
+//!   loaded again by the second. Leases live in this process: one server per database.
 //! - [`MailHandle::shutdown`] finishes every job queued before it (committing and answering)
 //!   and stops the writer; graceful shutdown awaits it. Later calls get [`StoreError::Closed`].
 //!
@@ -84,9 +84,11 @@ impl MailHandle {
         let keys = Arc::new(Keyring::new(keyfile)?);
         let store = Store::open(db_path, Arc::clone(&keys), limits.clone())?;
         let (tx, rx) = mpsc::channel(limits.queue_len);
+        // The writer logs where its opener logs (a thread does not inherit the subscriber).
+        let dispatch = tracing::dispatcher::get_default(|d| d.clone());
         let writer = std::thread::Builder::new()
             .name("espmail-writer".into())
-            .spawn(move || run_writer(store, rx))
+            .spawn(move || tracing::dispatcher::with_default(&dispatch, || run_writer(store, rx)))
             .map_err(|e| StoreError::Io(format!("cannot start the writer thread: {e}")))?;
         info!(db = %db_path.display(), active_key = keys.active_id(), "ESP Mail store open");
         Ok(MailHandle {

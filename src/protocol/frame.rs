@@ -4,7 +4,7 @@
 //! Pure: parses bytes into a [`Frame`] and writes a [`Frame`] into bytes. The `0D`
 //! terminator is the codec's business ([`super::qlink`]), not this module's.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::crc::{crc16, decode_nibbles, encode_nibbles};
 
@@ -182,11 +182,14 @@ impl Frame {
             let probe = said == PROBE_REPORTED_CRC && got == PROBE_CALCULATED_CRC;
             return Err(BadFrame::Crc { said, got, probe });
         }
+        let (send, recv, cmd) = (raw[5], raw[6], Command(raw[7]));
+        let mut payload = raw;
+        payload.advance(HEADER_LEN); // no refcount traffic, unlike `slice`
         Ok(Frame {
-            send: raw[5],
-            recv: raw[6],
-            cmd: Command(raw[7]),
-            payload: raw.slice(HEADER_LEN..),
+            send,
+            recv,
+            cmd,
+            payload,
         })
     }
 

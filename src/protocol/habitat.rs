@@ -397,6 +397,9 @@ impl Reassembler {
     ///
     /// The reassembled packet has ctrl `E0 | seq` with the seq of its **last** packet,
     /// the one a reply must echo (bridge_v2 replies to the latest request's seq).
+    /// UNCONFIRMED (WIRE.md §2: NeoHabitat's handling of continuations is not known):
+    /// we read the C64 as giving every packet of one request the same seq, so the choice
+    /// of packet does not matter; continuations are matched by noid and reqnum only.
     pub fn push(&mut self, packet: Packet) -> Result<Option<Packet>, PacketError> {
         let h = packet.header;
         if h.is_start() {

@@ -8,7 +8,12 @@
 //!
 //! The text rules live in one place, [`speech_text`]: bytes outside 0x01–0x7F become `?`,
 //! text is cut to [`SPEECH_CAP`] bytes, and cut further when escaping would push the
-//! packet past [`MAX_ESCAPED_PACKET`].
+//! packet past [`MAX_ESCAPED_PACKET`]. WIRE.md §4.3 calls the escaping rationale for 114
+//! UNCONFIRMED; we do not rely on it and check the escaped size of every text packet.
+//! Other UNCONFIRMED points, as read here: the IM_ALIVE and DESCRIBE payloads are
+//! ignored (as bridge_v2 does); the SPEAK audience byte is kept but meant to be ignored
+//! (as the original host did); I_QUIT keeps its length so the session can apply
+//! bridge_v2's "fewer than 6 bytes closes" rule.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
