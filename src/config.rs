@@ -59,7 +59,7 @@ impl Default for ServerConfig {
             max_connections: 10_000,
             login_timeout_secs: 600,
             idle_timeout_secs: 3600,
-            outbox_len: 64,
+            outbox_len: 512,
             rate_limit_bytes_per_sec: 0,
         }
     }

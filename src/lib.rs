@@ -4,15 +4,25 @@
 //!
 //! - [`protocol`]: pure codec: Q-Link frames, the link state machine, Habitat packets,
 //!   typed messages, the login preamble. No sockets, no clock.
+//! - [`server`]: the only owner of player sockets: accept loop, permits, shutdown, and one
+//!   session task per connection.
 //! - [`world`]: presence in the Plaza, accounts and authentication, ESP routing and the
 //!   ESP Mail offer: typed values in, typed intents out; never bytes, never a stream.
 //! - [`espmail`]: ESP Mail: keyfile, encryption, the durable store, delivery and deletion.
 //! - [`log_redact`]: beside them all: the only code that decides how sensitive values show
 //!   in logs.
+//! - [`cli`]: the command line (clap derive), used by the `espmail` binary.
+//! - [`ops`]: the operator commands beside `serve` (init, account, admin, stats, purge,
+//!   rotate-key).
+//! - [`talk`]: a text client speaking the real protocol (`espmail talk`, and the tests').
 
 pub mod admin;
+pub mod cli;
 pub mod config;
 pub mod espmail;
 pub mod log_redact;
+pub mod ops;
 pub mod protocol;
+pub mod server;
+pub mod talk;
 pub mod world;

@@ -1,13 +1,195 @@
 //! The `espmail` binary: command line, configuration and logging at the edge; everything
-//! else lives in the library.
+//! else lives in the library. `anyhow` lives here only.
+//!
+//! Exit codes: 0 done, 1 failed (one clear line on stderr), 2 usage (clap).
 
+use std::path::Path;
 use std::process::ExitCode;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use espmail::admin;
+use espmail::cli::{Cli, Command, DataArgs, ServeArgs};
+use espmail::config::{Config, Overrides};
+use espmail::espmail::keyfile::{self, Keyfile};
+use espmail::espmail::{crypto, Limits, MailHandle};
+use espmail::log_redact;
+use espmail::server::{self, Deps, ServerStats, Settings};
+use espmail::world::accounts::{Accounts, AccountsHandle, AccountsKey, ThrottleLimits};
+use espmail::world::esp::MailRate;
+use espmail::world::Registry;
 
 #[allow(clippy::print_stderr)] // the binary's job at this edge is to tell the operator
 fn main() -> ExitCode {
+    let cli = Cli::parse(); // usage errors exit 2 here, with clap's message
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("espmail: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve(args),
+        // The operator commands live in the library (`espmail::ops`), tested there.
+        cmd @ (Command::Init(_)
+        | Command::Account(_)
+        | Command::Admin(_)
+        | Command::Stats(_)
+        | Command::Purge(_)
+        | Command::RotateKey(_)) => Ok(espmail::ops::run(cmd)?),
+        Command::Talk(args) => {
+            let rt = runtime()?;
+            rt.block_on(espmail::talk::run(args))?;
+            Ok(())
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("could not start the async runtime")
+}
+
+/// The config file (if any) with the command-line values on top.
+fn load_config(data: &DataArgs, listen: Option<std::net::SocketAddr>) -> Result<Config> {
+    let overrides = Overrides {
+        listen,
+        data_dir: data.data_dir.clone(),
+    };
+    Ok(Config::load(data.config.as_deref(), &overrides)?)
+}
+
+fn mail_limits(c: &Config) -> Limits {
+    Limits {
+        max_per_recipient: usize::try_from(c.mail.max_per_recipient).unwrap_or(usize::MAX),
+        max_text_len: c.mail.max_text_len,
+        retention_days: c.mail.retention_days,
+        ..Limits::default()
+    }
+}
+
+/// The account tables' key: derived from the keyfile's setup-time (lowest-id) secret.
+fn accounts_key(kf: &Keyfile) -> Result<AccountsKey> {
+    let Some((_, secret)) = kf.keys().min_by_key(|(id, _)| *id) else {
+        bail!("the keyfile holds no key");
+    };
+    let bytes = crypto::accounts_key(secret).context("deriving the accounts key")?;
+    Ok(AccountsKey::new(*bytes))
+}
+
+fn create_data_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+    use std::os::unix::fs::PermissionsExt;
+    // Only the operator's account should read the database and keyfile.
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("cannot restrict {} to its owner", dir.display()))?;
+    Ok(())
+}
+
+#[allow(clippy::print_stderr)] // the keyfile warning must reach the operator's console
+fn warn_new_keyfile(path: &Path) {
     eprintln!(
-        "espmail {}: the server is not built yet; only the protocol library exists so far.",
-        env!("CARGO_PKG_VERSION")
+        "espmail: WARNING: created a new keyfile at {}.\n\
+         espmail: WARNING: BACK IT UP NOW, SEPARATELY from the database. Without it, \
+         waiting ESP Mail cannot be read by anyone, ever.",
+        path.display()
     );
-    ExitCode::FAILURE
+}
+
+#[allow(clippy::print_stderr)] // the listening line is part of the product (ESPMAIL.md §5)
+fn serve(args: ServeArgs) -> Result<()> {
+    let mut config = load_config(&args.data, args.listen)?;
+    if args.debug {
+        config.logging.level = "debug".to_owned();
+    } else if args.quiet {
+        config.logging.level = "warn".to_owned();
+    }
+    let control =
+        log_redact::init(&config.logging.log_options()).context("cannot set up logging")?;
+    create_data_dir(&config.data.dir)?;
+    let keyfile_path = config.data.keyfile_path();
+    let db_path = config.data.database_path();
+    let (kf, created) = keyfile::load_or_create(&keyfile_path)?;
+    if created {
+        warn_new_keyfile(&keyfile_path);
+    }
+    let mail = MailHandle::with_keyfile(&db_path, &kf, mail_limits(&config))?;
+    let accounts = Accounts::open(&db_path, &accounts_key(&kf)?)?;
+    drop(kf);
+    let accounts = AccountsHandle::new(accounts, 2, ThrottleLimits::default());
+    for line in config.summary().lines() {
+        tracing::info!("config {line}");
+    }
+    let deps = Arc::new(Deps {
+        settings: Settings::from_config(&config),
+        registry: Arc::new(Registry::new()),
+        accounts,
+        auth_mode: server::auth_mode(&config),
+        mail: mail.clone(),
+        mail_rate: MailRate::new(
+            usize::try_from(config.mail.send_rate_per_minute).unwrap_or(usize::MAX),
+        ),
+        debug: Some(control.subscribe()),
+        connections: AtomicUsize::new(0),
+    });
+    let admin_path = config.admin_socket_path();
+    let admin_socket = admin::AdminSocket::bind(&admin_path)?;
+    let listen = config.server.listen;
+
+    let rt = runtime()?;
+    rt.block_on(async move {
+        let listener = TcpListener::bind(listen).await.with_context(|| {
+            format!("cannot listen on {listen} (is another server using it? change --listen or [server] listen)")
+        })?;
+        let local = listener.local_addr().context("listening socket")?;
+        let shutdown = CancellationToken::new();
+        spawn_signal_watch(shutdown.clone())?;
+        let admin_task = tokio::spawn(admin_socket.serve(
+            control.clone(),
+            Arc::new(ServerStats(deps.clone())),
+            shutdown.clone(),
+        ));
+        let purge_task =
+            mail.spawn_purge_task(std::time::Duration::from_secs(3600), shutdown.clone());
+        eprintln!("espmail listening on {local}");
+        let result = server::run(listener, deps, shutdown.clone()).await;
+        shutdown.cancel();
+        // Every session has finished (their saves and deletes included); now the writer
+        // commits whatever is still queued and stops.
+        if let Err(e) = mail.shutdown().await {
+            tracing::error!(error = %e, "ESP Mail store did not shut down cleanly");
+        }
+        let _ = admin_task.await;
+        let _ = purge_task.await;
+        result?;
+        tracing::info!("shut down cleanly");
+        Ok(())
+    })
+}
+
+/// SIGINT or SIGTERM: stop accepting, let sessions finish, exit 0.
+fn spawn_signal_watch(shutdown: CancellationToken) -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        }
+        shutdown.cancel();
+    });
+    Ok(())
 }

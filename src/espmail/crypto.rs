@@ -213,6 +213,15 @@ pub fn message_key(
     hkdf(secret.expose(), key_part, MESSAGE_KEY_LABEL)
 }
 
+/// HKDF label of the key the account tables are keyed with (world::accounts).
+pub const ACCOUNTS_KEY_LABEL: &[u8] = b"espmail v1 accounts key";
+
+/// The key of the account tables, derived from a keyfile secret under its own label, so
+/// accounts and mail never share a key. (Added for the server's wiring.)
+pub fn accounts_key(secret: &Secret) -> Result<Zeroizing<[u8; 32]>, CryptoError> {
+    hkdf(secret.expose(), &[], ACCOUNTS_KEY_LABEL)
+}
+
 /// The key-check value of a keyfile secret (stored in the database's meta table).
 pub fn key_check(secret: &Secret) -> Result<[u8; 32], CryptoError> {
     Ok(*hkdf(secret.expose(), &[], KEY_CHECK_LABEL)?)

@@ -590,6 +590,12 @@ impl EspState {
         vec![say(text)]
     }
 
+    /// Drops a pending offer now (the session's own prompt timeout, from the config):
+    /// nothing is stored, nothing is said. (Added for the server's wiring.)
+    pub fn cancel_offer(&mut self) {
+        self.offer = None;
+    }
+
     /// Drops an offer whose time is up: nothing is stored, nothing is said.
     pub fn tick(&mut self, now: Instant) {
         if self.offer.as_ref().is_some_and(|o| now >= o.deadline) {

@@ -1,0 +1,305 @@
+//! `espmail-load`: a load generator. It starts `espmail serve` (the sibling binary) on a
+//! temporary data directory, logs N avatars in over real Q-Link sessions on loopback, then
+//! drives live ESP at a fixed rate and ESP Mail saves from many senders at once, and
+//! prints what it measured: connections held, server memory per connection, live-ESP
+//! delivery latency p50/p99, and durable ESP Mail saves per second.
+//!
+//! `cargo run --release --bin espmail-load -- --avatars 8000 --esp-rate 1000`
+
+#![allow(clippy::print_stdout, clippy::print_stderr)] // a benchmark's job is to report
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use espmail::log_redact::Sensitive;
+use espmail::protocol::messages::ClientRequest;
+use espmail::talk::{Client, Event};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+/// Load generator for espmail.
+#[derive(Debug, Parser)]
+struct Opts {
+    /// Avatars to log in.
+    #[arg(long, default_value_t = 1000)]
+    avatars: usize,
+    /// Live ESP senders (each sends to another avatar); at most half the avatars.
+    #[arg(long, default_value_t = 1000)]
+    senders: usize,
+    /// Live ESP lines per second, all senders together.
+    #[arg(long, default_value_t = 1000)]
+    esp_rate: u32,
+    /// Seconds of live ESP.
+    #[arg(long, default_value_t = 10)]
+    secs: u64,
+    /// Concurrent ESP Mail senders (each saves one message).
+    #[arg(long, default_value_t = 1000)]
+    mail_senders: usize,
+    /// Logins in flight at once.
+    #[arg(long, default_value_t = 200)]
+    login_concurrency: usize,
+}
+
+type Failure = Box<dyn std::error::Error + Send + Sync>;
+
+struct Server {
+    child: Child,
+    addr: String,
+    dir: PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn start_server() -> Result<Server, Failure> {
+    let exe = std::env::current_exe()?;
+    let bin = exe.with_file_name("espmail");
+    let dir = std::env::temp_dir().join(format!("espmail-load-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let cfg = dir.join("espmail.toml");
+    // Trusted front end: the load measures the server, not scrypt.
+    std::fs::write(
+        &cfg,
+        "[server]\nmax_connections = 19000\n[auth]\nmode = \"trusted\"\ntrusted_peers = [\"127.0.0.1\"]\n[mail]\nmax_per_recipient = 50\n[logging]\nlevel = \"info\"\n",
+    )?;
+    let mut child = Command::new(bin)
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&cfg)
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let stderr = child.stderr.take().ok_or("no stderr")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("WARN") || line.contains("ERROR") || line.contains("session ended") {
+                eprintln!("server: {line}");
+            }
+            if !sent {
+                if let Some(addr) = line.strip_prefix("espmail listening on ") {
+                    let _ = tx.send(addr.trim().to_string());
+                    sent = true;
+                }
+            }
+        }
+    });
+    let addr = rx.recv_timeout(Duration::from_secs(30))?;
+    Ok(Server { child, addr, dir })
+}
+
+/// Resident memory of a process in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Failure> {
+    let o = Opts::parse();
+    let server = start_server()?;
+    let pid = server.child.id();
+    let addr = server.addr.clone();
+    println!("server pid {pid} on {addr}");
+
+    // Offline recipients for ESP Mail: accounts that exist but are not connected.
+    let offline = (o.mail_senders / 40).max(1);
+    for k in 0..offline {
+        let mut c = Client::enter(&addr, &format!("off{k}"), None).await?;
+        c.quit().await?;
+        c.wait_closed().await?;
+    }
+
+    let rss0 = rss_kib(pid);
+    let t0 = Instant::now();
+    let gate = Arc::new(Semaphore::new(o.login_concurrency));
+    let mut logins = Vec::new();
+    for i in 0..o.avatars {
+        let gate = gate.clone();
+        let addr = addr.clone();
+        logins.push(tokio::spawn(async move {
+            let _p = gate.acquire().await;
+            let mut c = match Client::enter(&addr, &format!("a{i}"), None).await {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("login a{i} failed: {e}");
+                    return None;
+                }
+            };
+            c.wait = Duration::from_secs(60);
+            Some(c)
+        }));
+    }
+    let mut clients = Vec::new();
+    for h in logins {
+        clients.push(h.await.ok().flatten());
+    }
+    let connected = clients.iter().filter(|c| c.is_some()).count();
+    let login_secs = t0.elapsed().as_secs_f64();
+    // Let the last arrivals' broadcasts settle before measuring memory.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss1 = rss_kib(pid);
+    let per_conn = (rss1.saturating_sub(rss0) as f64) * 1024.0 / connected.max(1) as f64;
+    println!(
+        "logged in {connected}/{} avatars in {login_secs:.1} s; server RSS {rss0} KiB -> {rss1} KiB = {:.1} KiB per connection",
+        o.avatars,
+        per_conn / 1024.0
+    );
+
+    // Live ESP: sender i -> recipient i + half.
+    let half = o.avatars / 2;
+    let senders = o.senders.min(half);
+    let per_sender = f64::from(o.esp_rate) / senders.max(1) as f64;
+    let sent_at: Arc<Mutex<HashMap<u64, Instant>>> = Arc::default();
+    let lat: Arc<Mutex<Vec<Duration>>> = Arc::default();
+    let stop = CancellationToken::new();
+    let mut tasks = Vec::new();
+    for (i, slot) in clients.iter_mut().enumerate() {
+        let Some(mut c) = slot.take() else { continue };
+        let stop = stop.clone();
+        let sent_at = sent_at.clone();
+        let lat = lat.clone();
+        let sender = i < senders;
+        let target = format!("a{}", i + half);
+        tasks.push(tokio::spawn(async move {
+            if sender {
+                if !c.speak(format!("TO:{target}").as_bytes()).await.ok()? {
+                    return Some(c);
+                }
+                let period = Duration::from_secs_f64(1.0 / per_sender);
+                let mut tick = tokio::time::interval_at(
+                    tokio::time::Instant::now() + period.mul_f64((i % 97) as f64 / 97.0),
+                    period,
+                );
+                let mut n = 0u64;
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return Some(c),
+                        _ = tick.tick() => {
+                            let id = (i as u64) << 32 | n;
+                            n += 1;
+                            sent_at.lock().ok()?.insert(id, Instant::now());
+                            let me = c.me;
+                            c.request(me, ClientRequest::Esp { audience: 0, text: Sensitive::new(format!("ESP:t{id}").into_bytes()) }).await.ok()?;
+                        }
+                        ev = c.next_event_unbounded() => { ev.ok()?; }
+                    }
+                }
+            } else {
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return Some(c),
+                        ev = c.next_event_unbounded() => {
+                            if let Event::Talk { speaker: 0, text } = ev.ok()? {
+                                let now = Instant::now();
+                                if let Some(id) = text.strip_prefix(b"t").and_then(|t| std::str::from_utf8(t).ok()).and_then(|t| t.parse::<u64>().ok()) {
+                                    if let Some(at) = sent_at.lock().ok()?.remove(&id) {
+                                        lat.lock().ok()?.push(now - at);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    let t1 = Instant::now();
+    tokio::time::sleep(Duration::from_secs(o.secs)).await;
+    let sent_total = {
+        // Lines still in flight at the stop are not counted as lost.
+        stop.cancel();
+        let mut back = Vec::new();
+        for t in tasks {
+            back.push(t.await.ok().flatten());
+        }
+        clients = back;
+        lat.lock().map(|l| l.len()).unwrap_or(0)
+    };
+    let esp_secs = t1.elapsed().as_secs_f64();
+    let mut l = lat.lock().map(|l| l.clone()).unwrap_or_default();
+    l.sort();
+    let lost = sent_at.lock().map(|m| m.len()).unwrap_or(0);
+    println!(
+        "live ESP: {sent_total} delivered in {esp_secs:.1} s = {:.0}/s from {senders} senders; delivery latency p50 {:.2} ms p99 {:.2} ms max {:.2} ms; not delivered by the stop: {lost}",
+        sent_total as f64 / esp_secs,
+        pct(&l, 0.50).as_secs_f64() * 1e3,
+        pct(&l, 0.99).as_secs_f64() * 1e3,
+        l.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
+    );
+
+    // ESP Mail: the recipients half sends one message each to an offline avatar, all at once.
+    let mut tasks = Vec::new();
+    let go = Arc::new(tokio::sync::Barrier::new(o.mail_senders.min(half) + 1));
+    let mut mailers = 0;
+    for (i, slot) in clients.iter_mut().enumerate().skip(half) {
+        if mailers >= o.mail_senders {
+            break;
+        }
+        let Some(mut c) = slot.take() else { continue };
+        mailers += 1;
+        let go = go.clone();
+        let to = format!("off{}", mailers % offline);
+        tasks.push(tokio::spawn(async move {
+            let r: Result<Instant, Failure> = async {
+                c.speak(format!("TO:{to}").as_bytes()).await?;
+                c.esp(format!("mail from {i}").as_bytes()).await?;
+                let p = c.wait_for(|e| matches!(e, Event::Prompt(_))).await?;
+                let prompt = p.text().unwrap_or_default().to_vec();
+                go.wait().await;
+                c.answer(&prompt, b"Y").await?;
+                c.wait_text("saved.").await?;
+                Ok(Instant::now())
+            }
+            .await;
+            (r.ok(), c)
+        }));
+    }
+    go.wait().await;
+    let t2 = Instant::now();
+    let mut saved = 0;
+    let mut last = t2;
+    for t in tasks {
+        if let Ok((Some(at), _c)) = t.await {
+            saved += 1;
+            last = last.max(at);
+        }
+    }
+    let mail_secs = (last - t2).as_secs_f64();
+    println!(
+        "ESP Mail: {saved}/{mailers} saved (durably committed) in {mail_secs:.2} s = {:.0} saves/s",
+        saved as f64 / mail_secs.max(1e-9)
+    );
+    let still = clients.iter().filter(|c| c.is_some()).count() + saved;
+    println!("connections still up after the run: {still}/{connected}");
+    drop(server);
+    Ok(())
+}

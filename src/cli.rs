@@ -1,0 +1,243 @@
+//! The command line, as clap derive types: what the operator can type, and nothing else.
+//!
+//! No logic lives here; `main.rs` turns a parsed [`Cli`] into work. Exit codes are
+//! 0 (done), 1 (failed) and 2 (usage: clap's own exit code for a bad command line).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// espmail: a Habitat-lineage world server with encrypted ESP Mail for offline avatars.
+#[derive(Debug, Parser)]
+#[command(name = "espmail", version, about, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the world server (defaults: listen 127.0.0.1:1986, data in ./data).
+    Serve(ServeArgs),
+    /// Create the keyfile (mode 0600) and the database; never overwrites a keyfile.
+    Init(DataArgs),
+    /// Manage avatars: add, passwd, list, remove.
+    Account(AccountArgs),
+    /// Talk to a running server through its admin socket.
+    Admin(AdminArgs),
+    /// Offline counts: messages waiting, quarantined, oldest age, database size.
+    Stats(DataArgs),
+    /// Delete waiting ESP Mail older than a number of days.
+    Purge(PurgeArgs),
+    /// Re-encrypt waiting ESP Mail under a new keyfile key.
+    RotateKey(RotateKeyArgs),
+    /// A text client that speaks the real protocol, to try the world without a C64.
+    Talk(TalkArgs),
+}
+
+/// Where the configuration and the data live; shared by most subcommands.
+#[derive(Debug, Clone, Default, Args)]
+pub struct DataArgs {
+    /// Configuration file (TOML); without it, the embedded defaults are used.
+    #[arg(short, long, value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
+    /// Data directory (database, and the keyfile unless the config puts it elsewhere).
+    #[arg(long, value_name = "DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// `espmail serve`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServeArgs {
+    /// Config file and data directory.
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Address to listen on (overrides the config file); port 0 picks a free port.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Start with debug logging on (players are told at login).
+    #[arg(short, long, conflicts_with = "quiet")]
+    pub debug: bool,
+    /// Log warnings and errors only.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// `espmail account …`.
+#[derive(Debug, Args)]
+pub struct AccountArgs {
+    /// Config file and data directory.
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// The account operation.
+    #[command(subcommand)]
+    pub op: AccountOp,
+}
+
+/// What to do to an account.
+#[derive(Debug, Subcommand)]
+pub enum AccountOp {
+    /// Create an avatar; the password is read from the terminal or stdin.
+    Add {
+        /// Avatar name: 1-16 of A-Z a-z 0-9 space - _ .
+        name: String,
+    },
+    /// Set a new password for an avatar (read from the terminal or stdin).
+    Passwd {
+        /// Avatar name.
+        name: String,
+    },
+    /// List avatars.
+    List,
+    /// Remove an avatar and its waiting ESP Mail.
+    Remove {
+        /// Avatar name.
+        name: String,
+    },
+}
+
+/// `espmail admin …`.
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    /// Config file and data directory (to find the admin socket).
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// The admin socket (default: the config's logging.admin_socket, else DATA_DIR/admin.sock).
+    #[arg(long, value_name = "PATH", global = true)]
+    pub socket: Option<PathBuf>,
+    /// The admin request.
+    #[command(subcommand)]
+    pub op: AdminOp,
+}
+
+/// Requests to a running server.
+#[derive(Debug, Subcommand)]
+pub enum AdminOp {
+    /// Switch debug logging of the running server.
+    Debug {
+        /// on, off or status.
+        #[arg(value_enum)]
+        state: DebugSwitch,
+    },
+    /// Live counts from the running server.
+    Stats,
+}
+
+/// `admin debug on|off|status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DebugSwitch {
+    /// Switch debug logging on (connected avatars are told).
+    On,
+    /// Switch debug logging off.
+    Off,
+    /// Say whether debug logging is on.
+    Status,
+}
+
+/// `espmail purge`.
+#[derive(Debug, Args)]
+pub struct PurgeArgs {
+    /// Config file and data directory.
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Delete waiting ESP Mail older than this many days (default: the configured retention).
+    #[arg(long, value_name = "DAYS")]
+    pub older_than: Option<u32>,
+}
+
+/// `espmail rotate-key`.
+#[derive(Debug, Args)]
+pub struct RotateKeyArgs {
+    /// Config file and data directory.
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Also drop the old key once every message is re-encrypted.
+    #[arg(long)]
+    pub retire_old: bool,
+}
+
+/// `espmail talk`.
+#[derive(Debug, Args)]
+pub struct TalkArgs {
+    /// Server address, HOST:PORT.
+    #[arg(value_name = "HOST:PORT")]
+    pub server: String,
+    /// Avatar name to log in as.
+    #[arg(long)]
+    pub name: String,
+    /// Password (otherwise asked on the terminal). Prefer the environment to the command line.
+    #[arg(long, env = "ESPMAIL_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn serve_takes_listen_and_data_dir() {
+        let cli = Cli::try_parse_from([
+            "espmail",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            "/tmp/x",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve")
+        };
+        assert_eq!(args.listen, Some("127.0.0.1:0".parse().unwrap()));
+        assert_eq!(args.data.data_dir, Some(PathBuf::from("/tmp/x")));
+    }
+
+    #[test]
+    fn a_bad_address_is_a_usage_error() {
+        let err = Cli::try_parse_from(["espmail", "serve", "--listen", "nowhere"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+    }
+
+    #[test]
+    fn debug_and_quiet_conflict() {
+        let err = Cli::try_parse_from(["espmail", "serve", "-d", "-q"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+    }
+
+    #[test]
+    fn account_and_admin_parse() {
+        let cli =
+            Cli::try_parse_from(["espmail", "account", "add", "Bob", "--data-dir", "d"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Account(AccountArgs { op: AccountOp::Add { ref name }, .. }) if name == "Bob"
+        ));
+        let cli = Cli::try_parse_from(["espmail", "admin", "debug", "on"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Admin(AdminArgs {
+                op: AdminOp::Debug {
+                    state: DebugSwitch::On
+                },
+                ..
+            })
+        ));
+        let cli = Cli::try_parse_from(["espmail", "purge", "--older-than", "30"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Purge(PurgeArgs {
+                older_than: Some(30),
+                ..
+            })
+        ));
+    }
+}

@@ -1,0 +1,621 @@
+//! `espmail talk`: a text client that speaks the real protocol (login line, Q-Link
+//! frames, Habitat packets), so an operator can try the world without a C64 emulator.
+//!
+//! [`Client`] is the protocol side, also used by the integration tests: it logs in as a
+//! Habilink client would, sends requests, acks the server's frames (unless told not to,
+//! to play a client that drops the line), and turns server packets into [`Event`]s.
+//! [`run`] is the terminal around it.
+//!
+//! May touch: one TCP connection, the terminal.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio_util::codec::Framed;
+
+use crate::cli::TalkArgs;
+use crate::log_redact::Sensitive;
+use crate::protocol::frame::{seq, Command, Frame};
+use crate::protocol::habitat::Packet;
+use crate::protocol::messages::{ClientMsg, ClientRequest};
+use crate::protocol::qlink::QLinkCodec;
+
+/// How long one wait for the server may take by default.
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(10);
+
+/// Why the client stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The connection failed.
+    #[error("connection failed: {0}")]
+    Io(#[from] std::io::Error),
+    /// The server closed the connection.
+    #[error("the server closed the connection")]
+    Closed,
+    /// Nothing expected arrived in time.
+    #[error("no answer from the server within {0:?}")]
+    Timeout(Duration),
+    /// IM_ALIVE said no.
+    #[error("refused: {0}")]
+    Refused(String),
+}
+
+/// What the server said, one packet (reassembled when split) at a time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// IM_ALIVE: status (1 alive, 0 refused) and text.
+    ImAlive {
+        /// 0 refused, 1 alive.
+        status: u8,
+        /// The text after the status.
+        text: Vec<u8>,
+    },
+    /// The reply to DESCRIBE: the contents vector.
+    Describe {
+        /// `Who_am_I`: this client's avatar noid (FF: a ghost).
+        me: u8,
+        /// The whole vector.
+        vector: Vec<u8>,
+    },
+    /// HEREIS: someone arrived (the vector).
+    HereIs(Vec<u8>),
+    /// GOAWAY.
+    GoAway(u8),
+    /// APPEAR.
+    Appear(u8),
+    /// CAUGHT_UP.
+    CaughtUp,
+    /// OBJECT_TALKS: a balloon line.
+    Talk {
+        /// 0 = the region.
+        speaker: u8,
+        /// The words.
+        text: Vec<u8>,
+    },
+    /// SPEAK$: an avatar speaks.
+    Speak {
+        /// The speaking avatar.
+        noid: u8,
+        /// The words.
+        text: Vec<u8>,
+    },
+    /// PROMPT_USER.
+    Prompt(Vec<u8>),
+    /// PLAY_$.
+    Play {
+        /// Sound number.
+        sound: u8,
+        /// Where.
+        noid: u8,
+    },
+    /// The reply to this client's object request (SPEAK/ESP: `args[0]` = esp).
+    Reply {
+        /// The object.
+        noid: u8,
+        /// Byte 3.
+        reqnum: u8,
+        /// The args.
+        args: Vec<u8>,
+    },
+    /// Anything else.
+    Other {
+        /// The object.
+        noid: u8,
+        /// The message number.
+        reqnum: u8,
+        /// The args.
+        args: Vec<u8>,
+    },
+}
+
+impl Event {
+    /// The text of a balloon line or speech, if this is one.
+    pub fn text(&self) -> Option<&[u8]> {
+        match self {
+            Event::Talk { text, .. } | Event::Speak { text, .. } | Event::Prompt(text) => {
+                Some(text)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A protocol client on one connection.
+pub struct Client {
+    framed: Framed<TcpStream, QLinkCodec>,
+    /// SEND of our last Action.
+    out_seq: u8,
+    /// SEND of the server's last Action.
+    in_seq: u8,
+    /// The Habitat request seq (4 bits).
+    req_seq: u8,
+    /// Answer Pings and ack Actions. Off plays a client whose line dropped.
+    pub auto_ack: bool,
+    events: VecDeque<Event>,
+    split: Option<(u8, u8, BytesMut)>,
+    /// This client's avatar noid, once described.
+    pub me: u8,
+    /// How long each wait may take.
+    pub wait: Duration,
+    /// Server Actions received so far.
+    pub actions_received: u64,
+}
+
+impl Client {
+    /// Connects and sends the Habilink login line (with a password when given), then the
+    /// empty line the preamble throws away.
+    pub async fn connect(
+        addr: &str,
+        name: &str,
+        password: Option<&str>,
+    ) -> Result<Client, ClientError> {
+        let mut stream = TcpStream::connect(addr).await?;
+        let mut line = serde_json::json!({"to": "bridge", "op": "LOGIN", "name": name});
+        if let Some(p) = password {
+            line["password"] = serde_json::Value::from(p);
+        }
+        let mut bytes = line.to_string().into_bytes();
+        bytes.extend_from_slice(b"\r\r");
+        stream.write_all(&bytes).await?;
+        Ok(Client::from_stream(stream))
+    }
+
+    /// A client on a connection whose preamble was already sent.
+    pub fn from_stream(stream: TcpStream) -> Client {
+        Client {
+            framed: Framed::new(stream, QLinkCodec::new()),
+            out_seq: seq::FIRST,
+            in_seq: seq::FIRST,
+            req_seq: 0,
+            auto_ack: true,
+            events: VecDeque::new(),
+            split: None,
+            me: 0xFF,
+            wait: DEFAULT_WAIT,
+            actions_received: 0,
+        }
+    }
+
+    /// Connects and goes all the way in: IM_ALIVE, DESCRIBE, FINGER_IN_QUE when others
+    /// are present, HERE_I_AM, until the avatar's own APPEAR. Events after it stay queued.
+    pub async fn enter(
+        addr: &str,
+        name: &str,
+        password: Option<&str>,
+    ) -> Result<Client, ClientError> {
+        let mut c = Client::connect(addr, name, password).await?;
+        c.im_alive().await?;
+        c.describe().await?;
+        c.here_i_am().await?;
+        Ok(c)
+    }
+
+    /// Sends IM_ALIVE and waits for its answer; a refusal is an error carrying the text.
+    pub async fn im_alive(&mut self) -> Result<(), ClientError> {
+        self.request(0, ClientRequest::ImAlive).await?;
+        let ev = self.take(|e| matches!(e, Event::ImAlive { .. })).await?;
+        match ev {
+            Event::ImAlive { status: 1, .. } => Ok(()),
+            Event::ImAlive { text, .. } => {
+                Err(ClientError::Refused(String::from_utf8_lossy(&text).into()))
+            }
+            _ => Err(ClientError::Closed),
+        }
+    }
+
+    /// Sends DESCRIBE, waits for the contents vector and learns its own noid; returns the
+    /// vector.
+    pub async fn describe(&mut self) -> Result<Vec<u8>, ClientError> {
+        self.request(0, ClientRequest::Describe).await?;
+        let ev = self.take(|e| matches!(e, Event::Describe { .. })).await?;
+        let Event::Describe { me, vector } = ev else {
+            return Err(ClientError::Closed);
+        };
+        self.me = me;
+        // Two or more avatars present: the client asks to be caught up (WIRE.md §3).
+        if avatars_in(&vector) >= 2 {
+            self.request(0, ClientRequest::FingerInQue).await?;
+            self.take(|e| matches!(e, Event::CaughtUp)).await?;
+        }
+        Ok(vector)
+    }
+
+    /// Sends HERE_I_AM and waits for its own APPEAR.
+    pub async fn here_i_am(&mut self) -> Result<(), ClientError> {
+        self.request(0, ClientRequest::HereIAm).await?;
+        let me = self.me;
+        self.take(|e| *e == Event::Appear(me)).await?;
+        Ok(())
+    }
+
+    /// SPEAK on its own avatar; returns the reply's esp flag.
+    pub async fn speak(&mut self, text: &[u8]) -> Result<bool, ClientError> {
+        let req = ClientRequest::Speak {
+            audience: 0,
+            text: Sensitive::new(text.to_vec()),
+        };
+        self.object_request(req).await
+    }
+
+    /// ESP (the `ESP:` prefix is added, as the C64 sends it); returns the reply's esp flag.
+    pub async fn esp(&mut self, text: &[u8]) -> Result<bool, ClientError> {
+        let mut t = b"ESP:".to_vec();
+        t.extend_from_slice(text);
+        let req = ClientRequest::Esp {
+            audience: 0,
+            text: Sensitive::new(t),
+        };
+        self.object_request(req).await
+    }
+
+    async fn object_request(&mut self, req: ClientRequest) -> Result<bool, ClientError> {
+        let me = self.me;
+        self.request(me, req).await?;
+        let ev = self
+            .take(|e| matches!(e, Event::Reply { noid, .. } if *noid == me))
+            .await?;
+        match ev {
+            Event::Reply { args, .. } => Ok(args.first().copied().unwrap_or(0) != 0),
+            _ => Err(ClientError::Closed),
+        }
+    }
+
+    /// Answers `prompt` as the C64 does: the prompt minus its last character, then the
+    /// typed text. No reply comes.
+    pub async fn answer(&mut self, prompt: &[u8], typed: &[u8]) -> Result<(), ClientError> {
+        let mut t = prompt
+            .get(..prompt.len().saturating_sub(1))
+            .unwrap_or_default()
+            .to_vec();
+        t.extend_from_slice(typed);
+        self.request(
+            0,
+            ClientRequest::PromptReply {
+                text: Sensitive::new(t),
+            },
+        )
+        .await
+    }
+
+    /// Sends I_QUIT.
+    pub async fn quit(&mut self) -> Result<(), ClientError> {
+        self.request(
+            0,
+            ClientRequest::IQuit {
+                code: Some(0),
+                len: 6,
+            },
+        )
+        .await
+    }
+
+    /// Sends one request as a Habitat packet in a Q-Link Action.
+    pub async fn request(&mut self, noid: u8, request: ClientRequest) -> Result<(), ClientError> {
+        let msg = ClientMsg {
+            seq: self.req_seq,
+            noid,
+            request,
+        };
+        self.req_seq = (self.req_seq + 1) & 0x0F;
+        let payload = msg.to_packet().escaped();
+        self.send_action(payload).await
+    }
+
+    /// Sends one Action frame with this payload (already Habitat-escaped).
+    pub async fn send_action(&mut self, payload: Bytes) -> Result<(), ClientError> {
+        self.out_seq = seq::inc(self.out_seq);
+        let frame = Frame {
+            send: self.out_seq,
+            recv: self.in_seq,
+            cmd: Command::ACTION,
+            payload,
+        };
+        self.framed.send(frame).await?;
+        Ok(())
+    }
+
+    /// Acks everything received so far with a bare `24`.
+    pub async fn ack(&mut self) -> Result<(), ClientError> {
+        let f = Frame::bare(Command::RESET_ACK, self.out_seq, self.in_seq);
+        self.framed.send(f).await?;
+        Ok(())
+    }
+
+    /// The next event, waiting at most [`Client::wait`].
+    pub async fn next_event(&mut self) -> Result<Event, ClientError> {
+        let wait = self.wait;
+        tokio::time::timeout(wait, self.next_event_unbounded())
+            .await
+            .map_err(|_| ClientError::Timeout(wait))?
+    }
+
+    /// The next event, however long it takes (the terminal client).
+    pub async fn next_event_unbounded(&mut self) -> Result<Event, ClientError> {
+        loop {
+            if let Some(e) = self.events.pop_front() {
+                return Ok(e);
+            }
+            self.read_frame().await?;
+        }
+    }
+
+    /// Takes the first event that matches, leaving every other event queued in order.
+    /// Bounded by [`Client::wait`]. Used for replies, which may overtake lines the caller
+    /// still wants to read.
+    pub async fn take(
+        &mut self,
+        mut pred: impl FnMut(&Event) -> bool,
+    ) -> Result<Event, ClientError> {
+        let wait = self.wait;
+        tokio::time::timeout(wait, async {
+            let mut scanned = 0;
+            loop {
+                if let Some(i) = self.events.iter().skip(scanned).position(&mut pred) {
+                    if let Some(e) = self.events.remove(scanned + i) {
+                        return Ok(e);
+                    }
+                }
+                scanned = self.events.len();
+                self.read_frame().await?;
+            }
+        })
+        .await
+        .map_err(|_| ClientError::Timeout(wait))?
+    }
+
+    /// Skips events until one matches; returns it. Bounded by [`Client::wait`].
+    pub async fn wait_for(
+        &mut self,
+        mut pred: impl FnMut(&Event) -> bool,
+    ) -> Result<Event, ClientError> {
+        let wait = self.wait;
+        tokio::time::timeout(wait, async {
+            loop {
+                let e = self.next_event_unbounded().await?;
+                if pred(&e) {
+                    return Ok(e);
+                }
+            }
+        })
+        .await
+        .map_err(|_| ClientError::Timeout(wait))?
+    }
+
+    /// Like [`Client::wait_for`], but returns every event seen up to and including the match.
+    pub async fn collect_until(
+        &mut self,
+        mut pred: impl FnMut(&Event) -> bool,
+    ) -> Result<Vec<Event>, ClientError> {
+        let mut seen = Vec::new();
+        self.wait_for(|e| {
+            seen.push(e.clone());
+            pred(e)
+        })
+        .await?;
+        Ok(seen)
+    }
+
+    /// Waits for a balloon line (or speech or prompt) whose text contains `needle`.
+    pub async fn wait_text(&mut self, needle: &str) -> Result<Event, ClientError> {
+        let n = needle.as_bytes().to_vec();
+        self.wait_for(|e| e.text().is_some_and(|t| contains(t, &n)))
+            .await
+    }
+
+    /// Waits until the server closes the connection (bounded).
+    pub async fn wait_closed(&mut self) -> Result<(), ClientError> {
+        let wait = self.wait;
+        tokio::time::timeout(wait, async {
+            loop {
+                match self.read_frame().await {
+                    Ok(()) => continue,
+                    Err(ClientError::Closed) | Err(ClientError::Io(_)) => return Ok(()),
+                    Err(e) => return Err(e),
+                }
+            }
+        })
+        .await
+        .map_err(|_| ClientError::Timeout(wait))?
+    }
+
+    /// The socket, to send raw bytes (the recorded C64 handshake).
+    pub fn stream(&mut self) -> &mut TcpStream {
+        self.framed.get_mut()
+    }
+
+    async fn read_frame(&mut self) -> Result<(), ClientError> {
+        let item = match self.framed.next().await {
+            Some(Ok(item)) => item,
+            Some(Err(e)) => return Err(e.into()),
+            None => return Err(ClientError::Closed),
+        };
+        let Ok(frame) = item else {
+            return Ok(()); // a bad frame from the server: nothing to learn from it
+        };
+        match frame.cmd {
+            Command::ACTION => {
+                self.in_seq = frame.send;
+                self.actions_received += 1;
+                if self.auto_ack {
+                    self.ack().await?;
+                }
+                if frame.payload.first() == Some(&0x55) {
+                    self.on_packet(&frame.payload);
+                }
+            }
+            Command::PING if self.auto_ack => self.ack().await?,
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn on_packet(&mut self, escaped: &[u8]) {
+        let Ok(p) = Packet::parse_escaped(escaped) else {
+            return;
+        };
+        let (ctrl, noid, reqnum) = (p.header.ctrl, p.header.noid, p.header.reqnum);
+        let start = ctrl & 0x20 != 0;
+        let end = ctrl & 0x80 != 0;
+        let args = if start && end {
+            self.split = None;
+            p.payload.to_vec()
+        } else if start {
+            self.split = Some((noid, reqnum, BytesMut::from(&p.payload[..])));
+            return;
+        } else {
+            let Some((_, _, mut buf)) = self.split.take() else {
+                return;
+            };
+            buf.extend_from_slice(&p.payload);
+            if !end {
+                self.split = Some((noid, reqnum, buf));
+                return;
+            }
+            buf.to_vec()
+        };
+        let first = args.first().copied().unwrap_or(0);
+        let rest = args.get(1..).unwrap_or_default().to_vec();
+        let ev = if noid == 0 {
+            match reqnum {
+                1 => Event::Describe {
+                    me: args.get(4).copied().unwrap_or(0xFF),
+                    vector: args,
+                },
+                3 => Event::ImAlive {
+                    status: first,
+                    text: rest,
+                },
+                8 => Event::HereIs(args),
+                9 => Event::GoAway(first),
+                14 => Event::Play {
+                    sound: first,
+                    noid: args.get(1).copied().unwrap_or(0),
+                },
+                15 => Event::Talk {
+                    speaker: first,
+                    text: rest,
+                },
+                17 => Event::CaughtUp,
+                18 => Event::Appear(first),
+                20 => Event::Prompt(args),
+                _ => Event::Other { noid, reqnum, args },
+            }
+        } else if ctrl & 0x5F == 0x5A {
+            match reqnum {
+                14 => Event::Speak { noid, text: args },
+                _ => Event::Other { noid, reqnum, args },
+            }
+        } else {
+            Event::Reply { noid, reqnum, args }
+        };
+        self.events.push_back(ev);
+    }
+}
+
+/// Avatars (class 1) listed in a DESCRIBE contents vector.
+pub fn avatars_in(vector: &[u8]) -> usize {
+    let list = vector.get(9..).unwrap_or_default();
+    list.chunks(2)
+        .take_while(|pair| pair.first().is_some_and(|n| *n != 0))
+        .filter(|pair| pair.get(1) == Some(&1))
+        .count()
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// `espmail talk HOST:PORT --name NAME`: log in and relay between the terminal and the
+/// world. Lines typed are speech; after `TO:NAME` they are ESP (an empty line ends ESP);
+/// while the server prompts, the next line is the answer.
+#[allow(clippy::print_stdout, clippy::print_stderr)] // a terminal client's job is printing
+pub async fn run(args: TalkArgs) -> Result<(), ClientError> {
+    let password = match args.password.clone() {
+        Some(p) => Some(p),
+        None => ask_password()?,
+    };
+    let mut c = Client::connect(&args.server, &args.name, password.as_deref()).await?;
+    c.im_alive().await?;
+    c.describe().await?;
+    c.here_i_am().await?;
+    println!(
+        "-- in the Plaza as {} (noid {}); type to talk, TO:NAME for ESP, Ctrl-D to leave",
+        args.name, c.me
+    );
+    let mut stdin = BufReader::new(tokio::io::stdin()).lines();
+    let mut prompt: Option<Vec<u8>> = None;
+    let mut in_esp = false;
+    loop {
+        tokio::select! {
+            line = stdin.next_line() => {
+                let Some(line) = line? else {
+                    c.quit().await?;
+                    return Ok(());
+                };
+                if let Some(p) = prompt.take() {
+                    c.answer(&p, line.as_bytes()).await?;
+                } else if in_esp {
+                    c.request(c.me, ClientRequest::Esp {
+                        audience: 0,
+                        text: Sensitive::new([b"ESP:".as_slice(), line.as_bytes()].concat()),
+                    }).await?;
+                } else {
+                    c.request(c.me, ClientRequest::Speak {
+                        audience: 0,
+                        text: Sensitive::new(line.into_bytes()),
+                    }).await?;
+                }
+            }
+            ev = c.next_event_unbounded() => {
+                match ev? {
+                    Event::Talk { speaker, text } => {
+                        let who = if speaker == 0 { "*".to_string() } else if speaker == c.me { "you".to_string() } else { format!("avatar {speaker}") };
+                        println!("[{who}] {}", String::from_utf8_lossy(&text));
+                    }
+                    Event::Speak { noid, text } => println!("<avatar {noid}> {}", String::from_utf8_lossy(&text)),
+                    Event::Prompt(text) => {
+                        println!("?? {}", String::from_utf8_lossy(&text));
+                        prompt = Some(text);
+                    }
+                    Event::Reply { noid, args, .. } if noid == c.me => {
+                        let now = args.first().copied().unwrap_or(0) != 0;
+                        if now != in_esp {
+                            println!("-- ESP mode {}", if now { "on (empty line ends it)" } else { "off" });
+                        }
+                        in_esp = now;
+                    }
+                    Event::HereIs(_) => println!("-- someone arrived"),
+                    Event::GoAway(n) => println!("-- avatar {n} left"),
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+/// The password from the terminal (echo off), or none when stdin is not a terminal (the
+/// server then asks in-world).
+#[allow(clippy::print_stderr)]
+fn ask_password() -> Result<Option<String>, ClientError> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        return Ok(None);
+    }
+    eprint!("Password (empty: asked in-world): ");
+    let _ = std::io::stderr().flush();
+    // `stty` keeps this free of unsafe terminal calls.
+    let _ = std::process::Command::new("stty").arg("-echo").status();
+    let mut line = String::new();
+    let read = stdin.lock().read_line(&mut line);
+    let _ = std::process::Command::new("stty").arg("echo").status();
+    eprintln!();
+    read?;
+    let p = line.trim_end_matches(['\r', '\n']).to_string();
+    Ok((!p.is_empty()).then_some(p))
+}

@@ -1,0 +1,856 @@
+//! The operator commands, run as the real binary in temporary directories: `init`,
+//! `account …`, `stats`, `purge`, `rotate-key`, `admin …`, and their failures (one clear
+//! stderr line, exit 1; usage errors exit 2). Mail is seeded and read back through the
+//! library's own `MailHandle`, exactly as the server stores it.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod common;
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, SystemTime};
+
+use espmail::config::Config;
+use espmail::espmail::keyfile;
+use espmail::espmail::MailHandle;
+use espmail::log_redact::Sensitive;
+use espmail::ops;
+use espmail::world::accounts::{Accounts, Password};
+
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// One run of `espmail ARGS` with `stdin` piped in.
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn ok(&self) -> &Run {
+        assert_eq!(self.code, 0, "expected success: {self:?}");
+        self
+    }
+
+    /// Failed with exit 1 and exactly one stderr line, which is returned.
+    fn failed_one_line(&self) -> String {
+        assert_eq!(self.code, 1, "expected exit 1: {self:?}");
+        let lines: Vec<&str> = self.stderr.trim_end().lines().collect();
+        assert_eq!(lines.len(), 1, "expected one stderr line: {self:?}");
+        assert!(lines[0].starts_with("espmail: "), "{self:?}");
+        lines[0].to_owned()
+    }
+}
+
+impl std::fmt::Debug for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {}\n--- stdout\n{}--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+fn espmail(args: &[&str], stdin: &str) -> Run {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_espmail"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        let mut input = child.stdin.take().unwrap();
+        // The command may exit before reading (e.g. a refused name): ignore a broken pipe.
+        let _ = input.write_all(stdin.as_bytes());
+    }
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = child.wait_with_output().unwrap();
+    Run {
+        code: status.code().unwrap_or(-1),
+        stdout: String::from_utf8(stdout).unwrap(),
+        stderr: String::from_utf8(stderr).unwrap(),
+    }
+}
+
+/// `espmail ARGS --data-dir DIR`.
+fn in_dir(dir: &Path, args: &[&str], stdin: &str) -> Run {
+    let mut all: Vec<&str> = args.to_vec();
+    all.push("--data-dir");
+    all.push(dir.to_str().unwrap());
+    espmail(&all, stdin)
+}
+
+/// A fresh temporary directory with `espmail init` done in `<tmp>/data`.
+fn initialised() -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    in_dir(&dir, &["init"], "").ok();
+    (tmp, dir)
+}
+
+fn config_for(dir: &Path) -> Config {
+    ops::load_config(&espmail::cli::DataArgs {
+        config: None,
+        data_dir: Some(dir.to_path_buf()),
+    })
+    .unwrap()
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Saves ESP Mail as the server does: (recipient, sender, text, sent at).
+fn seed(dir: &Path, mail: &[(&str, &str, &str, SystemTime)]) {
+    let c = config_for(dir);
+    let handle = MailHandle::open(
+        &c.data.database_path(),
+        &c.data.keyfile_path(),
+        ops::mail_limits(&c),
+    )
+    .unwrap();
+    rt().block_on(async {
+        for (to, from, text, at) in mail {
+            handle
+                .save(to, from, Sensitive::new(text.as_bytes().to_vec()), *at)
+                .await
+                .unwrap();
+        }
+        handle.shutdown().await.unwrap();
+    });
+}
+
+/// The texts waiting for `recipient`, oldest first, read (not confirmed) through the
+/// library with the keyfile now on disk.
+fn waiting_texts(dir: &Path, recipient: &str) -> Vec<String> {
+    let c = config_for(dir);
+    let handle = MailHandle::open(
+        &c.data.database_path(),
+        &c.data.keyfile_path(),
+        ops::mail_limits(&c),
+    )
+    .unwrap();
+    rt().block_on(async {
+        let mut mailbox = handle.open_mailbox(recipient).await.unwrap();
+        let mut texts = Vec::new();
+        while let Some(m) = mailbox.next() {
+            texts.push(String::from_utf8(m.text.expose().clone()).unwrap());
+        }
+        drop(mailbox);
+        handle.shutdown().await.unwrap();
+        texts
+    })
+}
+
+fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn init_creates_private_keyfile_and_database_and_refuses_to_overwrite() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("a").join("data");
+    let run = in_dir(&dir, &["init"], "");
+    run.ok();
+    let keyfile_path = dir.join("keyfile");
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(&keyfile_path), 0o600);
+    assert!(dir.join("espmail.db").is_file());
+    assert!(
+        run.stderr.contains("BACK UP THE KEYFILE") && run.stderr.contains("unreadable"),
+        "{run:?}"
+    );
+    assert!(
+        run.stdout.contains(keyfile_path.to_str().unwrap()),
+        "{run:?}"
+    );
+    // The keyfile loads, and its key opens the database it made.
+    let kf = keyfile::load(&keyfile_path).unwrap();
+    Accounts::open(&dir.join("espmail.db"), &ops::accounts_key(&kf).unwrap()).unwrap();
+
+    let before = std::fs::read(&keyfile_path).unwrap();
+    let line = in_dir(&dir, &["init"], "").failed_one_line();
+    assert!(
+        line.contains("a keyfile already exists at") && line.contains("refusing to overwrite"),
+        "{line}"
+    );
+    assert_eq!(std::fs::read(&keyfile_path).unwrap(), before);
+}
+
+#[test]
+fn init_refuses_a_database_whose_keyfile_is_missing() {
+    let (_tmp, dir) = initialised();
+    std::fs::remove_file(dir.join("keyfile")).unwrap();
+    let line = in_dir(&dir, &["init"], "").failed_one_line();
+    assert!(line.contains("already exists") && line.contains("restore the keyfile"));
+    assert!(
+        !dir.join("keyfile").exists(),
+        "no new keyfile beside old mail"
+    );
+}
+
+#[test]
+fn account_add_list_passwd_remove_round_trip() {
+    let (_tmp, dir) = initialised();
+    in_dir(&dir, &["account", "add", "Bob"], "first-password\n").ok();
+    in_dir(&dir, &["account", "add", "Carol Ann"], "carols-secret\n").ok();
+    let list = in_dir(&dir, &["account", "list"], "");
+    list.ok();
+    let lines: Vec<&str> = list.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{list:?}");
+    assert!(lines[0].starts_with("Bob  created 20"), "{list:?}");
+    assert!(lines[1].starts_with("Carol Ann  created 20"), "{list:?}");
+    assert!(lines[0].ends_with(" UTC"), "{list:?}");
+    assert!(!list.stdout.contains("first-password") && !list.stdout.contains("carols"));
+
+    // The password really is stored, and passwd really changes it (case-insensitive name).
+    in_dir(&dir, &["account", "passwd", "bob"], "second-password\n").ok();
+    let c = config_for(&dir);
+    let kf = keyfile::load(&c.data.keyfile_path()).unwrap();
+    let accounts =
+        Accounts::open(&c.data.database_path(), &ops::accounts_key(&kf).unwrap()).unwrap();
+    assert!(accounts
+        .verify("Bob", &Password::from("second-password".to_owned()))
+        .is_ok());
+    assert!(accounts
+        .verify("Bob", &Password::from("first-password".to_owned()))
+        .is_err());
+    drop(accounts);
+
+    let run = in_dir(&dir, &["account", "remove", "BOB"], "");
+    run.ok();
+    assert!(run.stdout.contains("removed the avatar Bob"), "{run:?}");
+    let list = in_dir(&dir, &["account", "list"], "");
+    assert_eq!(list.ok().stdout.lines().count(), 1);
+    assert!(!list.stdout.contains("Bob"));
+}
+
+#[test]
+fn account_errors_are_one_clear_line() {
+    let (_tmp, dir) = initialised();
+    let line = in_dir(&dir, &["account", "add", "B@d!"], "password123\n").failed_one_line();
+    assert!(
+        line.contains("bad avatar name") && line.contains("A-Z"),
+        "{line}"
+    );
+    let line = in_dir(
+        &dir,
+        &["account", "add", "Seventeen-chars-x"],
+        "password123\n",
+    )
+    .failed_one_line();
+    assert!(line.contains("at most 16"), "{line}");
+    let line = in_dir(&dir, &["account", "add", "Dan"], "short\n").failed_one_line();
+    assert!(line.contains("at least 8 characters"), "{line}");
+    let line = in_dir(&dir, &["account", "add", "Dan"], "").failed_one_line();
+    assert!(line.contains("no password was given"), "{line}");
+    in_dir(&dir, &["account", "add", "Dan"], "password123\n").ok();
+    let line = in_dir(&dir, &["account", "add", "dan"], "password123\n").failed_one_line();
+    assert!(line.contains("already exists"), "{line}");
+    for op in ["passwd", "remove"] {
+        let line = in_dir(&dir, &["account", op, "Nobody"], "password123\n").failed_one_line();
+        assert!(line.contains("no avatar called Nobody"), "{line}");
+    }
+    // Nothing above created an avatar but Dan.
+    let list = in_dir(&dir, &["account", "list"], "");
+    assert_eq!(list.ok().stdout.lines().count(), 1, "{list:?}");
+}
+
+#[test]
+fn remove_deletes_the_avatars_waiting_mail_and_says_how_many() {
+    let (_tmp, dir) = initialised();
+    in_dir(&dir, &["account", "add", "Bob"], "password123\n").ok();
+    let now = SystemTime::now();
+    seed(
+        &dir,
+        &[
+            ("Bob", "Ann", "one", now),
+            ("bob", "Ann", "two", now),
+            (" BOB ", "Cy", "three", now),
+            ("Carol", "Ann", "for carol", now),
+        ],
+    );
+    let run = in_dir(&dir, &["account", "remove", "Bob"], "");
+    run.ok();
+    assert!(
+        run.stdout
+            .contains("removed the avatar Bob and 3 waiting ESP Mail"),
+        "{run:?}"
+    );
+    assert!(waiting_texts(&dir, "bob").is_empty());
+    assert_eq!(waiting_texts(&dir, "carol"), vec!["for carol"]);
+}
+
+#[test]
+fn stats_prints_counts_and_never_names_or_text() {
+    let (_tmp, dir) = initialised();
+    let now = SystemTime::now();
+    seed(
+        &dir,
+        &[
+            ("Zebulon", "Quixotica", "canary-text-one", now - 10 * DAY),
+            ("Zebulon", "Quixotica", "canary-text-two", now),
+        ],
+    );
+    let run = in_dir(&dir, &["stats"], "");
+    run.ok();
+    for want in [
+        "server: stopped",
+        "messages waiting: 2",
+        "quarantined: 0",
+        "oldest waiting: 10 days",
+        "database size: ",
+    ] {
+        assert!(run.stdout.contains(want), "{want} missing: {run:?}");
+    }
+    let all = format!("{}{}", run.stdout, run.stderr).to_lowercase();
+    for secret in ["zebulon", "quixotica", "canary"] {
+        assert!(!all.contains(secret), "{secret} shown: {run:?}");
+    }
+}
+
+#[test]
+fn stats_without_a_database_says_to_run_init() {
+    let tmp = tempfile::tempdir().unwrap();
+    let line = in_dir(&tmp.path().join("none"), &["stats"], "").failed_one_line();
+    assert!(
+        line.contains("no mail database") && line.contains("espmail init"),
+        "{line}"
+    );
+}
+
+#[test]
+fn purge_removes_only_old_mail() {
+    let (_tmp, dir) = initialised();
+    let now = SystemTime::now();
+    seed(
+        &dir,
+        &[
+            ("Bob", "Ann", "old one", now - 40 * DAY),
+            ("Bob", "Ann", "old two", now - 31 * DAY),
+            ("Bob", "Ann", "recent", now - 2 * DAY),
+            ("Bob", "Ann", "today", now),
+        ],
+    );
+    // The configured retention (90 days) finds nothing to purge.
+    let run = in_dir(&dir, &["purge"], "");
+    assert!(run.ok().stdout.contains("purged 0 "), "{run:?}");
+    let run = in_dir(&dir, &["purge", "--older-than", "30"], "");
+    assert!(run.ok().stdout.contains("purged 2 "), "{run:?}");
+    assert!(run.stdout.contains("server stopped"), "{run:?}");
+    assert_eq!(waiting_texts(&dir, "bob"), vec!["recent", "today"]);
+    let line = in_dir(&dir, &["purge", "--older-than", "0"], "").failed_one_line();
+    assert!(line.contains("at least 1 day"), "{line}");
+    assert_eq!(waiting_texts(&dir, "bob").len(), 2);
+}
+
+#[test]
+fn rotate_key_keeps_mail_readable_and_accounts_working() {
+    let (_tmp, dir) = initialised();
+    in_dir(&dir, &["account", "add", "Bob"], "password123\n").ok();
+    let now = SystemTime::now();
+    seed(
+        &dir,
+        &[
+            ("Bob", "Ann", "before rotation", now - DAY),
+            ("Bob", "Cy", "second", now),
+        ],
+    );
+    let keyfile_path = dir.join("keyfile");
+    let run = in_dir(&dir, &["rotate-key"], "");
+    run.ok();
+    assert!(run.stdout.contains("new active key 2"), "{run:?}");
+    assert!(run.stdout.contains("re-encrypted 2 "), "{run:?}");
+    let kf = keyfile::load(&keyfile_path).unwrap();
+    assert_eq!(kf.active_id(), 2);
+    assert_eq!(mode(&keyfile_path), 0o600);
+
+    // Every message now sits under the new key and still opens.
+    let stats = in_dir(&dir, &["stats"], "");
+    assert!(
+        stats.ok().stdout.contains("waiting under key 2: 2"),
+        "{stats:?}"
+    );
+    assert!(!stats.stdout.contains("under key 1"), "{stats:?}");
+    assert_eq!(
+        waiting_texts(&dir, "Bob"),
+        vec!["before rotation", "second"]
+    );
+    assert!(in_dir(&dir, &["account", "list"], "")
+        .ok()
+        .stdout
+        .starts_with("Bob  created"));
+
+    // Retiring key 1 would lock the accounts out: refused, nothing lost.
+    let line = in_dir(&dir, &["rotate-key", "--retire-old"], "").failed_one_line();
+    assert!(line.contains("key 1 was not retired"), "{line}");
+    let kf = keyfile::load(&keyfile_path).unwrap();
+    assert!(kf.get(1).is_some() && kf.active_id() == 2);
+    assert_eq!(waiting_texts(&dir, "bob").len(), 2);
+    in_dir(&dir, &["account", "passwd", "Bob"], "another-password\n").ok();
+}
+
+#[test]
+fn commands_against_a_running_server() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    in_dir(&dir, &["init"], "").ok();
+    seed(&dir, &[("Bob", "Ann", "old", SystemTime::now() - 50 * DAY)]);
+    let mut server = common::TestServer::start_in(&dir, &[]);
+
+    let line = in_dir(&dir, &["rotate-key"], "").failed_one_line();
+    assert!(
+        line.contains("the server is running") && line.contains("stop it first"),
+        "{line}"
+    );
+    assert_eq!(keyfile::load(&dir.join("keyfile")).unwrap().active_id(), 1);
+
+    let run = in_dir(&dir, &["admin", "debug", "status"], "");
+    assert!(run.ok().stdout.contains("debug logging is off"), "{run:?}");
+    let run = in_dir(&dir, &["admin", "debug", "on"], "");
+    assert!(run.ok().stdout.contains("debug logging is on"), "{run:?}");
+    in_dir(&dir, &["admin", "debug", "off"], "").ok();
+    let run = in_dir(&dir, &["admin", "stats"], "");
+    assert!(!run.ok().stdout.trim().is_empty(), "{run:?}");
+
+    // Purge and stats work beside it, through SQLite's locking, and say so.
+    let run = in_dir(&dir, &["purge", "--older-than", "30"], "");
+    assert!(run.ok().stdout.contains("purged 1 "), "{run:?}");
+    assert!(run.stdout.contains("server running"), "{run:?}");
+    let run = in_dir(&dir, &["stats"], "");
+    assert!(run.ok().stdout.contains("server: running"), "{run:?}");
+    assert!(run.stdout.contains("messages waiting: 0"), "{run:?}");
+
+    // Stopped (even by SIGKILL, leaving a stale socket file): rotate-key goes ahead.
+    server.kill();
+    in_dir(&dir, &["rotate-key"], "").ok();
+    assert_eq!(keyfile::load(&dir.join("keyfile")).unwrap().active_id(), 2);
+}
+
+#[test]
+fn admin_without_a_server_fails_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    for args in [&["admin", "debug", "on"][..], &["admin", "stats"][..]] {
+        let line = in_dir(tmp.path(), args, "").failed_one_line();
+        assert!(line.contains("no espmail server is running"), "{line}");
+    }
+    let sock = tmp.path().join("elsewhere.sock");
+    let line = espmail(
+        &[
+            "admin",
+            "--socket",
+            sock.to_str().unwrap(),
+            "debug",
+            "status",
+        ],
+        "",
+    )
+    .failed_one_line();
+    assert!(line.contains("elsewhere.sock"), "{line}");
+}
+
+#[test]
+fn wrong_missing_or_example_keyfile_is_one_clear_line() {
+    let (_tmp, dir) = initialised();
+    let (_tmp2, other) = initialised();
+    in_dir(&dir, &["account", "add", "Bob"], "password123\n").ok();
+    seed(&dir, &[("Bob", "Ann", "kept safe", SystemTime::now())]);
+    let keyfile_path = dir.join("keyfile");
+    let real = std::fs::read(&keyfile_path).unwrap();
+
+    // Another installation's keyfile.
+    std::fs::copy(other.join("keyfile"), &keyfile_path).unwrap();
+    for args in [&["account", "list"][..], &["rotate-key"][..]] {
+        let line = in_dir(&dir, args, "").failed_one_line();
+        assert!(
+            line.contains("different keyfile") || line.contains("does not match"),
+            "{line}"
+        );
+    }
+    let line = in_dir(&dir, &["account", "remove", "Bob"], "").failed_one_line();
+    assert!(line.contains("keyfile"), "{line}");
+
+    // No keyfile.
+    std::fs::remove_file(&keyfile_path).unwrap();
+    let line = in_dir(&dir, &["account", "list"], "").failed_one_line();
+    assert!(
+        line.contains("does not exist") && line.contains("espmail init"),
+        "{line}"
+    );
+
+    // The published example.
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("keyfile.example");
+    std::fs::copy(example, &keyfile_path).unwrap();
+    std::fs::set_permissions(&keyfile_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let line = in_dir(&dir, &["rotate-key"], "").failed_one_line();
+    assert!(line.contains("published example key"), "{line}");
+
+    // With the real keyfile back, nothing was lost.
+    std::fs::write(&keyfile_path, real).unwrap();
+    std::fs::set_permissions(&keyfile_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert_eq!(waiting_texts(&dir, "Bob"), vec!["kept safe"]);
+    assert_eq!(keyfile::load(&keyfile_path).unwrap().active_id(), 1);
+}
+
+#[test]
+fn a_config_typo_is_one_clear_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("espmail.toml");
+    std::fs::write(&config, "[mail]\nretention_dayz = 30\n").unwrap();
+    let c = config.to_str().unwrap();
+    for args in [
+        &["stats", "--config", c][..],
+        &["init", "--config", c][..],
+        &["account", "list", "--config", c][..],
+        &["admin", "stats", "--config", c][..],
+    ] {
+        let line = espmail(args, "").failed_one_line();
+        assert!(
+            line.contains("espmail.toml")
+                && line.contains("line 2")
+                && line.contains("retention_dayz"),
+            "{line}"
+        );
+    }
+    assert!(!tmp.path().join("data").exists(), "init made nothing");
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    for args in [
+        &[][..],
+        &["bogus"][..],
+        &["account"][..],
+        &["account", "add"][..],
+        &["admin", "debug", "maybe"][..],
+        &["purge", "--older-than", "ten"][..],
+        &["rotate-key", "--retire"][..],
+    ] {
+        let run = espmail(args, "");
+        assert_eq!(run.code, 2, "{args:?}: {run:?}");
+        assert!(!run.stderr.is_empty(), "{args:?}");
+    }
+    for cmd in ["init", "account", "admin", "stats", "purge", "rotate-key"] {
+        let run = espmail(&[cmd, "--help"], "");
+        assert_eq!(run.code, 0, "{cmd} --help: {run:?}");
+        assert!(run.stdout.contains("Usage"), "{run:?}");
+    }
+}
+
+#[test]
+fn avatars_made_offline_log_in_to_the_real_server() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    in_dir(&dir, &["init"], "").ok();
+    in_dir(&dir, &["account", "add", "Bob"], "bob-password-1\n").ok();
+    let server = common::TestServer::start_in(&dir, &[]);
+    let host = server.host();
+    rt().block_on(async {
+        let mut bob = espmail::talk::Client::enter(&host, "Bob", Some("bob-password-1"))
+            .await
+            .unwrap();
+        bob.quit().await.unwrap();
+        bob.wait_closed().await.unwrap();
+        assert!(
+            espmail::talk::Client::enter(&host, "Bob", Some("wrong-password"))
+                .await
+                .is_err(),
+            "a wrong password must not let Bob in"
+        );
+    });
+    // A password changed beside the running server counts at the next login.
+    in_dir(&dir, &["account", "passwd", "Bob"], "bob-password-2\n").ok();
+    rt().block_on(async {
+        let mut bob = espmail::talk::Client::enter(&host, "Bob", Some("bob-password-2"))
+            .await
+            .unwrap();
+        bob.quit().await.unwrap();
+        bob.wait_closed().await.unwrap();
+    });
+}
+
+#[test]
+fn a_damaged_database_is_one_clear_line() {
+    let (_tmp, dir) = initialised();
+    let db = dir.join("espmail.db");
+    std::fs::write(&db, vec![0x5a; 8192]).unwrap();
+    for args in [&["stats"][..], &["purge"][..], &["account", "list"][..]] {
+        let line = in_dir(&dir, args, "").failed_one_line();
+        assert!(
+            line.contains("damaged") && line.contains("restore it from a backup"),
+            "{args:?}: {line}"
+        );
+    }
+}
+
+#[test]
+fn init_follows_the_config_and_puts_the_keyfile_outside_the_data_dir() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("espmail.toml");
+    let data = tmp.path().join("srv");
+    let key = tmp.path().join("keys").join("espmail.key");
+    std::fs::write(
+        &config,
+        format!(
+            "[data]\ndir = {:?}\nkeyfile = {:?}\n",
+            data.to_str().unwrap(),
+            key.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let c = config.to_str().unwrap();
+    let run = espmail(&["init", "--config", c], "");
+    run.ok();
+    assert_eq!(mode(&key), 0o600);
+    assert_eq!(mode(key.parent().unwrap()), 0o700);
+    assert!(data.join("espmail.db").is_file());
+    assert!(!data.join("keyfile").exists());
+    assert!(!run.stderr.contains("inside the data directory"), "{run:?}");
+    // Later commands find both through the same config.
+    espmail(&["account", "add", "Eve", "--config", c], "eve-password\n").ok();
+    let run = espmail(&["stats", "--config", c], "");
+    assert!(run.ok().stdout.contains("messages waiting: 0"), "{run:?}");
+}
+
+/// Runs `espmail ARGS` on a pseudo-terminal (util-linux `script`), answering each prompt
+/// once it has appeared. Returns the exit code and everything the terminal showed.
+fn on_a_terminal(args: &[&str], answers: &[(&str, &str)]) -> (i32, String) {
+    use std::io::Read;
+    use std::sync::mpsc;
+    let cmd = std::iter::once(env!("CARGO_BIN_EXE_espmail"))
+        .chain(args.iter().copied())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut child = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("util-linux `script` is needed for the terminal test");
+    let mut stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel::<Vec<u8>>();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 256];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut shown = Vec::new();
+    let mut stdin = child.stdin.take().unwrap();
+    for (prompt, answer) in answers {
+        let deadline = std::time::Instant::now() + common::WAIT;
+        while !String::from_utf8_lossy(&shown).ends_with(prompt) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(bytes) => shown.extend_from_slice(&bytes),
+                Err(_) => panic!(
+                    "no prompt {prompt:?}; shown: {:?}",
+                    String::from_utf8_lossy(&shown)
+                ),
+            }
+        }
+        stdin.write_all(format!("{answer}\n").as_bytes()).unwrap();
+        stdin.flush().unwrap();
+    }
+    // Collect the rest until the terminal closes (bounded).
+    let deadline = std::time::Instant::now() + common::WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(bytes) => shown.extend_from_slice(&bytes),
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => panic!("the command did not finish"),
+        }
+    }
+    drop(stdin);
+    let code = child.wait().unwrap().code().unwrap_or(-1);
+    (code, String::from_utf8_lossy(&shown).into_owned())
+}
+
+#[test]
+fn on_a_terminal_the_password_is_asked_twice_and_never_echoed() {
+    let (_tmp, dir) = initialised();
+    let d = dir.to_str().unwrap();
+    let (code, shown) = on_a_terminal(
+        &["account", "add", "Bob", "--data-dir", d],
+        &[
+            ("New password for Bob: ", "typed-secret-1"),
+            ("Again: ", "typed-secret-1"),
+        ],
+    );
+    assert_eq!(code, 0, "{shown}");
+    assert!(shown.contains("added the avatar Bob"), "{shown}");
+    assert!(!shown.contains("typed-secret"), "password echoed: {shown}");
+
+    let (code, shown) = on_a_terminal(
+        &["account", "passwd", "Bob", "--data-dir", d],
+        &[
+            ("New password for Bob: ", "typed-secret-2"),
+            ("Again: ", "typed-secret-3"),
+        ],
+    );
+    assert_eq!(code, 1, "{shown}");
+    assert!(shown.contains("the two passwords differ"), "{shown}");
+    assert!(!shown.contains("typed-secret"), "password echoed: {shown}");
+
+    // The mismatch changed nothing: the first password still works.
+    let c = config_for(&dir);
+    let kf = keyfile::load(&c.data.keyfile_path()).unwrap();
+    let accounts =
+        Accounts::open(&c.data.database_path(), &ops::accounts_key(&kf).unwrap()).unwrap();
+    assert!(accounts
+        .verify("Bob", &Password::from("typed-secret-1".to_owned()))
+        .is_ok());
+}
+
+#[test]
+fn rotate_key_finishes_a_rotation_cut_short() {
+    let (_tmp, dir) = initialised();
+    let now = SystemTime::now();
+    let texts = ["a", "b", "c", "d", "e"];
+    let mail: Vec<_> = texts.iter().map(|t| ("Bob", "Ann", *t, now)).collect();
+    seed(&dir, &mail);
+    // A rotation that stopped after one batch of one row, as a crash would leave it.
+    let c = config_for(&dir);
+    let report = espmail::espmail::offline::rotate_steps(
+        &c.data.database_path(),
+        &c.data.keyfile_path(),
+        &ops::mail_limits(&c),
+        1,
+        Some(1),
+    )
+    .unwrap();
+    assert!(!report.complete && report.reencrypted == 1);
+
+    let run = in_dir(&dir, &["rotate-key"], "");
+    run.ok();
+    assert!(
+        run.stdout.contains("finishing the rotation to key 2"),
+        "{run:?}"
+    );
+    assert!(run.stdout.contains("re-encrypted 4 "), "{run:?}");
+    let stats = in_dir(&dir, &["stats"], "");
+    assert!(
+        stats.ok().stdout.contains("waiting under key 2: 5"),
+        "{stats:?}"
+    );
+    let mut got = waiting_texts(&dir, "bob");
+    got.sort();
+    assert_eq!(got, texts);
+}
+
+/// The server's writer keeps saving while `purge`, `stats` and `account remove` run beside
+/// it: every save succeeds and survives, and each command removes exactly its own targets.
+#[test]
+fn maintenance_beside_a_busy_writer_loses_nothing() {
+    let (_tmp, dir) = initialised();
+    in_dir(&dir, &["account", "add", "Bob"], "password123\n").ok();
+    let now = SystemTime::now();
+    seed(
+        &dir,
+        &[
+            ("Bob", "Ann", "bob 1", now),
+            ("Bob", "Ann", "bob 2", now),
+            ("Old", "Ann", "stale", now - 60 * DAY),
+        ],
+    );
+    let c = config_for(&dir);
+    // The same writer thread the server runs, saving continuously from another thread.
+    let handle = MailHandle::open(
+        &c.data.database_path(),
+        &c.data.keyfile_path(),
+        ops::mail_limits(&c),
+    )
+    .unwrap();
+    // Eight senders save until every command has finished, so each command runs beside
+    // the writer's batches. Each returns the (recipient, text) pairs it was told are saved.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let handle = handle.clone();
+        let done = done.clone();
+        std::thread::spawn(move || {
+            rt().block_on(async {
+                let mut senders = Vec::new();
+                for t in 0..8usize {
+                    let handle = handle.clone();
+                    let done = done.clone();
+                    senders.push(tokio::spawn(async move {
+                        let mut saved = Vec::new();
+                        while saved.len() < 5 || !done.load(std::sync::atomic::Ordering::SeqCst) {
+                            // 8 x 500 over 100 recipients stays under the 50-per-box limit.
+                            assert!(saved.len() < 500, "the commands took too long");
+                            let k = saved.len();
+                            let to = format!("reader{}", (t * 7 + k) % 100);
+                            let text = format!("note {t}-{k}");
+                            handle
+                                .save(
+                                    &to,
+                                    "Sender",
+                                    Sensitive::new(text.clone().into_bytes()),
+                                    SystemTime::now(),
+                                )
+                                .await
+                                .unwrap();
+                            saved.push((to, text));
+                        }
+                        saved
+                    }));
+                }
+                let mut all = Vec::new();
+                for s in senders {
+                    all.extend(s.await.unwrap());
+                }
+                all
+            })
+        })
+    };
+    let purged = in_dir(&dir, &["purge", "--older-than", "30"], "");
+    assert!(purged.ok().stdout.contains("purged 1 "), "{purged:?}");
+    in_dir(&dir, &["stats"], "").ok();
+    let removed = in_dir(&dir, &["account", "remove", "Bob"], "");
+    assert!(
+        removed.ok().stdout.contains("and 2 waiting ESP Mail"),
+        "{removed:?}"
+    );
+    in_dir(&dir, &["stats"], "").ok();
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let saved = writer.join().unwrap();
+    eprintln!("{} ESP Mail saved beside the commands", saved.len());
+    rt().block_on(handle.shutdown()).unwrap();
+
+    let stats = in_dir(&dir, &["stats"], "");
+    assert!(
+        stats
+            .ok()
+            .stdout
+            .contains(&format!("messages waiting: {}\n", saved.len())),
+        "{} saved: {stats:?}",
+        saved.len()
+    );
+    for r in [0, 1, 37, 99] {
+        let name = format!("reader{r}");
+        let mut got = waiting_texts(&dir, &name);
+        got.sort();
+        let mut want: Vec<String> = saved
+            .iter()
+            .filter(|(to, _)| *to == name)
+            .map(|(_, text)| text.clone())
+            .collect();
+        want.sort();
+        assert_eq!(got, want);
+    }
+}

@@ -1,0 +1,280 @@
+//! The one test harness: the real `espmail` binary on 127.0.0.1:0 with a temporary data
+//! directory, and a small client that speaks the real protocol over TCP.
+//!
+//! No fixed ports and no sleeps: the server is ready when it prints
+//! `espmail listening on ADDR`; every wait is for a condition, with a bounded timeout.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs, dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long any single wait in a test may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// Everything the server wrote on stderr so far, and a bell rung on each new line.
+#[derive(Default)]
+struct Captured {
+    state: Mutex<Log>,
+    bell: Condvar,
+}
+
+#[derive(Default)]
+struct Log {
+    text: String,
+    /// stderr reached its end: the server exited.
+    closed: bool,
+}
+
+/// A running `espmail serve`. Drop kills it.
+pub struct TestServer {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    captured: Arc<Captured>,
+    /// Kept alive for the server's lifetime unless the test brought its own directory.
+    _tmp: Option<tempfile::TempDir>,
+    pub data_dir: PathBuf,
+    args: Vec<String>,
+}
+
+impl TestServer {
+    /// Start on a fresh temporary data directory, with extra `serve` arguments.
+    pub fn start(extra: &[&str]) -> TestServer {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        let mut s = TestServer::start_in(&dir, extra);
+        s._tmp = Some(tmp);
+        s
+    }
+
+    /// Start with a config file holding `toml` (the data directory still comes from the
+    /// command line).
+    pub fn start_with_config(toml: &str, extra: &[&str]) -> TestServer {
+        let tmp = tempfile::tempdir().unwrap();
+        let cfg = tmp.path().join("espmail.toml");
+        std::fs::write(&cfg, toml).unwrap();
+        let dir = tmp.path().join("data");
+        let mut args = vec!["--config", cfg.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let mut s = TestServer::start_in(&dir, &args);
+        s._tmp = Some(tmp);
+        s
+    }
+
+    /// Runs another `espmail` command on this server's data directory (and config, if
+    /// any), feeding `stdin`; returns (exit code, stdout, stderr).
+    pub fn cli(&self, args: &[&str], stdin: &str) -> (i32, String, String) {
+        use std::io::Write;
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_espmail"));
+        cmd.args(args).arg("--data-dir").arg(&self.data_dir);
+        if let Some(i) = self.args.iter().position(|a| a == "--config") {
+            cmd.arg("--config").arg(&self.args[i + 1]);
+        }
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// The address as `HOST:PORT` for the protocol client.
+    pub fn host(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// Start on a given data directory (e.g. again after a kill).
+    pub fn start_in(data_dir: &Path, extra: &[&str]) -> TestServer {
+        let args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_espmail"))
+            .arg("serve")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(&args)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start espmail serve");
+        let captured = Arc::new(Captured::default());
+        let stderr = child.stderr.take().unwrap();
+        let sink = captured.clone();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stderr);
+            let mut line = String::new();
+            loop {
+                line.clear();
+                match reader.read_line(&mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        sink.state
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .text
+                            .push_str(&line);
+                        sink.bell.notify_all();
+                    }
+                }
+            }
+            sink.state.lock().unwrap_or_else(|p| p.into_inner()).closed = true;
+            sink.bell.notify_all();
+        });
+        let mut server = TestServer {
+            child: Some(child),
+            addr: "0.0.0.0:0".parse().unwrap(),
+            captured,
+            _tmp: None,
+            data_dir: data_dir.to_path_buf(),
+            args,
+        };
+        let line = server.wait_for_log("espmail listening on ");
+        let rest = line
+            .split("espmail listening on ")
+            .nth(1)
+            .unwrap()
+            .trim()
+            .to_string();
+        server.addr = rest
+            .parse()
+            .unwrap_or_else(|_| panic!("bad address in {line:?}"));
+        server
+    }
+
+    /// Everything the server logged so far.
+    pub fn log(&self) -> String {
+        self.captured
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .text
+            .clone()
+    }
+
+    /// Wait (bounded) until a log line contains `needle`; return that line.
+    pub fn wait_for_log(&self, needle: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        let mut log = self
+            .captured
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(line) = log.text.lines().find(|l| l.contains(needle)) {
+                return line.to_string();
+            }
+            let now = Instant::now();
+            if now >= deadline || log.closed {
+                panic!("server never logged {needle:?}; log so far:\n{}", log.text);
+            }
+            log = self
+                .captured
+                .bell
+                .wait_timeout(log, deadline - now)
+                .unwrap()
+                .0;
+        }
+    }
+
+    /// Count of log lines containing `needle`.
+    pub fn log_count(&self, needle: &str) -> usize {
+        self.log().lines().filter(|l| l.contains(needle)).count()
+    }
+
+    /// Send a signal by name (TERM, INT, KILL) through kill(1); the crate forbids unsafe.
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().unwrap().id();
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(pid.to_string())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{sig} {pid} failed");
+    }
+
+    /// Wait (bounded) for the server to exit, and return how it exited. The server's
+    /// stderr closing is the event; the process is reaped right after.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + WAIT;
+        let mut log = self
+            .captured
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        while !log.closed {
+            let now = Instant::now();
+            assert!(now < deadline, "server did not exit; log:\n{}", log.text);
+            log = self
+                .captured
+                .bell
+                .wait_timeout(log, deadline - now)
+                .unwrap()
+                .0;
+        }
+        drop(log);
+        self.child.as_mut().unwrap().wait().unwrap()
+    }
+
+    /// SIGKILL the server (a crash) and wait until it is gone; the data directory stays.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kill and start again on the same data directory with the same arguments.
+    pub fn restart(mut self) -> TestServer {
+        self.kill();
+        let args: Vec<&str> = self.args.iter().map(|s| s.as_str()).collect();
+        let mut next = TestServer::start_in(&self.data_dir, &args);
+        next._tmp = self._tmp.take();
+        next
+    }
+
+    /// Every file under the data directory, with its bytes (for "no plaintext on disk").
+    pub fn data_files(&self) -> Vec<(PathBuf, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut stack = vec![self.data_dir.clone()];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if let Ok(bytes) = std::fs::read(&path) {
+                    out.push((path, bytes));
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Whether `hay` contains `needle` as bytes.
+pub fn contains_bytes(hay: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
+}

@@ -1,0 +1,226 @@
+//! Live ESP between two online avatars, and the ESP Mail refusals: `N`, no answer in
+//! time, a full box, too many sends. Real binary, real protocol.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod common;
+
+use common::{contains_bytes, TestServer};
+use espmail::talk::{Client, Event};
+
+async fn enter(server: &TestServer, name: &str) -> Client {
+    let pw = format!("{}-password", name.to_lowercase());
+    Client::enter(&server.host(), name, Some(&pw))
+        .await
+        .unwrap()
+}
+
+async fn register(server: &TestServer, name: &str) {
+    let mut c = enter(server, name).await;
+    c.quit().await.unwrap();
+    c.wait_closed().await.unwrap();
+}
+
+/// Alice starts ESP to the offline Bob and types `text`; returns the prompt she got.
+async fn offer(alice: &mut Client, text: &str) -> Vec<u8> {
+    assert!(alice.speak(b"TO:Bob").await.unwrap());
+    assert!(!alice.esp(text.as_bytes()).await.unwrap());
+    let prompt = alice
+        .wait_for(|e| matches!(e, Event::Prompt(_)))
+        .await
+        .unwrap();
+    prompt.text().unwrap().to_vec()
+}
+
+/// Everything Alice is told up to the reply to a SPEAK sent now (a round trip).
+async fn round_trip(c: &mut Client) -> Vec<Event> {
+    let me = c.me;
+    c.request(
+        me,
+        espmail::protocol::messages::ClientRequest::Speak {
+            audience: 0,
+            text: espmail::log_redact::Sensitive::new(b"ping".to_vec()),
+        },
+    )
+    .await
+    .unwrap();
+    c.collect_until(|e| matches!(e, Event::Reply { noid, .. } if *noid == me))
+        .await
+        .unwrap()
+}
+
+fn said(events: &[Event], needle: &str) -> bool {
+    events.iter().any(|e| {
+        e.text()
+            .is_some_and(|t| contains_bytes(t, needle.as_bytes()))
+    })
+}
+
+#[tokio::test]
+async fn live_esp_reaches_the_recipient_and_echoes_to_the_sender() {
+    let server = TestServer::start(&[]);
+    let mut bob = enter(&server, "Bob").await;
+    let mut alice = enter(&server, "Alice").await;
+    // Bob sees Alice arrive and appear; Alice's DESCRIBE listed Bob.
+    bob.wait_for(|e| matches!(e, Event::HereIs(_)))
+        .await
+        .unwrap();
+
+    assert!(alice.speak(b"TO:bob").await.unwrap(), "ESP mode on");
+    let t = alice
+        .wait_text("Transmitting thoughts to Bob...")
+        .await
+        .unwrap();
+    assert_eq!(
+        t,
+        Event::Talk {
+            speaker: alice.me,
+            text: b"Transmitting thoughts to Bob...".to_vec()
+        }
+    );
+
+    assert!(
+        alice.esp(b"hello over there").await.unwrap(),
+        "ESP mode stays on"
+    );
+    let echo = alice.wait_text("ESP:hello over there").await.unwrap();
+    assert!(matches!(echo, Event::Talk { speaker, .. } if speaker == alice.me));
+
+    let seen = bob
+        .collect_until(|e| e.text() == Some(b"hello over there"))
+        .await
+        .unwrap();
+    assert!(
+        seen.contains(&Event::Talk {
+            speaker: 0,
+            text: b"ESP from Alice: ".to_vec()
+        }),
+        "{seen:?}"
+    );
+    assert!(seen.contains(&Event::Play {
+        sound: 8,
+        noid: bob.me
+    }));
+
+    // A short body is padded; an empty ESP ends ESP mode.
+    assert!(alice.esp(b"ok").await.unwrap());
+    bob.wait_for(|e| e.text() == Some(b" ok ")).await.unwrap();
+    assert!(!alice.esp(b"").await.unwrap());
+    alice.wait_text("ESP connection ended.").await.unwrap();
+
+    // Plain speech reaches the others as SPEAK$ on the speaker's noid.
+    assert!(!alice.speak(b"Hi all").await.unwrap());
+    let sp = bob
+        .wait_for(|e| matches!(e, Event::Speak { .. }))
+        .await
+        .unwrap();
+    assert_eq!(
+        sp,
+        Event::Speak {
+            noid: alice.me,
+            text: b"Hi all".to_vec()
+        }
+    );
+
+    // Unknown names and oneself cannot be contacted.
+    assert!(!alice.speak(b"TO:Nobody").await.unwrap());
+    alice.wait_text("Cannot contact Nobody.").await.unwrap();
+    assert!(!alice.speak(b"TO:alice").await.unwrap());
+    alice.wait_text("Cannot contact alice.").await.unwrap();
+
+    // When Alice leaves, Bob sees GOAWAY for her avatar and her head.
+    let gone = alice.me;
+    alice.quit().await.unwrap();
+    bob.wait_for(|e| *e == Event::GoAway(gone)).await.unwrap();
+}
+
+#[tokio::test]
+async fn declining_or_not_answering_stores_nothing() {
+    let server = TestServer::start_with_config("[mail]\nprompt_timeout_secs = 1\n", &[]);
+    register(&server, "Bob").await;
+    let mut alice = enter(&server, "Alice").await;
+
+    let prompt = offer(&mut alice, "not this one").await;
+    assert_eq!(prompt, b"ESP Mail to Bob? (Y/N) ");
+    alice.answer(&prompt, b"N").await.unwrap();
+    alice.wait_text("ESP Mail not sent.").await.unwrap();
+
+    // Unusable answers re-ask; the third gives up.
+    let prompt = offer(&mut alice, "maybe").await;
+    alice.answer(&prompt, b"what?").await.unwrap();
+    alice
+        .wait_for(|e| matches!(e, Event::Prompt(_)))
+        .await
+        .unwrap();
+    alice.answer(&prompt, b"hmm").await.unwrap();
+    alice
+        .wait_for(|e| matches!(e, Event::Prompt(_)))
+        .await
+        .unwrap();
+    alice.answer(&prompt, b"eh").await.unwrap();
+    alice.wait_text("ESP Mail not sent.").await.unwrap();
+
+    // No answer in time: the offer lapses; a late Y saves nothing.
+    let prompt = offer(&mut alice, "too late").await;
+    server.wait_for_log("ESP Mail offer lapsed");
+    alice.answer(&prompt, b"Y").await.unwrap();
+    let seen = round_trip(&mut alice).await;
+    assert!(!said(&seen, "saved"), "{seen:?}");
+    server.wait_for_log("prompt reply with no prompt pending ignored");
+
+    let (code, out, err) = server.cli(&["stats"], "");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("messages waiting: 0"), "{out}");
+}
+
+#[tokio::test]
+async fn a_full_box_is_refused() {
+    let server = TestServer::start_with_config("[mail]\nmax_per_recipient = 1\n", &[]);
+    register(&server, "Bob").await;
+    let mut alice = enter(&server, "Alice").await;
+    let prompt = offer(&mut alice, "first").await;
+    alice.answer(&prompt, b"y").await.unwrap();
+    alice.wait_text("ESP Mail for Bob saved.").await.unwrap();
+    let prompt = offer(&mut alice, "second").await;
+    alice.answer(&prompt, b"yes").await.unwrap();
+    alice
+        .wait_text("Bob's ESP Mail box is full. Not sent.")
+        .await
+        .unwrap();
+    let (_, out, _) = server.cli(&["stats"], "");
+    assert!(out.contains("messages waiting: 1"), "{out}");
+}
+
+#[tokio::test]
+async fn too_many_sends_are_refused() {
+    let server = TestServer::start_with_config("[mail]\nsend_rate_per_minute = 2\n", &[]);
+    register(&server, "Bob").await;
+    let mut alice = enter(&server, "Alice").await;
+    for text in ["one", "two"] {
+        let prompt = offer(&mut alice, text).await;
+        alice.answer(&prompt, b"Y").await.unwrap();
+        alice.wait_text("ESP Mail for Bob saved.").await.unwrap();
+    }
+    assert!(alice.speak(b"TO:Bob").await.unwrap());
+    assert!(!alice.esp(b"three").await.unwrap());
+    let t = alice.wait_text("Too much ESP Mail; wait ").await.unwrap();
+    assert!(t.text().unwrap().ends_with(b" s."));
+    let (_, out, _) = server.cli(&["stats"], "");
+    assert!(out.contains("messages waiting: 2"), "{out}");
+}
+
+#[tokio::test]
+async fn esp_mail_to_someone_who_arrived_meanwhile_goes_live() {
+    let server = TestServer::start(&[]);
+    register(&server, "Bob").await;
+    let mut alice = enter(&server, "Alice").await;
+    let prompt = offer(&mut alice, "you are here now").await;
+    let mut bob = enter(&server, "Bob").await;
+    alice.answer(&prompt, b"Y").await.unwrap();
+    alice
+        .wait_text("Bob is here now; sent as ESP.")
+        .await
+        .unwrap();
+    bob.wait_for(|e| e.text() == Some(b"you are here now"))
+        .await
+        .unwrap();
+}
