@@ -195,6 +195,9 @@ pub async fn run(
                 break;
             }
         };
+        // A slot may have come free while we waited in accept: a permit taken before the
+        // wait would otherwise refuse a connection the server has room for.
+        let permit = permit.or_else(|| permits.clone().try_acquire_owned().ok());
         match permit {
             Some(permit) => spawn_session(&sessions, stream, peer, conn, &deps, &shutdown, permit),
             None => {
