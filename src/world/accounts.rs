@@ -3,8 +3,9 @@
 //! dialogue and the failed-login slowdown.
 //!
 //! May touch: the SQLite database file (its own `accounts` and `accounts_meta` tables only;
-//! the mail schema and `PRAGMA user_version` belong to the vault) and openssl (scrypt,
-//! HMAC, AES-256-GCM, random bytes). No sockets. Blocking work (scrypt, SQLite) runs
+//! the mail schema and `PRAGMA user_version` belong to the vault), openssl for scrypt and
+//! random bytes, and [`crate::espmail::crypto`] for HMAC and AES-256-GCM (one place in
+//! the crate drives the cipher). No sockets. Blocking work (scrypt, SQLite) runs
 //! behind [`AccountsHandle`] on the blocking pool, never on a tokio worker.
 //!
 //! The database must not reveal anybody's name (DESIGN.md promise 2), and the accounts
@@ -19,14 +20,11 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use openssl::hash::MessageDigest;
-use openssl::pkey::PKey;
-use openssl::sign::Signer;
-use openssl::symm::Cipher;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use zeroize::{Zeroize, Zeroizing};
 
 use super::rate::{wait_secs, SlidingWindow};
+use crate::espmail::crypto::{self, CryptoError};
 use crate::log_redact::Sensitive;
 
 /// Longest avatar name, in characters.
@@ -55,8 +53,12 @@ pub const PROMPT_MISMATCH: &str = "Not the same. Choose a password: ";
 const SCHEMA_VERSION: i64 = 1;
 const SALT_LEN: usize = 16;
 const HASH_LEN: usize = 32;
-const NONCE_LEN: usize = 12;
-const TAG_LEN: usize = 16;
+/// HMAC labels under the accounts key. Changing one makes every existing table unreadable.
+const INDEX_LABEL: &[u8] = b"espmail accounts: name index v1";
+const SEAL_LABEL: &[u8] = b"espmail accounts: sealed name v1";
+const CHECK_LABEL: &[u8] = b"espmail accounts: key check v1";
+/// HKDF-Expand info (with the block counter 1) deriving the accounts key from a keyfile secret.
+const DERIVE_INFO: &[u8] = b"espmail accounts key v1\x01";
 
 /// The single normalisation used for every name comparison: trim, then ASCII lowercase
 /// (legal names are ASCII, so this is full case folding for them).
@@ -206,15 +208,18 @@ impl AccountsKey {
     /// over a label of its own (an HKDF-Expand of one block), so the key differs from
     /// every mail key derived from the same secret.
     pub fn derive_from(secret: &[u8]) -> Result<AccountsKey, AccountError> {
-        let k = PKey::hmac(secret)?;
-        let mut s = Signer::new(MessageDigest::sha256(), &k)?;
-        s.update(b"espmail accounts key v1\x01")?;
-        let v = Zeroizing::new(s.sign_to_vec()?);
-        let mut out = [0u8; 32];
-        out.copy_from_slice(v.get(..32).ok_or(AccountError::Corrupt("short HMAC"))?);
+        let mut out = crypto::hmac_sha256(secret, DERIVE_INFO)?;
         let key = AccountsKey::new(out);
         out.zeroize();
         Ok(key)
+    }
+
+    /// A sub-key for one use: HMAC under this key over that use's label.
+    fn sub_key(&self, label: &[u8]) -> Result<Zeroizing<[u8; 32]>, AccountError> {
+        Ok(Zeroizing::new(crypto::hmac_sha256(
+            self.0.as_slice(),
+            label,
+        )?))
     }
 
     /// A fresh random key (tests, and throwaway databases).
@@ -404,9 +409,12 @@ pub enum AccountError {
     /// SQLite failed (disk, locking, corruption).
     #[error("account database: {0}")]
     Sqlite(#[from] rusqlite::Error),
-    /// openssl failed (random bytes, scrypt, cipher).
+    /// openssl failed (random bytes, scrypt).
     #[error("crypto library: {0}")]
     Crypto(#[from] openssl::error::ErrorStack),
+    /// The crypto module failed (HMAC or cipher setup).
+    #[error("crypto library: {0}")]
+    Keying(#[from] CryptoError),
     /// The blocking task running the operation died.
     #[error("account worker failed: {0}")]
     Worker(String),
@@ -446,7 +454,7 @@ pub struct AccountInfo {
 /// The account table, blocking. Use [`AccountsHandle`] from async code.
 pub struct Accounts {
     db: Connection,
-    index_key: PKey<openssl::pkey::Private>,
+    index_key: Zeroizing<[u8; 32]>,
     seal_key: Zeroizing<[u8; 32]>,
     params: ScryptParams,
     dummy: StoredHash,
@@ -487,18 +495,9 @@ impl Accounts {
         // The vault runs the file in WAL mode; asking for it here too keeps the two
         // connections agreeing whichever opens the file first.
         let _mode: String = db.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
-        let mac = |label: &[u8]| -> Result<Zeroizing<[u8; 32]>, AccountError> {
-            let k = PKey::hmac(key.0.as_slice())?;
-            let mut s = Signer::new(MessageDigest::sha256(), &k)?;
-            s.update(label)?;
-            let v = Zeroizing::new(s.sign_to_vec()?);
-            let mut out = Zeroizing::new([0u8; 32]);
-            out.copy_from_slice(v.get(..32).ok_or(AccountError::Corrupt("short HMAC"))?);
-            Ok(out)
-        };
-        let index_key = PKey::hmac(mac(b"espmail accounts: name index v1")?.as_slice())?;
-        let seal_key = mac(b"espmail accounts: sealed name v1")?;
-        let check = hex(mac(b"espmail accounts: key check v1")?.as_slice());
+        let index_key = key.sub_key(INDEX_LABEL)?;
+        let seal_key = key.sub_key(SEAL_LABEL)?;
+        let check = hex(key.sub_key(CHECK_LABEL)?.as_slice());
         let mut accounts = Accounts {
             db,
             index_key,
@@ -575,50 +574,27 @@ impl Accounts {
         Ok(())
     }
 
+    /// The blind index of a normalised name: HMAC under the index key.
     fn index(&self, key: &str) -> Result<Vec<u8>, AccountError> {
-        let mut s = Signer::new(MessageDigest::sha256(), &self.index_key)?;
-        s.update(key.as_bytes())?;
-        Ok(s.sign_to_vec()?)
+        Ok(crypto::hmac_sha256(self.index_key.as_slice(), key.as_bytes())?.to_vec())
     }
 
+    /// `nonce | ciphertext | tag` of the display name. The index is the associated data:
+    /// a sealed name moved to another row fails to open.
     fn seal(&self, index: &[u8], display: &str) -> Result<Vec<u8>, AccountError> {
-        let mut nonce = [0u8; NONCE_LEN];
-        openssl::rand::rand_bytes(&mut nonce)?;
-        let mut tag = [0u8; TAG_LEN];
-        // The index is the associated data: a sealed name moved to another row fails.
-        let ct = openssl::symm::encrypt_aead(
-            Cipher::aes_256_gcm(),
-            self.seal_key.as_slice(),
-            Some(&nonce),
+        Ok(crypto::seal_with_key(
+            &self.seal_key,
             index,
             display.as_bytes(),
-            &mut tag,
-        )?;
-        let mut out = Vec::with_capacity(NONCE_LEN + ct.len() + TAG_LEN);
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(&ct);
-        out.extend_from_slice(&tag);
-        Ok(out)
+        )?)
     }
 
     fn unseal(&self, index: &[u8], sealed: &[u8]) -> Result<AvatarName, AccountError> {
         const BAD: AccountError = AccountError::Corrupt("a sealed avatar name does not open");
-        if sealed.len() < NONCE_LEN + TAG_LEN {
-            return Err(BAD);
-        }
-        let (nonce, rest) = sealed.split_at(NONCE_LEN);
-        let (ct, tag) = rest.split_at(rest.len() - TAG_LEN);
-        let plain = openssl::symm::decrypt_aead(
-            Cipher::aes_256_gcm(),
-            self.seal_key.as_slice(),
-            Some(nonce),
-            index,
-            ct,
-            tag,
-        )
-        .map_err(|_| BAD)?;
-        let text = String::from_utf8(plain).map_err(|_| BAD)?;
-        AvatarName::parse(&text).map_err(|_| BAD)
+        let plain =
+            crypto::open_with_key_any_len(&self.seal_key, index, sealed).map_err(|_| BAD)?;
+        let text = std::str::from_utf8(&plain).map_err(|_| BAD)?;
+        AvatarName::parse(text).map_err(|_| BAD)
     }
 
     fn find(&self, name: &AvatarName) -> Result<Found, AccountError> {
