@@ -60,11 +60,15 @@ const CHECK_LABEL: &[u8] = b"espmail accounts: key check v1";
 /// HKDF-Expand info (with the block counter 1) deriving the accounts key from a keyfile secret.
 const DERIVE_INFO: &[u8] = b"espmail accounts key v1\x01";
 
-/// The single normalisation used for every name comparison: trim, then ASCII lowercase
-/// (legal names are ASCII, so this is full case folding for them).
-pub fn normalise(name: &str) -> String {
-    name.trim().to_ascii_lowercase()
-}
+/// The single normalisation used for every name comparison, accounts and mail alike: the
+/// vault's blind index is computed from it, so a second definition could lose mail. It
+/// lives in [`crate::espmail::crypto`] (the lower layer) and is re-exported here.
+///
+/// It trims and lowercases. Legal names are ASCII, where that is plain ASCII case folding;
+/// for other strings Unicode lowercasing can turn a non-ASCII character into an ASCII one
+/// (U+212A KELVIN SIGN → `k`), so the world never looks anything up by `normalise` of an
+/// unchecked string: it uses the key of a parsed [`AvatarName`] (see `name_key`).
+pub use crate::espmail::crypto::normalise;
 
 /// Why a name is not a legal avatar name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -886,7 +890,9 @@ impl LoginThrottle {
     }
 }
 
-fn name_key(name: &str) -> Option<String> {
+/// The lookup key of a name from the network: its normalised form when it is a legal
+/// avatar name, else `None` (it can never match an avatar).
+pub(crate) fn name_key(name: &str) -> Option<String> {
     AvatarName::parse(name).ok().map(|n| n.key)
 }
 
@@ -1105,7 +1111,7 @@ impl AccountsHandle {
                 tracing::warn!(avatar = %log_name(name), %peer, "login failed");
             }
             Err(e) => {
-                tracing::error!(avatar = %normalise(name), %peer, error = %e, "login could not be checked")
+                tracing::error!(avatar = %log_name(name), %peer, error = %e, "login could not be checked")
             }
         }
         result
@@ -1361,6 +1367,33 @@ mod tests {
             AvatarName::parse("BOB").unwrap().key(),
             AvatarName::parse("bob").unwrap().key()
         );
+    }
+
+    #[test]
+    fn accounts_and_mail_normalise_names_the_same_way() {
+        use crate::espmail::crypto;
+        use crate::espmail::keyfile::{Keyfile, Secret};
+        let kf = Keyfile::from_keys(1, vec![(1, Secret::from_bytes([3; 32]))]).unwrap();
+        let ring = crypto::Keyring::new(&kf).unwrap();
+        for typed in ["Bob", " bOB ", "Bob Smith-2_x.", "A.B", "ZZ top", "x"] {
+            let name = AvatarName::parse(typed).unwrap();
+            assert_eq!(name.key(), crypto::normalise(typed), "{typed:?}");
+            assert_eq!(normalise(typed), crypto::normalise(typed), "{typed:?}");
+            // Mail for the avatar is filed under the blind index of its account key.
+            assert_eq!(
+                ring.blinds(typed).unwrap(),
+                vec![(1, ring.blind(1, name.key()).unwrap())],
+                "{typed:?}"
+            );
+        }
+        // Strings that are not names still normalise identically on both sides...
+        for odd in ["\u{212A}en", "ÉVE", " İx ", "a\tb"] {
+            assert_eq!(normalise(odd), crypto::normalise(odd), "{odd:?}");
+        }
+        // ...but never yield a lookup key, so KELVIN SIGN cannot alias "ken".
+        assert_eq!(normalise("\u{212A}en"), "ken");
+        assert_eq!(name_key("\u{212A}en"), None);
+        assert_eq!(name_key(" Ken "), Some("ken".to_string()));
     }
 
     #[test]
