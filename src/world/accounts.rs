@@ -1145,6 +1145,22 @@ impl Default for AuthMode {
     }
 }
 
+impl From<&crate::config::AuthConfig> for AuthMode {
+    /// The world's mode from the config's `[auth]` (the config keeps the flat TOML shape;
+    /// this is the one place that turns it into the richer enum). `min_password_len` is
+    /// not part of the mode: the world enforces [`MIN_PASSWORD_LEN`].
+    fn from(c: &crate::config::AuthConfig) -> AuthMode {
+        match c.mode {
+            crate::config::AuthMode::Password => AuthMode::Password {
+                auto_register: c.auto_register,
+            },
+            crate::config::AuthMode::Trusted => AuthMode::Trusted {
+                peers: c.trusted_peers.clone(),
+            },
+        }
+    }
+}
+
 /// Why a login was refused before any password check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RefuseReason {
@@ -1469,6 +1485,29 @@ mod tests {
             decide(&tmode, peer, "Bob", Some(pw("whatever1"))),
             Decision::Refuse(RefuseReason::UntrustedPeer)
         ));
+    }
+
+    #[test]
+    fn auth_mode_from_config() {
+        use crate::config::{AuthConfig, AuthMode as Flat};
+        assert_eq!(AuthMode::from(&AuthConfig::default()), AuthMode::default());
+        let off = AuthConfig {
+            auto_register: false,
+            ..AuthConfig::default()
+        };
+        assert_eq!(
+            AuthMode::from(&off),
+            AuthMode::Password {
+                auto_register: false
+            }
+        );
+        let peers: Vec<IpAddr> = vec!["127.0.0.1".parse().unwrap(), "::1".parse().unwrap()];
+        let trusted = AuthConfig {
+            mode: Flat::Trusted,
+            trusted_peers: peers.clone(),
+            ..AuthConfig::default()
+        };
+        assert_eq!(AuthMode::from(&trusted), AuthMode::Trusted { peers });
     }
 
     #[test]
