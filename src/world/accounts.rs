@@ -152,13 +152,27 @@ pub struct Avatar {
 }
 
 /// A password or typed password answer. Zeroed on drop; never printed.
+///
+/// One rule for every source (login line, in-world prompt, `espmail account` on a
+/// terminal): the password is the bytes as typed, minus any trailing CR/LF (a line
+/// terminator, which no client can type into a password). Nothing else is trimmed: leading
+/// and trailing spaces are part of the password, so the same typed password gives the same
+/// bytes whichever way it arrives.
 #[derive(Clone)]
 pub struct Password(Zeroizing<Vec<u8>>);
 
 impl Password {
-    /// Wraps raw bytes (a prompt answer or the login line's field).
+    /// Wraps raw bytes (a prompt answer or the login line's field), dropping only a
+    /// trailing line terminator (any run of CR and LF at the end).
     pub fn new(bytes: Vec<u8>) -> Password {
-        Password(Zeroizing::new(bytes))
+        let mut bytes = Zeroizing::new(bytes);
+        let keep = bytes
+            .iter()
+            .rposition(|b| !matches!(b, b'\r' | b'\n'))
+            .map_or(0, |i| i + 1);
+        // Only terminator bytes are dropped, and Zeroizing clears the whole capacity anyway.
+        bytes.truncate(keep);
+        Password(bytes)
     }
 
     /// The bytes, for hashing only.
@@ -1278,7 +1292,8 @@ impl PasswordDialogue {
         )
     }
 
-    /// The player's answer to the last prompt (already stripped of the prompt echo).
+    /// The player's answer to the last prompt (stripped of the prompt echo by
+    /// [`super::esp::strip_prompt_echo`], not trimmed: see [`Password`]).
     pub fn answer(&mut self, answer: Password) -> DialogueStep {
         match std::mem::replace(&mut self.state, DialogueState::Finished) {
             DialogueState::Password => {
@@ -1420,6 +1435,42 @@ mod tests {
         assert_eq!(Password::new(vec![0xff; 3]).char_len(), 3);
         assert_eq!(pw("ééé").char_len(), 3);
         assert!(!format!("{:?}", AccountsKey::new([7; 32])).contains('7'));
+    }
+
+    #[test]
+    fn passwords_lose_only_the_line_terminator() {
+        for (raw, want) in [
+            (&b"secret12"[..], &b"secret12"[..]),
+            (b"secret12\n", b"secret12"),
+            (b"secret12\r\n", b"secret12"),
+            (b"secret12\r\r\n\n", b"secret12"),
+            (b"  two words  ", b"  two words  "),
+            (b"\tsecret12 \r\n", b"\tsecret12 "),
+            (b"\r\nsecret12", b"\r\nsecret12"),
+            (b"\r\n", b""),
+            (b"", b""),
+        ] {
+            assert_eq!(Password::new(raw.to_vec()).expose(), want, "{raw:?}");
+        }
+        // The login line's field and the in-world answer give the same password.
+        let typed = " my pass phrase ";
+        let line = Password::from(Sensitive::new(typed.to_string()));
+        let mut reply = b"Password:".to_vec();
+        reply.extend_from_slice(typed.as_bytes());
+        let prompt = Password::new(
+            crate::world::esp::strip_prompt_echo(PROMPT_PASSWORD.as_bytes(), &reply).to_vec(),
+        );
+        assert_eq!(line.expose(), prompt.expose());
+        assert_eq!(line.expose(), typed.as_bytes());
+        let h = StoredHash::new(&line, FAST).unwrap();
+        assert!(h.matches(&prompt).unwrap());
+        assert!(!h.matches(&pw(typed.trim())).unwrap());
+        // A bare terminator counts as no password at all in the login line.
+        let peer: IpAddr = "10.0.0.9".parse().unwrap();
+        assert!(matches!(
+            decide(&AuthMode::default(), peer, "Bob", Some(pw("\r\n"))),
+            Decision::AskInWorld(_)
+        ));
     }
 
     #[test]
