@@ -317,7 +317,7 @@ impl StoredHash {
     /// Constant-time comparison of `password`'s hash with this one.
     fn matches(&self, password: &Password) -> Result<bool, AccountError> {
         let mut got = scrypt(password, &self.salt, self.params)?;
-        let same = openssl::memcmp::eq(&got, &self.hash);
+        let same = ct_eq(&got, &self.hash);
         got.zeroize();
         Ok(same)
     }
@@ -585,7 +585,7 @@ impl Accounts {
                     params![check],
                 )?;
             }
-            Some(s) if openssl_eq_str(&s, check) => {}
+            Some(s) if ct_eq(s.as_bytes(), check.as_bytes()) => {}
             Some(_) => return Err(AccountError::KeyMismatch),
         }
         tx.commit()?;
@@ -801,25 +801,39 @@ impl Credentials {
     }
 }
 
-fn new_password_hash(
-    password: &Password,
-    params: ScryptParams,
-) -> Result<StoredHash, AccountError> {
-    if password.char_len() < MIN_PASSWORD_LEN {
+/// The rule for a new password, in one place: `espmail account add`/`passwd`, registration
+/// at login and the in-world dialogue all ask this.
+fn check_new_password(password: &Password) -> Result<(), AccountError> {
+    let len = password.char_len();
+    if len < MIN_PASSWORD_LEN {
         return Err(AccountError::PasswordTooShort {
             min: MIN_PASSWORD_LEN,
         });
     }
-    if password.char_len() > MAX_PASSWORD_LEN {
+    if len > MAX_PASSWORD_LEN {
         return Err(AccountError::PasswordTooLong {
             max: MAX_PASSWORD_LEN,
         });
     }
+    Ok(())
+}
+
+fn password_acceptable(p: &Password) -> bool {
+    check_new_password(p).is_ok()
+}
+
+fn new_password_hash(
+    password: &Password,
+    params: ScryptParams,
+) -> Result<StoredHash, AccountError> {
+    check_new_password(password)?;
     StoredHash::new(password, params)
 }
 
-fn openssl_eq_str(a: &str, b: &str) -> bool {
-    a.len() == b.len() && openssl::memcmp::eq(a.as_bytes(), b.as_bytes())
+/// Constant-time equality (only the lengths, which are not secret, are compared early;
+/// `openssl::memcmp::eq` itself panics on different lengths).
+fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && openssl::memcmp::eq(a, b)
 }
 
 fn unix_secs(t: SystemTime) -> i64 {
@@ -1132,10 +1146,6 @@ impl AccountsHandle {
     }
 }
 
-fn password_acceptable(p: &Password) -> bool {
-    (MIN_PASSWORD_LEN..=MAX_PASSWORD_LEN).contains(&p.char_len())
-}
-
 /// `[auth] mode` (ESPMAIL.md §1).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthMode {
@@ -1301,7 +1311,7 @@ impl PasswordDialogue {
                 DialogueStep::Check(answer)
             }
             DialogueState::Choose => {
-                if answer.char_len() < MIN_PASSWORD_LEN || answer.char_len() > MAX_PASSWORD_LEN {
+                if !password_acceptable(&answer) {
                     self.choose_failed(PROMPT_TOO_SHORT)
                 } else {
                     self.state = DialogueState::Again(answer);
@@ -1309,9 +1319,7 @@ impl PasswordDialogue {
                 }
             }
             DialogueState::Again(first) => {
-                let same = first.expose().len() == answer.expose().len()
-                    && openssl::memcmp::eq(first.expose(), answer.expose());
-                if same {
+                if ct_eq(first.expose(), answer.expose()) {
                     self.state = DialogueState::Registering;
                     DialogueStep::Register(answer)
                 } else {
@@ -1471,6 +1479,28 @@ mod tests {
             decide(&AuthMode::default(), peer, "Bob", Some(pw("\r\n"))),
             Decision::AskInWorld(_)
         ));
+    }
+
+    #[test]
+    fn one_new_password_rule() {
+        for (p, ok) in [
+            ("1234567", false),
+            ("12345678", true),
+            ("ééééééé", false),
+            ("éééééééé", true),
+            (&"x".repeat(MAX_PASSWORD_LEN), true),
+            (&"x".repeat(MAX_PASSWORD_LEN + 1), false),
+        ] {
+            assert_eq!(password_acceptable(&pw(p)), ok, "{p}");
+            assert_eq!(new_password_hash(&pw(p), FAST).is_ok(), ok, "{p}");
+            let (mut d, _) = PasswordDialogue::start(false, true);
+            let step = d.answer(pw(p));
+            assert_eq!(matches!(step, DialogueStep::Ask(PROMPT_AGAIN)), ok, "{p}");
+        }
+        assert!(ct_eq(b"abc", b"abc"));
+        assert!(!ct_eq(b"abc", b"abd"));
+        assert!(!ct_eq(b"abc", b"abcd"));
+        assert!(ct_eq(b"", b""));
     }
 
     #[test]
