@@ -368,6 +368,24 @@ fn hmac256(key: &[u8], data: &[u8]) -> Vec<u8> {
     s.sign_to_vec().unwrap()
 }
 
+/// The `key_check` a database file holds, and what the format says it should be for an
+/// accounts key `k`: hex(HMAC(k, check label)).
+fn key_checks(db: &Path, k: &[u8]) -> (String, String) {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let stored: String = conn
+        .query_row(
+            "SELECT value FROM accounts_meta WHERE key = 'key_check'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let want = hmac256(k, b"espmail accounts: key check v1")
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    (stored, want)
+}
+
 /// The on-disk layout, recomputed from its description (module doc of world::accounts):
 /// the name index is HMAC(HMAC(key, index label), normalised name), the sealed name is
 /// AES-256-GCM under HMAC(key, seal label) with the index as AAD, stored nonce | ct | tag,
@@ -384,17 +402,9 @@ fn the_on_disk_format_is_the_documented_one() {
     let k = [42u8; 32];
     let index_key = hmac256(&k, b"espmail accounts: name index v1");
     let seal_key = hmac256(&k, b"espmail accounts: sealed name v1");
-    let check = hmac256(&k, b"espmail accounts: key check v1");
+    let (stored, want) = key_checks(&db, &k);
+    assert_eq!(stored, want);
     let conn = rusqlite::Connection::open(&db).unwrap();
-    let stored_check: String = conn
-        .query_row(
-            "SELECT value FROM accounts_meta WHERE key = 'key_check'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    let hex: String = check.iter().map(|b| format!("{b:02x}")).collect();
-    assert_eq!(stored_check, hex);
     let (index, sealed): (Vec<u8>, Vec<u8>) = conn
         .query_row("SELECT name_index, sealed_name FROM accounts", [], |r| {
             Ok((r.get(0)?, r.get(1)?))
@@ -419,17 +429,6 @@ fn the_on_disk_format_is_the_documented_one() {
     let expected = hmac256(b"keyfile secret", b"espmail accounts key v1\x01");
     let db2 = dir.path().join("derived.db");
     Accounts::open_with(&db2, &derived, FAST).unwrap();
-    let conn2 = rusqlite::Connection::open(&db2).unwrap();
-    let check2: String = conn2
-        .query_row(
-            "SELECT value FROM accounts_meta WHERE key = 'key_check'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    let want: String = hmac256(&expected, b"espmail accounts: key check v1")
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    assert_eq!(check2, want);
+    let (stored, want) = key_checks(&db2, &expected);
+    assert_eq!(stored, want);
 }
