@@ -195,6 +195,8 @@ pub async fn run(
                 break;
             }
         };
+        // A session may have ended while we waited in accept: look once more.
+        let permit = permit.or_else(|| permits.clone().try_acquire_owned().ok());
         match permit {
             Some(permit) => spawn_session(&sessions, stream, peer, conn, &deps, &shutdown, permit),
             None => {
