@@ -224,3 +224,16 @@ async fn esp_mail_to_someone_who_arrived_meanwhile_goes_live() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn paced_output_for_slow_links_still_carries_esp() {
+    // 1,200 bytes a second: a 9600-baud C64 link's pace (0 in the other tests).
+    let server = TestServer::start_with_config("[server]\nrate_limit_bytes_per_sec = 1200\n", &[]);
+    let mut bob = enter(&server, "Bob").await;
+    let mut alice = enter(&server, "Alice").await;
+    assert!(alice.speak(b"TO:Bob").await.unwrap());
+    assert!(alice.esp(b"slowly but surely").await.unwrap());
+    bob.wait_for(|e| e.text() == Some(b"slowly but surely"))
+        .await
+        .unwrap();
+}
