@@ -358,3 +358,77 @@ async fn one_address_cannot_register_avatars_without_limit() {
         .await
         .is_ok());
 }
+
+/// HMAC-SHA256 with raw openssl, written here independently of the crate.
+fn hmac256(key: &[u8], data: &[u8]) -> Vec<u8> {
+    use openssl::{hash::MessageDigest, pkey::PKey, sign::Signer};
+    let k = PKey::hmac(key).unwrap();
+    let mut s = Signer::new(MessageDigest::sha256(), &k).unwrap();
+    s.update(data).unwrap();
+    s.sign_to_vec().unwrap()
+}
+
+/// The `key_check` a database file holds, and what the format says it should be for an
+/// accounts key `k`: hex(HMAC(k, check label)).
+fn key_checks(db: &Path, k: &[u8]) -> (String, String) {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let stored: String = conn
+        .query_row(
+            "SELECT value FROM accounts_meta WHERE key = 'key_check'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let want = hmac256(k, b"espmail accounts: key check v1")
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    (stored, want)
+}
+
+/// The on-disk layout, recomputed from its description (module doc of world::accounts):
+/// the name index is HMAC(HMAC(key, index label), normalised name), the sealed name is
+/// AES-256-GCM under HMAC(key, seal label) with the index as AAD, stored nonce | ct | tag,
+/// and the key check is hex(HMAC(key, check label)). A refactoring that changed any of
+/// this would make existing databases unreadable.
+#[test]
+fn the_on_disk_format_is_the_documented_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("espmail.db");
+    let acc = open(&db);
+    acc.add("Bob Smith", &pw("correct horse"), SystemTime::now())
+        .unwrap();
+    drop(acc);
+    let k = [42u8; 32];
+    let index_key = hmac256(&k, b"espmail accounts: name index v1");
+    let seal_key = hmac256(&k, b"espmail accounts: sealed name v1");
+    let (stored, want) = key_checks(&db, &k);
+    assert_eq!(stored, want);
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let (index, sealed): (Vec<u8>, Vec<u8>) = conn
+        .query_row("SELECT name_index, sealed_name FROM accounts", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!(index, hmac256(&index_key, b"bob smith"));
+    assert_eq!(sealed.len(), 12 + "Bob Smith".len() + 16);
+    let (nonce, rest) = sealed.split_at(12);
+    let (ct, tag) = rest.split_at(rest.len() - 16);
+    let plain = openssl::symm::decrypt_aead(
+        openssl::symm::Cipher::aes_256_gcm(),
+        &seal_key,
+        Some(nonce),
+        &index,
+        ct,
+        tag,
+    )
+    .unwrap();
+    assert_eq!(plain, b"Bob Smith");
+    // The accounts key itself is one HKDF-Expand block of the keyfile secret.
+    let derived = AccountsKey::derive_from(b"keyfile secret").unwrap();
+    let expected = hmac256(b"keyfile secret", b"espmail accounts key v1\x01");
+    let db2 = dir.path().join("derived.db");
+    Accounts::open_with(&db2, &derived, FAST).unwrap();
+    let (stored, want) = key_checks(&db2, &expected);
+    assert_eq!(stored, want);
+}

@@ -48,6 +48,8 @@ pub const NONCE_LEN: usize = 12;
 pub const TAG_LEN: usize = 16;
 /// Every plaintext is padded to exactly this many bytes.
 pub const PLAINTEXT_LEN: usize = 512;
+/// Bytes a sealed value adds to its plaintext: nonce and tag.
+pub const SEALED_OVERHEAD: usize = NONCE_LEN + TAG_LEN;
 /// Bytes of a stored sealed value: nonce, ciphertext, tag.
 pub const SEALED_LEN: usize = NONCE_LEN + PLAINTEXT_LEN + TAG_LEN;
 /// Longest sender or recipient name, in bytes (names are 1–16 characters; room to spare).
@@ -227,7 +229,9 @@ pub fn key_check(secret: &Secret) -> Result<[u8; 32], CryptoError> {
     Ok(*hkdf(secret.expose(), &[], KEY_CHECK_LABEL)?)
 }
 
-fn hmac(key: &[u8], data: &[u8]) -> Result<[u8; 32], CryptoError> {
+/// HMAC-SHA256 of `data` under `key` (the blind index's primitive; the account table's
+/// name index and key derivation use it too, so there is one HMAC in the crate).
+pub fn hmac_sha256(key: &[u8], data: &[u8]) -> Result<[u8; 32], CryptoError> {
     let fail = |_| CryptoError::Openssl("hmac");
     let pkey = PKey::hmac(key).map_err(fail)?;
     let mut signer = Signer::new(MessageDigest::sha256(), &pkey).map_err(fail)?;
@@ -321,7 +325,9 @@ impl<'a> Reader<'a> {
 }
 
 /// Seals a padded plaintext under an explicit message key (building block; tests use it to
-/// show that one row's key opens nothing else).
+/// show that one row's key opens nothing else). Any plaintext length works: the output is
+/// `nonce ‖ ciphertext ‖ tag`, [`SEALED_OVERHEAD`] bytes longer than the plaintext (the
+/// account table seals names with it; [`open_with_key_any_len`] opens those).
 pub fn seal_with_key(key: &[u8; 32], aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
     let mut nonce = [0u8; NONCE_LEN];
     openssl::rand::rand_bytes(&mut nonce).map_err(|_| CryptoError::Openssl("random"))?;
@@ -351,8 +357,22 @@ pub fn open_with_key(
     if sealed.len() != SEALED_LEN {
         return Err(CryptoError::Malformed("sealed size"));
     }
+    open_with_key_any_len(key, aad, sealed)
+}
+
+/// Opens a value sealed by [`seal_with_key`] whatever its plaintext length (mail rows use
+/// [`open_with_key`], which also insists on the fixed row size). Too short to hold a nonce
+/// and a tag is `Malformed`; any other mismatch is `Authentication`.
+pub fn open_with_key_any_len(
+    key: &[u8; 32],
+    aad: &[u8],
+    sealed: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+    if sealed.len() < SEALED_OVERHEAD {
+        return Err(CryptoError::Malformed("sealed size"));
+    }
     let (nonce, rest) = sealed.split_at(NONCE_LEN);
-    let (ct, tag) = rest.split_at(PLAINTEXT_LEN);
+    let (ct, tag) = rest.split_at(rest.len() - TAG_LEN);
     decrypt_aead(Cipher::aes_256_gcm(), key, Some(nonce), aad, ct, tag)
         .map(Zeroizing::new)
         .map_err(|_| CryptoError::Authentication)
@@ -418,7 +438,7 @@ impl Keyring {
             .keys
             .get(&key_id)
             .ok_or(CryptoError::UnknownKey { key_id })?;
-        hmac(&k.blind_key[..], normalised.as_bytes())
+        hmac_sha256(&k.blind_key[..], normalised.as_bytes())
     }
 
     /// The blind indexes of a name (normalised here) under every key: a recipient's mail
@@ -439,7 +459,7 @@ impl Keyring {
             .get(&key_id)
             .ok_or(CryptoError::UnknownKey { key_id })?;
         let plain = pad(letter)?;
-        let blind = hmac(&k.blind_key[..], letter.recipient.as_bytes())?;
+        let blind = hmac_sha256(&k.blind_key[..], letter.recipient.as_bytes())?;
         let mut key_part = [0u8; KEY_PART_LEN];
         openssl::rand::rand_bytes(&mut key_part).map_err(|_| CryptoError::Openssl("random"))?;
         let key = message_key(&k.secret, &key_part)?;
@@ -464,7 +484,7 @@ impl Keyring {
         let letter = unpad(&plain)?;
         // The AAD already ties the row to this blind index; this also catches a plaintext
         // that names someone else (it cannot be forged without the key, but costs nothing).
-        if hmac(&k.blind_key[..], letter.recipient.as_bytes())? != row.blind {
+        if hmac_sha256(&k.blind_key[..], letter.recipient.as_bytes())? != row.blind {
             return Err(CryptoError::Malformed(
                 "recipient does not match the blind index",
             ));
@@ -612,6 +632,58 @@ mod tests {
         // Not a plain hash of the name.
         let plain = openssl::sha::sha256(b"bob");
         assert_ne!(b, plain);
+    }
+
+    #[test]
+    fn any_length_sealing_round_trips_and_authenticates() {
+        let key = [5u8; 32];
+        for plain in [&b""[..], b"Bob", &[0xaa; 100]] {
+            let sealed = seal_with_key(&key, b"aad", plain).unwrap();
+            assert_eq!(sealed.len(), plain.len() + SEALED_OVERHEAD);
+            let back = open_with_key_any_len(&key, b"aad", &sealed).unwrap();
+            assert_eq!(back.as_slice(), plain);
+            assert_eq!(
+                open_with_key_any_len(&key, b"other aad", &sealed),
+                Err(CryptoError::Authentication)
+            );
+            assert_eq!(
+                open_with_key_any_len(&[6u8; 32], b"aad", &sealed),
+                Err(CryptoError::Authentication)
+            );
+            let mut edited = sealed.clone();
+            edited[sealed.len() - 1] ^= 1;
+            assert_eq!(
+                open_with_key_any_len(&key, b"aad", &edited),
+                Err(CryptoError::Authentication)
+            );
+            // The fixed-size opener still refuses anything but a mail row.
+            assert_eq!(
+                open_with_key(&key, b"aad", &sealed),
+                Err(CryptoError::Malformed("sealed size"))
+            );
+        }
+        assert_eq!(
+            open_with_key_any_len(&key, b"aad", &[0; SEALED_OVERHEAD - 1]),
+            Err(CryptoError::Malformed("sealed size"))
+        );
+        // A mail row opens through either opener.
+        let plain = [7u8; PLAINTEXT_LEN];
+        let sealed = seal_with_key(&key, b"a", &plain).unwrap();
+        assert_eq!(
+            open_with_key(&key, b"a", &sealed).unwrap(),
+            open_with_key_any_len(&key, b"a", &sealed).unwrap()
+        );
+    }
+
+    #[test]
+    fn hmac_matches_the_rfc_4231_vector() {
+        // RFC 4231 test case 2.
+        let mac = hmac_sha256(b"Jefe", b"what do ya want for nothing?").unwrap();
+        let hex: String = mac.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex,
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
     }
 
     #[test]

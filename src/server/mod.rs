@@ -195,7 +195,8 @@ pub async fn run(
                 break;
             }
         };
-        // A session may have ended while we waited in accept: look once more.
+        // A slot may have come free while we waited in accept: a permit taken before the
+        // wait would otherwise refuse a connection the server has room for.
         let permit = permit.or_else(|| permits.clone().try_acquire_owned().ok());
         match permit {
             Some(permit) => spawn_session(&sessions, stream, peer, conn, &deps, &shutdown, permit),

@@ -3,8 +3,9 @@
 //! dialogue and the failed-login slowdown.
 //!
 //! May touch: the SQLite database file (its own `accounts` and `accounts_meta` tables only;
-//! the mail schema and `PRAGMA user_version` belong to the vault) and openssl (scrypt,
-//! HMAC, AES-256-GCM, random bytes). No sockets. Blocking work (scrypt, SQLite) runs
+//! the mail schema and `PRAGMA user_version` belong to the vault), openssl for scrypt and
+//! random bytes, and [`crate::espmail::crypto`] for HMAC and AES-256-GCM (one place in
+//! the crate drives the cipher). No sockets. Blocking work (scrypt, SQLite) runs
 //! behind [`AccountsHandle`] on the blocking pool, never on a tokio worker.
 //!
 //! The database must not reveal anybody's name (DESIGN.md promise 2), and the accounts
@@ -19,14 +20,11 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use openssl::hash::MessageDigest;
-use openssl::pkey::PKey;
-use openssl::sign::Signer;
-use openssl::symm::Cipher;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use zeroize::{Zeroize, Zeroizing};
 
 use super::rate::{wait_secs, SlidingWindow};
+use crate::espmail::crypto::{self, CryptoError};
 use crate::log_redact::Sensitive;
 
 /// Longest avatar name, in characters.
@@ -55,14 +53,22 @@ pub const PROMPT_MISMATCH: &str = "Not the same. Choose a password: ";
 const SCHEMA_VERSION: i64 = 1;
 const SALT_LEN: usize = 16;
 const HASH_LEN: usize = 32;
-const NONCE_LEN: usize = 12;
-const TAG_LEN: usize = 16;
+/// HMAC labels under the accounts key. Changing one makes every existing table unreadable.
+const INDEX_LABEL: &[u8] = b"espmail accounts: name index v1";
+const SEAL_LABEL: &[u8] = b"espmail accounts: sealed name v1";
+const CHECK_LABEL: &[u8] = b"espmail accounts: key check v1";
+/// HKDF-Expand info (with the block counter 1) deriving the accounts key from a keyfile secret.
+const DERIVE_INFO: &[u8] = b"espmail accounts key v1\x01";
 
-/// The single normalisation used for every name comparison: trim, then ASCII lowercase
-/// (legal names are ASCII, so this is full case folding for them).
-pub fn normalise(name: &str) -> String {
-    name.trim().to_ascii_lowercase()
-}
+/// The single normalisation used for every name comparison, accounts and mail alike: the
+/// vault's blind index is computed from it, so a second definition could lose mail. It
+/// lives in [`crate::espmail::crypto`] (the lower layer) and is re-exported here.
+///
+/// It trims and lowercases. Legal names are ASCII, where that is plain ASCII case folding;
+/// for other strings Unicode lowercasing can turn a non-ASCII character into an ASCII one
+/// (U+212A KELVIN SIGN → `k`), so the world never looks anything up by `normalise` of an
+/// unchecked string: it uses the key of a parsed [`AvatarName`] (see `name_key`).
+pub use crate::espmail::crypto::normalise;
 
 /// Why a name is not a legal avatar name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -146,13 +152,27 @@ pub struct Avatar {
 }
 
 /// A password or typed password answer. Zeroed on drop; never printed.
+///
+/// One rule for every source (login line, in-world prompt, `espmail account` on a
+/// terminal): the password is the bytes as typed, minus any trailing CR/LF (a line
+/// terminator, which no client can type into a password). Nothing else is trimmed: leading
+/// and trailing spaces are part of the password, so the same typed password gives the same
+/// bytes whichever way it arrives.
 #[derive(Clone)]
 pub struct Password(Zeroizing<Vec<u8>>);
 
 impl Password {
-    /// Wraps raw bytes (a prompt answer or the login line's field).
+    /// Wraps raw bytes (a prompt answer or the login line's field), dropping only a
+    /// trailing line terminator (any run of CR and LF at the end).
     pub fn new(bytes: Vec<u8>) -> Password {
-        Password(Zeroizing::new(bytes))
+        let mut bytes = Zeroizing::new(bytes);
+        let keep = bytes
+            .iter()
+            .rposition(|b| !matches!(b, b'\r' | b'\n'))
+            .map_or(0, |i| i + 1);
+        // Only terminator bytes are dropped, and Zeroizing clears the whole capacity anyway.
+        bytes.truncate(keep);
+        Password(bytes)
     }
 
     /// The bytes, for hashing only.
@@ -206,15 +226,18 @@ impl AccountsKey {
     /// over a label of its own (an HKDF-Expand of one block), so the key differs from
     /// every mail key derived from the same secret.
     pub fn derive_from(secret: &[u8]) -> Result<AccountsKey, AccountError> {
-        let k = PKey::hmac(secret)?;
-        let mut s = Signer::new(MessageDigest::sha256(), &k)?;
-        s.update(b"espmail accounts key v1\x01")?;
-        let v = Zeroizing::new(s.sign_to_vec()?);
-        let mut out = [0u8; 32];
-        out.copy_from_slice(v.get(..32).ok_or(AccountError::Corrupt("short HMAC"))?);
+        let mut out = crypto::hmac_sha256(secret, DERIVE_INFO)?;
         let key = AccountsKey::new(out);
         out.zeroize();
         Ok(key)
+    }
+
+    /// A sub-key for one use: HMAC under this key over that use's label.
+    fn sub_key(&self, label: &[u8]) -> Result<Zeroizing<[u8; 32]>, AccountError> {
+        Ok(Zeroizing::new(crypto::hmac_sha256(
+            self.0.as_slice(),
+            label,
+        )?))
     }
 
     /// A fresh random key (tests, and throwaway databases).
@@ -294,7 +317,7 @@ impl StoredHash {
     /// Constant-time comparison of `password`'s hash with this one.
     fn matches(&self, password: &Password) -> Result<bool, AccountError> {
         let mut got = scrypt(password, &self.salt, self.params)?;
-        let same = openssl::memcmp::eq(&got, &self.hash);
+        let same = ct_eq(&got, &self.hash);
         got.zeroize();
         Ok(same)
     }
@@ -404,9 +427,12 @@ pub enum AccountError {
     /// SQLite failed (disk, locking, corruption).
     #[error("account database: {0}")]
     Sqlite(#[from] rusqlite::Error),
-    /// openssl failed (random bytes, scrypt, cipher).
+    /// openssl failed (random bytes, scrypt).
     #[error("crypto library: {0}")]
     Crypto(#[from] openssl::error::ErrorStack),
+    /// The crypto module failed (HMAC or cipher setup).
+    #[error("crypto library: {0}")]
+    Keying(#[from] CryptoError),
     /// The blocking task running the operation died.
     #[error("account worker failed: {0}")]
     Worker(String),
@@ -446,7 +472,7 @@ pub struct AccountInfo {
 /// The account table, blocking. Use [`AccountsHandle`] from async code.
 pub struct Accounts {
     db: Connection,
-    index_key: PKey<openssl::pkey::Private>,
+    index_key: Zeroizing<[u8; 32]>,
     seal_key: Zeroizing<[u8; 32]>,
     params: ScryptParams,
     dummy: StoredHash,
@@ -487,18 +513,9 @@ impl Accounts {
         // The vault runs the file in WAL mode; asking for it here too keeps the two
         // connections agreeing whichever opens the file first.
         let _mode: String = db.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
-        let mac = |label: &[u8]| -> Result<Zeroizing<[u8; 32]>, AccountError> {
-            let k = PKey::hmac(key.0.as_slice())?;
-            let mut s = Signer::new(MessageDigest::sha256(), &k)?;
-            s.update(label)?;
-            let v = Zeroizing::new(s.sign_to_vec()?);
-            let mut out = Zeroizing::new([0u8; 32]);
-            out.copy_from_slice(v.get(..32).ok_or(AccountError::Corrupt("short HMAC"))?);
-            Ok(out)
-        };
-        let index_key = PKey::hmac(mac(b"espmail accounts: name index v1")?.as_slice())?;
-        let seal_key = mac(b"espmail accounts: sealed name v1")?;
-        let check = hex(mac(b"espmail accounts: key check v1")?.as_slice());
+        let index_key = key.sub_key(INDEX_LABEL)?;
+        let seal_key = key.sub_key(SEAL_LABEL)?;
+        let check = hex(key.sub_key(CHECK_LABEL)?.as_slice());
         let mut accounts = Accounts {
             db,
             index_key,
@@ -568,57 +585,34 @@ impl Accounts {
                     params![check],
                 )?;
             }
-            Some(s) if openssl_eq_str(&s, check) => {}
+            Some(s) if ct_eq(s.as_bytes(), check.as_bytes()) => {}
             Some(_) => return Err(AccountError::KeyMismatch),
         }
         tx.commit()?;
         Ok(())
     }
 
+    /// The blind index of a normalised name: HMAC under the index key.
     fn index(&self, key: &str) -> Result<Vec<u8>, AccountError> {
-        let mut s = Signer::new(MessageDigest::sha256(), &self.index_key)?;
-        s.update(key.as_bytes())?;
-        Ok(s.sign_to_vec()?)
+        Ok(crypto::hmac_sha256(self.index_key.as_slice(), key.as_bytes())?.to_vec())
     }
 
+    /// `nonce | ciphertext | tag` of the display name. The index is the associated data:
+    /// a sealed name moved to another row fails to open.
     fn seal(&self, index: &[u8], display: &str) -> Result<Vec<u8>, AccountError> {
-        let mut nonce = [0u8; NONCE_LEN];
-        openssl::rand::rand_bytes(&mut nonce)?;
-        let mut tag = [0u8; TAG_LEN];
-        // The index is the associated data: a sealed name moved to another row fails.
-        let ct = openssl::symm::encrypt_aead(
-            Cipher::aes_256_gcm(),
-            self.seal_key.as_slice(),
-            Some(&nonce),
+        Ok(crypto::seal_with_key(
+            &self.seal_key,
             index,
             display.as_bytes(),
-            &mut tag,
-        )?;
-        let mut out = Vec::with_capacity(NONCE_LEN + ct.len() + TAG_LEN);
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(&ct);
-        out.extend_from_slice(&tag);
-        Ok(out)
+        )?)
     }
 
     fn unseal(&self, index: &[u8], sealed: &[u8]) -> Result<AvatarName, AccountError> {
         const BAD: AccountError = AccountError::Corrupt("a sealed avatar name does not open");
-        if sealed.len() < NONCE_LEN + TAG_LEN {
-            return Err(BAD);
-        }
-        let (nonce, rest) = sealed.split_at(NONCE_LEN);
-        let (ct, tag) = rest.split_at(rest.len() - TAG_LEN);
-        let plain = openssl::symm::decrypt_aead(
-            Cipher::aes_256_gcm(),
-            self.seal_key.as_slice(),
-            Some(nonce),
-            index,
-            ct,
-            tag,
-        )
-        .map_err(|_| BAD)?;
-        let text = String::from_utf8(plain).map_err(|_| BAD)?;
-        AvatarName::parse(&text).map_err(|_| BAD)
+        let plain =
+            crypto::open_with_key_any_len(&self.seal_key, index, sealed).map_err(|_| BAD)?;
+        let text = std::str::from_utf8(&plain).map_err(|_| BAD)?;
+        AvatarName::parse(text).map_err(|_| BAD)
     }
 
     fn find(&self, name: &AvatarName) -> Result<Found, AccountError> {
@@ -807,25 +801,39 @@ impl Credentials {
     }
 }
 
-fn new_password_hash(
-    password: &Password,
-    params: ScryptParams,
-) -> Result<StoredHash, AccountError> {
-    if password.char_len() < MIN_PASSWORD_LEN {
+/// The rule for a new password, in one place: `espmail account add`/`passwd`, registration
+/// at login and the in-world dialogue all ask this.
+fn check_new_password(password: &Password) -> Result<(), AccountError> {
+    let len = password.char_len();
+    if len < MIN_PASSWORD_LEN {
         return Err(AccountError::PasswordTooShort {
             min: MIN_PASSWORD_LEN,
         });
     }
-    if password.char_len() > MAX_PASSWORD_LEN {
+    if len > MAX_PASSWORD_LEN {
         return Err(AccountError::PasswordTooLong {
             max: MAX_PASSWORD_LEN,
         });
     }
+    Ok(())
+}
+
+fn password_acceptable(p: &Password) -> bool {
+    check_new_password(p).is_ok()
+}
+
+fn new_password_hash(
+    password: &Password,
+    params: ScryptParams,
+) -> Result<StoredHash, AccountError> {
+    check_new_password(password)?;
     StoredHash::new(password, params)
 }
 
-fn openssl_eq_str(a: &str, b: &str) -> bool {
-    a.len() == b.len() && openssl::memcmp::eq(a.as_bytes(), b.as_bytes())
+/// Constant-time equality (only the lengths, which are not secret, are compared early;
+/// `openssl::memcmp::eq` itself panics on different lengths).
+fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && openssl::memcmp::eq(a, b)
 }
 
 fn unix_secs(t: SystemTime) -> i64 {
@@ -910,7 +918,9 @@ impl LoginThrottle {
     }
 }
 
-fn name_key(name: &str) -> Option<String> {
+/// The lookup key of a name from the network: its normalised form when it is a legal
+/// avatar name, else `None` (it can never match an avatar).
+pub(crate) fn name_key(name: &str) -> Option<String> {
     AvatarName::parse(name).ok().map(|n| n.key)
 }
 
@@ -1129,15 +1139,11 @@ impl AccountsHandle {
                 tracing::warn!(avatar = %log_name(name), %peer, "login failed");
             }
             Err(e) => {
-                tracing::error!(avatar = %normalise(name), %peer, error = %e, "login could not be checked")
+                tracing::error!(avatar = %log_name(name), %peer, error = %e, "login could not be checked")
             }
         }
         result
     }
-}
-
-fn password_acceptable(p: &Password) -> bool {
-    (MIN_PASSWORD_LEN..=MAX_PASSWORD_LEN).contains(&p.char_len())
 }
 
 /// `[auth] mode` (ESPMAIL.md §1).
@@ -1159,6 +1165,22 @@ impl Default for AuthMode {
     fn default() -> AuthMode {
         AuthMode::Password {
             auto_register: true,
+        }
+    }
+}
+
+impl From<&crate::config::AuthConfig> for AuthMode {
+    /// The world's mode from the config's `[auth]` (the config keeps the flat TOML shape;
+    /// this is the one place that turns it into the richer enum). `min_password_len` is
+    /// not part of the mode: the world enforces [`MIN_PASSWORD_LEN`].
+    fn from(c: &crate::config::AuthConfig) -> AuthMode {
+        match c.mode {
+            crate::config::AuthMode::Password => AuthMode::Password {
+                auto_register: c.auto_register,
+            },
+            crate::config::AuthMode::Trusted => AuthMode::Trusted {
+                peers: c.trusted_peers.clone(),
+            },
         }
     }
 }
@@ -1280,7 +1302,8 @@ impl PasswordDialogue {
         )
     }
 
-    /// The player's answer to the last prompt (already stripped of the prompt echo).
+    /// The player's answer to the last prompt (stripped of the prompt echo by
+    /// [`super::esp::strip_prompt_echo`], not trimmed: see [`Password`]).
     pub fn answer(&mut self, answer: Password) -> DialogueStep {
         match std::mem::replace(&mut self.state, DialogueState::Finished) {
             DialogueState::Password => {
@@ -1288,7 +1311,7 @@ impl PasswordDialogue {
                 DialogueStep::Check(answer)
             }
             DialogueState::Choose => {
-                if answer.char_len() < MIN_PASSWORD_LEN || answer.char_len() > MAX_PASSWORD_LEN {
+                if !password_acceptable(&answer) {
                     self.choose_failed(PROMPT_TOO_SHORT)
                 } else {
                     self.state = DialogueState::Again(answer);
@@ -1296,9 +1319,7 @@ impl PasswordDialogue {
                 }
             }
             DialogueState::Again(first) => {
-                let same = first.expose().len() == answer.expose().len()
-                    && openssl::memcmp::eq(first.expose(), answer.expose());
-                if same {
+                if ct_eq(first.expose(), answer.expose()) {
                     self.state = DialogueState::Registering;
                     DialogueStep::Register(answer)
                 } else {
@@ -1388,6 +1409,33 @@ mod tests {
     }
 
     #[test]
+    fn accounts_and_mail_normalise_names_the_same_way() {
+        use crate::espmail::crypto;
+        use crate::espmail::keyfile::{Keyfile, Secret};
+        let kf = Keyfile::from_keys(1, vec![(1, Secret::from_bytes([3; 32]))]).unwrap();
+        let ring = crypto::Keyring::new(&kf).unwrap();
+        for typed in ["Bob", " bOB ", "Bob Smith-2_x.", "A.B", "ZZ top", "x"] {
+            let name = AvatarName::parse(typed).unwrap();
+            assert_eq!(name.key(), crypto::normalise(typed), "{typed:?}");
+            assert_eq!(normalise(typed), crypto::normalise(typed), "{typed:?}");
+            // Mail for the avatar is filed under the blind index of its account key.
+            assert_eq!(
+                ring.blinds(typed).unwrap(),
+                vec![(1, ring.blind(1, name.key()).unwrap())],
+                "{typed:?}"
+            );
+        }
+        // Strings that are not names still normalise identically on both sides...
+        for odd in ["\u{212A}en", "ÉVE", " İx ", "a\tb"] {
+            assert_eq!(normalise(odd), crypto::normalise(odd), "{odd:?}");
+        }
+        // ...but never yield a lookup key, so KELVIN SIGN cannot alias "ken".
+        assert_eq!(normalise("\u{212A}en"), "ken");
+        assert_eq!(name_key("\u{212A}en"), None);
+        assert_eq!(name_key(" Ken "), Some("ken".to_string()));
+    }
+
+    #[test]
     fn password_never_prints() {
         let p = pw("correct horse");
         assert_eq!(format!("{p:?}"), "<password>");
@@ -1395,6 +1443,64 @@ mod tests {
         assert_eq!(Password::new(vec![0xff; 3]).char_len(), 3);
         assert_eq!(pw("ééé").char_len(), 3);
         assert!(!format!("{:?}", AccountsKey::new([7; 32])).contains('7'));
+    }
+
+    #[test]
+    fn passwords_lose_only_the_line_terminator() {
+        for (raw, want) in [
+            (&b"secret12"[..], &b"secret12"[..]),
+            (b"secret12\n", b"secret12"),
+            (b"secret12\r\n", b"secret12"),
+            (b"secret12\r\r\n\n", b"secret12"),
+            (b"  two words  ", b"  two words  "),
+            (b"\tsecret12 \r\n", b"\tsecret12 "),
+            (b"\r\nsecret12", b"\r\nsecret12"),
+            (b"\r\n", b""),
+            (b"", b""),
+        ] {
+            assert_eq!(Password::new(raw.to_vec()).expose(), want, "{raw:?}");
+        }
+        // The login line's field and the in-world answer give the same password.
+        let typed = " my pass phrase ";
+        let line = Password::from(Sensitive::new(typed.to_string()));
+        let mut reply = b"Password:".to_vec();
+        reply.extend_from_slice(typed.as_bytes());
+        let prompt = Password::new(
+            crate::world::esp::strip_prompt_echo(PROMPT_PASSWORD.as_bytes(), &reply).to_vec(),
+        );
+        assert_eq!(line.expose(), prompt.expose());
+        assert_eq!(line.expose(), typed.as_bytes());
+        let h = StoredHash::new(&line, FAST).unwrap();
+        assert!(h.matches(&prompt).unwrap());
+        assert!(!h.matches(&pw(typed.trim())).unwrap());
+        // A bare terminator counts as no password at all in the login line.
+        let peer: IpAddr = "10.0.0.9".parse().unwrap();
+        assert!(matches!(
+            decide(&AuthMode::default(), peer, "Bob", Some(pw("\r\n"))),
+            Decision::AskInWorld(_)
+        ));
+    }
+
+    #[test]
+    fn one_new_password_rule() {
+        for (p, ok) in [
+            ("1234567", false),
+            ("12345678", true),
+            ("ééééééé", false),
+            ("éééééééé", true),
+            (&"x".repeat(MAX_PASSWORD_LEN), true),
+            (&"x".repeat(MAX_PASSWORD_LEN + 1), false),
+        ] {
+            assert_eq!(password_acceptable(&pw(p)), ok, "{p}");
+            assert_eq!(new_password_hash(&pw(p), FAST).is_ok(), ok, "{p}");
+            let (mut d, _) = PasswordDialogue::start(false, true);
+            let step = d.answer(pw(p));
+            assert_eq!(matches!(step, DialogueStep::Ask(PROMPT_AGAIN)), ok, "{p}");
+        }
+        assert!(ct_eq(b"abc", b"abc"));
+        assert!(!ct_eq(b"abc", b"abd"));
+        assert!(!ct_eq(b"abc", b"abcd"));
+        assert!(ct_eq(b"", b""));
     }
 
     #[test]
@@ -1460,6 +1566,29 @@ mod tests {
             decide(&tmode, peer, "Bob", Some(pw("whatever1"))),
             Decision::Refuse(RefuseReason::UntrustedPeer)
         ));
+    }
+
+    #[test]
+    fn auth_mode_from_config() {
+        use crate::config::{AuthConfig, AuthMode as Flat};
+        assert_eq!(AuthMode::from(&AuthConfig::default()), AuthMode::default());
+        let off = AuthConfig {
+            auto_register: false,
+            ..AuthConfig::default()
+        };
+        assert_eq!(
+            AuthMode::from(&off),
+            AuthMode::Password {
+                auto_register: false
+            }
+        );
+        let peers: Vec<IpAddr> = vec!["127.0.0.1".parse().unwrap(), "::1".parse().unwrap()];
+        let trusted = AuthConfig {
+            mode: Flat::Trusted,
+            trusted_peers: peers.clone(),
+            ..AuthConfig::default()
+        };
+        assert_eq!(AuthMode::from(&trusted), AuthMode::Trusted { peers });
     }
 
     #[test]

@@ -6,8 +6,9 @@
 //! intents onto protocol messages.
 //!
 //! Rules kept here (ESPMAIL.md §1–§2, WIRE.md §3):
-//! - one registry for the one region; names are matched case-insensitively
-//!   ([`accounts::normalise`]) and shown as first registered;
+//! - one registry for the one region; names are matched case-insensitively by the key of
+//!   a legal [`accounts::AvatarName`] ([`accounts::normalise`], shared with the vault) and
+//!   shown as first registered; a string that is not a legal name finds nobody;
 //! - every seated connection holds two noids, its avatar's and its head's, from 1..=254
 //!   (0 is the region, 255 means "ghost"/unassigned); freed noids are reused, lowest first.
 //!   When fewer than two are free the connection is a ghost (WIRE.md: `Who_am_I` = FF):
@@ -262,7 +263,7 @@ impl<M: Send + 'static> Registry<M> {
 
     /// The avatar called `name` (any case), if present.
     pub fn lookup(&self, name: &str) -> Option<Present> {
-        let key = accounts::normalise(name);
+        let key = accounts::name_key(name)?;
         self.lock().by_name.get(&key).map(|e| e.present.clone())
     }
 
@@ -292,7 +293,9 @@ impl<M: Send + 'static> Registry<M> {
     /// Queues `msg` for the avatar called `name` without waiting. A full outbox
     /// disconnects that avatar's session.
     pub fn send_to(&self, name: &str, msg: M) -> SendOutcome {
-        let key = accounts::normalise(name);
+        let Some(key) = accounts::name_key(name) else {
+            return SendOutcome::Offline;
+        };
         let mut st = self.lock();
         let Some(entry) = st.by_name.get(&key) else {
             return SendOutcome::Offline;
@@ -483,6 +486,21 @@ mod tests {
         assert!(m.leave());
         assert!(!reg.is_online("bob"));
         assert!(!m.leave());
+    }
+
+    #[test]
+    fn only_legal_names_find_anybody() {
+        let reg = Arc::new(Registry::<u32>::new());
+        let m = reg.seat();
+        let (tx, mut rx) = mpsc::channel(4);
+        m.enter(&name("Ken"), tx);
+        assert!(reg.is_online(" KEN "));
+        // KELVIN SIGN lowercases to an ASCII 'k': it must not reach "Ken".
+        assert!(!reg.is_online("\u{212A}en"));
+        assert_eq!(reg.send_to("\u{212A}en", 1), SendOutcome::Offline);
+        assert!(rx.try_recv().is_err());
+        assert_eq!(reg.send_to("ken", 2), SendOutcome::Sent);
+        assert_eq!(rx.try_recv().unwrap(), 2);
     }
 
     #[test]
