@@ -59,9 +59,20 @@ fn said(events: &[Event], needle: &str) -> bool {
 async fn live_esp_reaches_the_recipient_and_echoes_to_the_sender() {
     let server = TestServer::start(&[]);
     let mut bob = enter(&server, "Bob").await;
-    let mut alice = enter(&server, "Alice").await;
-    // Bob sees Alice arrive and appear; Alice's DESCRIBE listed Bob.
+    let mut alice = Client::connect(&server.host(), "Alice", Some("alice-password"))
+        .await
+        .unwrap();
+    alice.im_alive().await.unwrap();
+    // Alice's DESCRIBE lists every avatar present, each with its head: Bob and herself.
+    let vector = alice.describe().await.unwrap();
+    assert_eq!(espmail::talk::avatars_in(&vector), 2);
+    alice.here_i_am().await.unwrap();
+    // Bob sees Alice arrive (HEREIS) and appear (APPEAR).
     bob.wait_for(|e| matches!(e, Event::HereIs(_)))
+        .await
+        .unwrap();
+    let alice_noid = alice.me;
+    bob.wait_for(|e| *e == Event::Appear(alice_noid))
         .await
         .unwrap();
 
