@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Parser;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -16,11 +16,11 @@ use tokio_util::sync::CancellationToken;
 use espmail::admin;
 use espmail::cli::{Cli, Command, DataArgs, ServeArgs};
 use espmail::config::{Config, Overrides};
-use espmail::espmail::keyfile::{self, Keyfile};
-use espmail::espmail::{crypto, Limits, MailHandle};
+use espmail::espmail::MailHandle;
 use espmail::log_redact;
+use espmail::ops;
 use espmail::server::{self, Deps, ServerStats, Settings};
-use espmail::world::accounts::{Accounts, AccountsHandle, AccountsKey, ThrottleLimits};
+use espmail::world::accounts::{Accounts, AccountsHandle, ThrottleLimits};
 use espmail::world::esp::MailRate;
 use espmail::world::Registry;
 
@@ -70,24 +70,6 @@ fn load_config(data: &DataArgs, listen: Option<std::net::SocketAddr>) -> Result<
     Ok(Config::load(data.config.as_deref(), &overrides)?)
 }
 
-fn mail_limits(c: &Config) -> Limits {
-    Limits {
-        max_per_recipient: usize::try_from(c.mail.max_per_recipient).unwrap_or(usize::MAX),
-        max_text_len: c.mail.max_text_len,
-        retention_days: c.mail.retention_days,
-        ..Limits::default()
-    }
-}
-
-/// The account tables' key: derived from the keyfile's setup-time (lowest-id) secret.
-fn accounts_key(kf: &Keyfile) -> Result<AccountsKey> {
-    let Some((_, secret)) = kf.keys().min_by_key(|(id, _)| *id) else {
-        bail!("the keyfile holds no key");
-    };
-    let bytes = crypto::accounts_key(secret).context("deriving the accounts key")?;
-    Ok(AccountsKey::new(*bytes))
-}
-
 fn create_data_dir(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
@@ -118,15 +100,24 @@ fn serve(args: ServeArgs) -> Result<()> {
     }
     let control =
         log_redact::init(&config.logging.log_options()).context("cannot set up logging")?;
+    // Bind first: a port in use is refused before any data is opened or created.
+    let listen = config.server.listen;
+    let std_listener = std::net::TcpListener::bind(listen).with_context(|| {
+        format!("cannot listen on {listen} (is another server using it? change --listen or [server] listen)")
+    })?;
+    std_listener
+        .set_nonblocking(true)
+        .context("listening socket")?;
     create_data_dir(&config.data.dir)?;
     let keyfile_path = config.data.keyfile_path();
     let db_path = config.data.database_path();
-    let (kf, created) = keyfile::load_or_create(&keyfile_path)?;
+    // Refuses to make a new keyfile beside an existing database (the mail would be lost).
+    let (kf, created) = ops::load_or_create_keyfile(&config)?;
     if created {
         warn_new_keyfile(&keyfile_path);
     }
-    let mail = MailHandle::with_keyfile(&db_path, &kf, mail_limits(&config))?;
-    let accounts = Accounts::open(&db_path, &accounts_key(&kf)?)?;
+    let mail = MailHandle::with_keyfile(&db_path, &kf, ops::mail_limits(&config))?;
+    let accounts = Accounts::open(&db_path, &ops::accounts_key(&kf)?)?;
     drop(kf);
     let accounts = AccountsHandle::new(accounts, 2, ThrottleLimits::default());
     for line in config.summary().lines() {
@@ -146,13 +137,10 @@ fn serve(args: ServeArgs) -> Result<()> {
     });
     let admin_path = config.admin_socket_path();
     let admin_socket = admin::AdminSocket::bind(&admin_path)?;
-    let listen = config.server.listen;
 
     let rt = runtime()?;
     rt.block_on(async move {
-        let listener = TcpListener::bind(listen).await.with_context(|| {
-            format!("cannot listen on {listen} (is another server using it? change --listen or [server] listen)")
-        })?;
+        let listener = TcpListener::from_std(std_listener).context("listening socket")?;
         let local = listener.local_addr().context("listening socket")?;
         let shutdown = CancellationToken::new();
         spawn_signal_watch(shutdown.clone())?;

@@ -59,9 +59,20 @@ fn said(events: &[Event], needle: &str) -> bool {
 async fn live_esp_reaches_the_recipient_and_echoes_to_the_sender() {
     let server = TestServer::start(&[]);
     let mut bob = enter(&server, "Bob").await;
-    let mut alice = enter(&server, "Alice").await;
-    // Bob sees Alice arrive and appear; Alice's DESCRIBE listed Bob.
+    let mut alice = Client::connect(&server.host(), "Alice", Some("alice-password"))
+        .await
+        .unwrap();
+    alice.im_alive().await.unwrap();
+    // Alice's DESCRIBE lists every avatar present, each with its head: Bob and herself.
+    let vector = alice.describe().await.unwrap();
+    assert_eq!(espmail::talk::avatars_in(&vector), 2);
+    alice.here_i_am().await.unwrap();
+    // Bob sees Alice arrive (HEREIS) and appear (APPEAR).
     bob.wait_for(|e| matches!(e, Event::HereIs(_)))
+        .await
+        .unwrap();
+    let alice_noid = alice.me;
+    bob.wait_for(|e| *e == Event::Appear(alice_noid))
         .await
         .unwrap();
 
@@ -221,6 +232,19 @@ async fn esp_mail_to_someone_who_arrived_meanwhile_goes_live() {
         .await
         .unwrap();
     bob.wait_for(|e| e.text() == Some(b"you are here now"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn paced_output_for_slow_links_still_carries_esp() {
+    // 1,200 bytes a second: a 9600-baud C64 link's pace (0 in the other tests).
+    let server = TestServer::start_with_config("[server]\nrate_limit_bytes_per_sec = 1200\n", &[]);
+    let mut bob = enter(&server, "Bob").await;
+    let mut alice = enter(&server, "Alice").await;
+    assert!(alice.speak(b"TO:Bob").await.unwrap());
+    assert!(alice.esp(b"slowly but surely").await.unwrap());
+    bob.wait_for(|e| e.text() == Some(b"slowly but surely"))
         .await
         .unwrap();
 }

@@ -74,3 +74,42 @@ fn connections_over_the_limit_are_refused_cleanly() {
     let _d = TcpStream::connect(server.addr).unwrap();
     server.wait_for_log("conn=4");
 }
+
+#[tokio::test]
+async fn switching_debug_on_tells_every_connected_avatar() {
+    let server = TestServer::start(&[]);
+    let mut bob = espmail::talk::Client::enter(&server.host(), "Bob", Some("bob-password"))
+        .await
+        .unwrap();
+    let (code, out, err) = server.cli(&["admin", "debug", "on"], "");
+    assert_eq!(code, 0, "{out} {err}");
+    bob.wait_text("Notice: debug logging is on. ESP text is never logged.")
+        .await
+        .unwrap();
+    let (_, out, _) = server.cli(&["admin", "stats"], "");
+    assert!(out.contains("online=1"), "{out}");
+}
+
+#[tokio::test]
+async fn a_silent_connection_gets_connect_and_an_idle_one_is_closed() {
+    use tokio::io::AsyncReadExt;
+    let server = TestServer::start_with_config("[server]\nidle_timeout_secs = 1\n", &[]);
+    // No login line within 2 s: the Hayes-style CONNECT fallback (WIRE.md 1.3.1).
+    let mut raw = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 32];
+    while !got.ends_with(b"\r\rCONNECT\r") {
+        let n = tokio::time::timeout(common::WAIT, raw.read(&mut buf))
+            .await
+            .expect("CONNECT in time")
+            .unwrap();
+        assert_ne!(n, 0, "closed before CONNECT");
+        got.extend_from_slice(&buf[..n]);
+    }
+    // A logged-in client that then says nothing is closed after the idle timeout.
+    let mut c = espmail::talk::Client::enter(&server.host(), "Idle", Some("idle-password"))
+        .await
+        .unwrap();
+    c.wait_closed().await.unwrap();
+    server.wait_for_log("idle timeout");
+}

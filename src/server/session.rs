@@ -32,7 +32,7 @@ use tracing::{debug, info, warn};
 use super::pace::{LineBucket, Pacer};
 use super::Deps;
 use crate::espmail::{MailId, Mailbox, SaveError};
-use crate::log_redact::Sensitive;
+use crate::log_redact::{self, Dir, Sensitive};
 use crate::protocol::frame::{BadFrame, Frame};
 use crate::protocol::habitat::{Packet, Reassembler};
 use crate::protocol::link::{IdRange, Link, LinkError, OutFrameId};
@@ -455,7 +455,7 @@ impl Live {
         let now = Instant::now();
         match &item {
             Ok(frame) => {
-                debug!(dir = "in", cmd = ?frame.cmd, send = frame.send, recv = frame.recv, len = frame.payload.len(), fp = %crate::log_redact::fingerprint(&frame.payload), "frame");
+                debug!(pkt = %log_redact::packet(Dir::In, frame), "frame");
                 self.idle_deadline = tokio::time::Instant::now() + self.deps.settings.idle_timeout;
             }
             Err(BadFrame::Crc { probe: true, .. }) => debug!("handshake probe"),
@@ -1282,7 +1282,7 @@ impl Live {
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
-        debug!(dir = "out", cmd = ?frame.cmd, send = frame.send, recv = frame.recv, len = frame.payload.len(), fp = %crate::log_redact::fingerprint(&frame.payload), "frame");
+        debug!(pkt = %log_redact::packet(Dir::Out, &frame), "frame");
         self.framed.send(frame).await?;
         Ok(())
     }
