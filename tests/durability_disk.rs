@@ -12,115 +12,29 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod common;
+mod durability_support;
 
 use std::collections::HashMap;
 use std::path::Path;
 
 use common::TestServer;
+use durability_support::{integrity_check, offer, read_all, visit, CONFIG};
 use espmail::espmail::store::TEST_MAX_PAGES_ENV;
-use espmail::log_redact::Sensitive;
-use espmail::protocol::messages::ClientRequest;
-use espmail::talk::{Client, ClientError, Event};
-
-const CONFIG: &str = r#"
-[auth]
-mode = "trusted"
-trusted_peers = ["127.0.0.1"]
-
-[mail]
-max_per_recipient = 100000
-send_rate_per_minute = 100000
-"#;
+use espmail::talk::Client;
 
 const SAVED: &str = "ESP Mail for Bob saved.";
 const FAILED: &str = "ESP Mail could not be saved. Not sent.";
 
-/// Alice (already in) offers `text` to the offline Bob and answers Y; returns the
-/// server's answer line.
-async fn offer(alice: &mut Client, text: &str) -> String {
-    alice.speak(b"TO:Bob").await.unwrap();
-    alice
-        .wait_text("Bob is offline. Your ESP will be offered as ESP Mail.")
-        .await
-        .unwrap();
-    alice.esp(text.as_bytes()).await.unwrap();
-    let prompt = alice
-        .wait_for(|e| matches!(e, Event::Prompt(_)))
-        .await
-        .unwrap();
-    assert_eq!(prompt.text().unwrap(), b"ESP Mail to Bob? (Y/N) ");
-    alice
-        .answer(b"ESP Mail to Bob? (Y/N) ", b"Y")
-        .await
-        .unwrap();
-    let answer = alice
-        .wait_for(
-            |e| matches!(e, Event::Talk { speaker: 0, text } if text.starts_with(b"ESP Mail")),
-        )
-        .await
-        .unwrap();
-    String::from_utf8_lossy(answer.text().unwrap()).into_owned()
-}
-
-/// Everything said up to the reply to a SPEAK (any first mail lines come before it).
-async fn probe(c: &mut Client) -> Result<Vec<Event>, ClientError> {
-    let me = c.me;
-    c.request(
-        me,
-        ClientRequest::Speak {
-            audience: 0,
-            text: Sensitive::new(b"probe".to_vec()),
-        },
-    )
-    .await?;
-    c.collect_until(|e| matches!(e, Event::Reply { noid, .. } if *noid == me))
-        .await
-}
-
-/// Bob logs in and reads every waiting message (Y to each "Next ESP Mail" prompt);
-/// returns the texts in delivery order.
+/// Bob's mail, texts only (every sender here is Alice).
 async fn bob_reads_all(host: &str) -> Vec<String> {
-    let mut c = Client::enter(host, "Bob", None).await.unwrap();
-    let mut pending: std::collections::VecDeque<Event> = probe(&mut c).await.unwrap().into();
-    let waiting = pending
-        .iter()
-        .filter_map(|e| e.text())
-        .find_map(|t| {
-            let t = String::from_utf8_lossy(t);
-            let n = t
-                .strip_prefix("You have ")?
-                .strip_suffix(" ESP Mail (times UTC).")?;
-            n.parse::<usize>().ok()
+    read_all(host, "Bob")
+        .await
+        .into_iter()
+        .map(|(from, text)| {
+            assert_eq!(from, "Alice");
+            text
         })
-        .unwrap_or(0);
-    let mut out = Vec::new();
-    let mut after_header = false;
-    while out.len() < waiting {
-        let e = match pending.pop_front() {
-            Some(e) => e,
-            None => c.next_event().await.unwrap(),
-        };
-        match &e {
-            Event::Talk { speaker: 0, text } => {
-                if after_header {
-                    out.push(String::from_utf8_lossy(text).into_owned());
-                    after_header = false;
-                } else if text.starts_with(b"ESP Mail from Alice, ") {
-                    after_header = true;
-                }
-            }
-            Event::Prompt(p) if p.starts_with(b"Next ESP Mail (") => {
-                let p = p.clone();
-                c.answer(&p, b"Y").await.unwrap();
-            }
-            _ => {}
-        }
-    }
-    // One more round trip: the Ping after the last line is read and acked before it.
-    probe(&mut c).await.unwrap();
-    c.quit().await.unwrap();
-    c.wait_closed().await.unwrap();
-    out
+        .collect()
 }
 
 fn read_only(db: &Path) -> rusqlite::Connection {
@@ -140,9 +54,7 @@ async fn a_full_store_refuses_new_mail_stays_up_and_keeps_what_it_saved() {
     let mut server = tokio::task::block_in_place(|| TestServer::start_with_config(CONFIG, &[]));
     let host = server.host();
     for name in ["Alice", "Bob"] {
-        let mut c = Client::enter(&host, name, None).await.unwrap();
-        c.quit().await.unwrap();
-        c.wait_closed().await.unwrap();
+        visit(&host, name).await;
     }
 
     // Saved while there is room.
@@ -150,7 +62,7 @@ async fn a_full_store_refuses_new_mail_stays_up_and_keeps_what_it_saved() {
     let mut alice = Client::enter(&host, "Alice", None).await.unwrap();
     for i in 0..3 {
         let text = format!("before-full {i} a5e1");
-        assert_eq!(offer(&mut alice, &text).await, SAVED);
+        assert_eq!(offer(&mut alice, "Bob", &text).await.unwrap(), SAVED);
         saved.push(text);
     }
     alice.quit().await.unwrap();
@@ -175,7 +87,7 @@ async fn a_full_store_refuses_new_mail_stays_up_and_keeps_what_it_saved() {
     for i in 0..400 {
         let mut c = Client::enter(&host, "Alice", None).await.unwrap();
         let text = format!("filling {i} 7c02");
-        let answer = offer(&mut c, &text).await;
+        let answer = offer(&mut c, "Bob", &text).await.unwrap();
         match answer.as_str() {
             SAVED => saved.push(text),
             FAILED => {
@@ -191,7 +103,7 @@ async fn a_full_store_refuses_new_mail_stays_up_and_keeps_what_it_saved() {
     let mut alice = alice.expect("the store never filled up");
     // Still full, still answering, on the same connection.
     let again = "refused again 3b9d".to_string();
-    assert_eq!(offer(&mut alice, &again).await, FAILED);
+    assert_eq!(offer(&mut alice, "Bob", &again).await.unwrap(), FAILED);
     refused.push(again);
     alice.quit().await.unwrap();
     alice.wait_closed().await.unwrap();
@@ -231,7 +143,7 @@ async fn a_full_store_refuses_new_mail_stays_up_and_keeps_what_it_saved() {
     // Delivery freed pages: the same capped store saves again.
     let mut alice = Client::enter(&host, "Alice", None).await.unwrap();
     let after = "after-space-freed 90ee".to_string();
-    assert_eq!(offer(&mut alice, &after).await, SAVED);
+    assert_eq!(offer(&mut alice, "Bob", &after).await.unwrap(), SAVED);
     alice.quit().await.unwrap();
     alice.wait_closed().await.unwrap();
     assert_eq!(bob_reads_all(&host).await, vec![after]);
@@ -244,10 +156,7 @@ async fn a_full_store_refuses_new_mail_stays_up_and_keeps_what_it_saved() {
     let mut server = server;
     tokio::task::block_in_place(|| stop(&mut server));
     std::env::remove_var(TEST_MAX_PAGES_ENV);
-    let ok: String = read_only(&db)
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(ok, "ok");
+    assert_eq!(integrity_check(&db), "ok");
     eprintln!(
         "full store: {} saved ({} under a cap of {} pages), {} refused, all saved delivered",
         saved.len(),

@@ -2,8 +2,8 @@
 //! continuous ESP Mail load from many senders over the real protocol, killed with SIGKILL
 //! at random moments and restarted on the same data directory, again and again.
 //!
-//! Every sender records each text it answered `Y` for ("attempted") and each text for
-//! which it saw "ESP Mail for NAME saved." ("saved"). At the end the recipients log in and
+//! Every sender records each text it starts to offer ("attempted"; it answers `Y` to
+//! every prompt) and each text for which it saw "ESP Mail for NAME saved." ("saved"). At the end the recipients log in and
 //! read everything. The promise checked:
 //! * every saved text is delivered exactly once, to its recipient, from its sender;
 //! * nothing else appears: every delivered text is one that was attempted, and none
@@ -16,33 +16,20 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod common;
+mod durability_support;
 
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::TestServer;
-use espmail::log_redact::Sensitive;
-use espmail::protocol::messages::ClientRequest;
-use espmail::talk::{Client, ClientError, Event};
+use durability_support::{integrity_check, offer, read_all, visit, CONFIG};
+use espmail::talk::Client;
 use tokio::sync::Notify;
 
 const SENDERS: usize = 8;
 const RECIPIENTS: [&str; 3] = ["Rcpt0", "Rcpt1", "Rcpt2"];
-
-/// Trusted front end on 127.0.0.1 (no scrypt per login), and limits high enough that the
-/// load never meets a refusal: this test is about crashes, not limits.
-const CONFIG: &str = r#"
-[auth]
-mode = "trusted"
-trusted_peers = ["127.0.0.1"]
-
-[mail]
-max_per_recipient = 100000
-send_rate_per_minute = 100000
-"#;
 
 /// A small xorshift generator: the kill moments only need to be spread, and replayable
 /// from the printed seed.
@@ -66,7 +53,7 @@ impl Rng {
 /// What the senders saw, shared by all of them.
 #[derive(Default)]
 struct Ledger {
-    /// Text → (sender, recipient), recorded before the `Y` is sent.
+    /// Text → (sender, recipient), recorded before the offer starts.
     attempted: HashMap<String, (String, String)>,
     /// Texts whose "saved" line arrived.
     saved: HashSet<String>,
@@ -116,112 +103,20 @@ async fn send_loop(host: &str, name: &str, seed: u64, shared: &Shared) -> Result
         let n = shared.counter.fetch_add(1, Ordering::SeqCst);
         // Unique and legal speech bytes; short enough for one balloon.
         let text = format!("k9 {name} to {to} m{n} x{:08x}", rng.next() as u32);
-        c.speak(format!("TO:{to}").as_bytes())
-            .await
-            .map_err(|e| e.to_string())?;
-        c.wait_text(&format!(
-            "{to} is offline. Your ESP will be offered as ESP Mail."
-        ))
-        .await
-        .map_err(|e| e.to_string())?;
-        c.esp(text.as_bytes()).await.map_err(|e| e.to_string())?;
-        let prompt = c
-            .wait_for(|e| matches!(e, Event::Prompt(_)))
-            .await
-            .map_err(|e| e.to_string())?;
-        let prompt = prompt.text().unwrap_or_default().to_vec();
-        let expected = format!("ESP Mail to {to}? (Y/N) ");
-        if prompt != expected.as_bytes() {
-            return Err(format!(
-                "unexpected prompt {:?}",
-                String::from_utf8_lossy(&prompt)
-            ));
-        }
+        // Recorded before the offer starts: from here on it may be committed.
         shared
             .ledger
             .lock()
             .unwrap()
             .attempted
             .insert(text.clone(), (name.to_string(), to.to_string()));
-        c.answer(&prompt, b"Y").await.map_err(|e| e.to_string())?;
-        let answer = c
-            .wait_for(
-                |e| matches!(e, Event::Talk { speaker: 0, text } if text.starts_with(b"ESP Mail")),
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-        let answer = String::from_utf8_lossy(answer.text().unwrap_or_default()).into_owned();
+        let answer = offer(&mut c, to, &text).await?;
         if answer != format!("ESP Mail for {to} saved.") {
             return Err(format!("answer {answer:?} instead of saved"));
         }
         shared.ledger.lock().unwrap().saved.insert(text);
         shared.bell.notify_waiters();
     }
-}
-
-/// Logs in and answers with everything said up to the reply to a SPEAK: any first
-/// mail lines come before it.
-async fn probe(c: &mut Client) -> Result<Vec<Event>, ClientError> {
-    let me = c.me;
-    c.request(
-        me,
-        ClientRequest::Speak {
-            audience: 0,
-            text: Sensitive::new(b"probe".to_vec()),
-        },
-    )
-    .await?;
-    c.collect_until(|e| matches!(e, Event::Reply { noid, .. } if *noid == me))
-        .await
-}
-
-/// Logs `name` in and reads every waiting message, answering Y to each "Next ESP Mail"
-/// prompt. Returns (sender in the header, text) in delivery order.
-async fn read_all(host: &str, name: &str) -> Vec<(String, String)> {
-    let mut c = Client::enter(host, name, None).await.unwrap();
-    let first = probe(&mut c).await.unwrap();
-    let mut pending: std::collections::VecDeque<Event> = first.into();
-    let waiting = pending
-        .iter()
-        .filter_map(|e| e.text())
-        .find_map(|t| {
-            let t = String::from_utf8_lossy(t);
-            let n = t
-                .strip_prefix("You have ")?
-                .strip_suffix(" ESP Mail (times UTC).")?;
-            n.parse::<usize>().ok()
-        })
-        .unwrap_or(0);
-    let mut out = Vec::new();
-    let mut header: Option<String> = None;
-    while out.len() < waiting {
-        let e = match pending.pop_front() {
-            Some(e) => e,
-            None => c.next_event().await.unwrap(),
-        };
-        match &e {
-            Event::Talk { speaker: 0, text } => {
-                let t = String::from_utf8_lossy(text).into_owned();
-                if let Some(from) = header.take() {
-                    out.push((from, t));
-                } else if let Some(rest) = t.strip_prefix("ESP Mail from ") {
-                    let from = rest.split(", ").next().unwrap_or_default().to_string();
-                    header = Some(from);
-                }
-            }
-            Event::Prompt(p) if p.starts_with(b"Next ESP Mail (") => {
-                let p = p.clone();
-                c.answer(&p, b"Y").await.unwrap();
-            }
-            _ => {}
-        }
-    }
-    // A round trip after the last line: the client has read (and acked) the Ping that
-    // follows it, so the server deletes the last message too.
-    probe(&mut c).await.unwrap();
-    c.quit().await.unwrap();
-    c.wait_closed().await.unwrap();
-    out
 }
 
 /// Blocking work (starting or killing the server) from inside the runtime.
@@ -231,14 +126,6 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
 
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
-}
-
-fn integrity_check(db: &Path) -> String {
-    let conn =
-        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .unwrap();
-    conn.query_row("PRAGMA integrity_check", [], |r| r.get::<_, String>(0))
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -257,9 +144,7 @@ async fn kill_9_under_load_loses_nothing_saved_and_invents_nothing() {
     let mut server = blocking(|| TestServer::start_with_config(CONFIG, &[]));
     // The recipients must be known avatars to be offered ESP Mail: one login each.
     for r in RECIPIENTS {
-        let mut c = Client::enter(&server.host(), r, None).await.unwrap();
-        c.quit().await.unwrap();
-        c.wait_closed().await.unwrap();
+        visit(&server.host(), r).await;
     }
 
     let shared = Arc::new(Shared {
