@@ -1012,7 +1012,11 @@ fn run_batch(
                 continue;
             }
             if let Some(e) = &undone {
-                refuse(job, e);
+                match job {
+                    // Still stops the writer once this batch is answered.
+                    Job::Shutdown { reply } => shutdown = Some(reply),
+                    job => refuse(job, e),
+                }
                 continue;
             }
             match job {
