@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Parser;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -16,11 +16,11 @@ use tokio_util::sync::CancellationToken;
 use espmail::admin;
 use espmail::cli::{Cli, Command, DataArgs, ServeArgs};
 use espmail::config::{Config, Overrides};
-use espmail::espmail::keyfile::{self, Keyfile};
-use espmail::espmail::{crypto, Limits, MailHandle};
+use espmail::espmail::keyfile;
+use espmail::espmail::{Limits, MailHandle};
 use espmail::log_redact;
 use espmail::server::{self, Deps, ServerStats, Settings};
-use espmail::world::accounts::{Accounts, AccountsHandle, AccountsKey, ThrottleLimits};
+use espmail::world::accounts::{Accounts, AccountsHandle, ThrottleLimits};
 use espmail::world::esp::MailRate;
 use espmail::world::Registry;
 
@@ -79,15 +79,6 @@ fn mail_limits(c: &Config) -> Limits {
     }
 }
 
-/// The account tables' key: derived from the keyfile's setup-time (lowest-id) secret.
-fn accounts_key(kf: &Keyfile) -> Result<AccountsKey> {
-    let Some((_, secret)) = kf.keys().min_by_key(|(id, _)| *id) else {
-        bail!("the keyfile holds no key");
-    };
-    let bytes = crypto::accounts_key(secret).context("deriving the accounts key")?;
-    Ok(AccountsKey::new(*bytes))
-}
-
 fn create_data_dir(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
@@ -126,7 +117,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         warn_new_keyfile(&keyfile_path);
     }
     let mail = MailHandle::with_keyfile(&db_path, &kf, mail_limits(&config))?;
-    let accounts = Accounts::open(&db_path, &accounts_key(&kf)?)?;
+    let accounts = Accounts::open(&db_path, &espmail::ops::accounts_key(&kf, &db_path)?)?;
     drop(kf);
     let accounts = AccountsHandle::new(accounts, 2, ThrottleLimits::default());
     for line in config.summary().lines() {

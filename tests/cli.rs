@@ -177,7 +177,11 @@ fn init_creates_private_keyfile_and_database_and_refuses_to_overwrite() {
     );
     // The keyfile loads, and its key opens the database it made.
     let kf = keyfile::load(&keyfile_path).unwrap();
-    Accounts::open(&dir.join("espmail.db"), &ops::accounts_key(&kf).unwrap()).unwrap();
+    Accounts::open(
+        &dir.join("espmail.db"),
+        &ops::accounts_key(&kf, &dir.join("espmail.db")).unwrap(),
+    )
+    .unwrap();
 
     let before = std::fs::read(&keyfile_path).unwrap();
     let line = in_dir(&dir, &["init"], "").failed_one_line();
@@ -218,8 +222,11 @@ fn account_add_list_passwd_remove_round_trip() {
     in_dir(&dir, &["account", "passwd", "bob"], "second-password\n").ok();
     let c = config_for(&dir);
     let kf = keyfile::load(&c.data.keyfile_path()).unwrap();
-    let accounts =
-        Accounts::open(&c.data.database_path(), &ops::accounts_key(&kf).unwrap()).unwrap();
+    let accounts = Accounts::open(
+        &c.data.database_path(),
+        &ops::accounts_key(&kf, &c.data.database_path()).unwrap(),
+    )
+    .unwrap();
     assert!(accounts
         .verify("Bob", &Password::from("second-password".to_owned()))
         .is_ok());
@@ -392,13 +399,113 @@ fn rotate_key_keeps_mail_readable_and_accounts_working() {
         .stdout
         .starts_with("Bob  created"));
 
-    // Retiring key 1 would lock the accounts out: refused, nothing lost.
-    let line = in_dir(&dir, &["rotate-key", "--retire-old"], "").failed_one_line();
-    assert!(line.contains("key 1 was not retired"), "{line}");
+    // The accounts moved to key 2 with the mail, so key 1 is no longer needed by anything.
+    assert!(
+        run.stdout
+            .contains("moved the avatar accounts from key 1 to key 2"),
+        "{run:?}"
+    );
+    assert!(run.stdout.contains("key 1 is no longer needed"), "{run:?}");
+    let run = in_dir(&dir, &["rotate-key", "--retire-old"], "");
+    run.ok();
+    assert!(run.stdout.contains("retired key 1"), "{run:?}");
+    assert!(!run.stdout.contains("moved the avatar accounts"), "{run:?}");
     let kf = keyfile::load(&keyfile_path).unwrap();
-    assert!(kf.get(1).is_some() && kf.active_id() == 2);
-    assert_eq!(waiting_texts(&dir, "bob").len(), 2);
+    assert!(kf.get(1).is_none() && kf.active_id() == 2);
+    assert_eq!(kf.keys().count(), 1);
+
+    // With key 1 gone: mail still opens, the accounts still open and check passwords
+    // (library), and the commands still work (binary).
+    assert_eq!(
+        waiting_texts(&dir, "bob"),
+        vec!["before rotation", "second"]
+    );
+    let db = dir.join("espmail.db");
+    assert_eq!(ops::accounts_key_id(&kf, &db).unwrap(), 2);
+    let accounts = Accounts::open(&db, &ops::accounts_key(&kf, &db).unwrap()).unwrap();
+    assert!(accounts
+        .verify("bob", &Password::from("password123".to_owned()))
+        .is_ok());
+    assert!(accounts
+        .verify("bob", &Password::from("password124".to_owned()))
+        .is_err());
+    drop(accounts);
+    assert!(in_dir(&dir, &["account", "list"], "")
+        .ok()
+        .stdout
+        .starts_with("Bob  created"));
     in_dir(&dir, &["account", "passwd", "Bob"], "another-password\n").ok();
+
+    // And Bob logs in to the real server, which derives the accounts key the same way.
+    let server = common::TestServer::start_in(&dir, &[]);
+    let host = server.host();
+    rt().block_on(async {
+        let mut bob = espmail::talk::Client::enter(&host, "Bob", Some("another-password"))
+            .await
+            .unwrap();
+        bob.quit().await.unwrap();
+        bob.wait_closed().await.unwrap();
+        assert!(
+            espmail::talk::Client::enter(&host, "Bob", Some("password123"))
+                .await
+                .is_err(),
+            "the old password must not let Bob in"
+        );
+    });
+    drop(server);
+    assert_eq!(waiting_texts(&dir, "bob").len(), 2);
+}
+
+/// A rotation cut short after the mail moved but before the accounts did (as a crash
+/// before the accounts' transaction commits leaves it): everything keeps working under
+/// the old key, and `rotate-key --retire-old` finishes the move and then retires it.
+#[test]
+fn rotate_key_finishes_an_accounts_move_cut_short() {
+    let (_tmp, dir) = initialised();
+    in_dir(&dir, &["account", "add", "Bob"], "password123\n").ok();
+    seed(&dir, &[("Bob", "Ann", "kept", SystemTime::now())]);
+    let c = config_for(&dir);
+    let report = espmail::espmail::offline::rotate(
+        &c.data.database_path(),
+        &c.data.keyfile_path(),
+        &ops::mail_limits(&c),
+        ops::ROTATE_BATCH,
+    )
+    .unwrap();
+    assert!(report.complete && report.active == 2 && report.retirable == vec![1]);
+    let db = c.data.database_path();
+    let kf = keyfile::load(&c.data.keyfile_path()).unwrap();
+    assert_eq!(ops::accounts_key_id(&kf, &db).unwrap(), 1);
+
+    // Meanwhile the accounts work as before, under key 1.
+    in_dir(&dir, &["account", "add", "Cy"], "cy-password\n").ok();
+    let list = in_dir(&dir, &["account", "list"], "");
+    assert_eq!(list.ok().stdout.lines().count(), 2, "{list:?}");
+
+    let run = in_dir(&dir, &["rotate-key", "--retire-old"], "");
+    run.ok();
+    assert!(
+        run.stdout.contains("finishing the rotation to key 2"),
+        "{run:?}"
+    );
+    assert!(
+        run.stdout
+            .contains("moved the avatar accounts from key 1 to key 2"),
+        "{run:?}"
+    );
+    assert!(run.stdout.contains("retired key 1"), "{run:?}");
+    let kf = keyfile::load(&c.data.keyfile_path()).unwrap();
+    assert!(kf.get(1).is_none());
+    let accounts = Accounts::open(&db, &ops::accounts_key(&kf, &db).unwrap()).unwrap();
+    for (name, pw) in [("Bob", "password123"), ("Cy", "cy-password")] {
+        assert!(
+            accounts
+                .verify(name, &Password::from(pw.to_owned()))
+                .is_ok(),
+            "{name}"
+        );
+    }
+    assert_eq!(waiting_texts(&dir, "bob"), vec!["kept"]);
 }
 
 #[test]
@@ -710,8 +817,11 @@ fn on_a_terminal_the_password_is_asked_twice_and_never_echoed() {
     // The mismatch changed nothing: the first password still works.
     let c = config_for(&dir);
     let kf = keyfile::load(&c.data.keyfile_path()).unwrap();
-    let accounts =
-        Accounts::open(&c.data.database_path(), &ops::accounts_key(&kf).unwrap()).unwrap();
+    let accounts = Accounts::open(
+        &c.data.database_path(),
+        &ops::accounts_key(&kf, &c.data.database_path()).unwrap(),
+    )
+    .unwrap();
     assert!(accounts
         .verify("Bob", &Password::from("typed-secret-1".to_owned()))
         .is_ok());
