@@ -730,6 +730,48 @@ fn init_follows_the_config_and_puts_the_keyfile_outside_the_data_dir() {
     assert!(run.ok().stdout.contains("messages waiting: 0"), "{run:?}");
 }
 
+#[test]
+fn account_add_and_passwd_follow_the_configured_minimum() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let config = tmp.path().join("espmail.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[data]\ndir = {:?}\n\n[auth]\nmin_password_len = 12\n",
+            data.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let c = config.to_str().unwrap();
+    espmail(&["init", "--config", c], "").ok();
+    // 11 characters: enough by default, not under this config.
+    let line =
+        espmail(&["account", "add", "Ann", "--config", c], "elevenchars\n").failed_one_line();
+    assert!(line.contains("at least 12 characters"), "{line}");
+    espmail(&["account", "add", "Ann", "--config", c], "twelve chars\n").ok();
+    let line =
+        espmail(&["account", "passwd", "Ann", "--config", c], "short pass\n").failed_one_line();
+    assert!(line.contains("at least 12 characters"), "{line}");
+    // Too long is called too long, never too short.
+    let long = format!("{}\n", "x".repeat(257));
+    let line = espmail(&["account", "passwd", "Ann", "--config", c], &long).failed_one_line();
+    assert!(line.contains("at most 256 characters"), "{line}");
+
+    // A minimum under the default is honoured as well.
+    std::fs::write(
+        &config,
+        format!(
+            "[data]\ndir = {:?}\n\n[auth]\nmin_password_len = 4\n",
+            data.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    espmail(&["account", "add", "Bo", "--config", c], "four\n").ok();
+    let list = espmail(&["account", "list", "--config", c], "");
+    assert_eq!(list.ok().stdout.lines().count(), 2, "{list:?}");
+}
+
 /// Runs `espmail ARGS` on a pseudo-terminal (util-linux `script`), answering each prompt
 /// once it has appeared. Returns the exit code and everything the terminal showed.
 fn on_a_terminal(args: &[&str], answers: &[(&str, &str)]) -> (i32, String) {
