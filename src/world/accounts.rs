@@ -12,7 +12,9 @@
 //! live in the same file as the mail. So a row is found by a keyed blind index (HMAC of
 //! the normalised name) and the display name is sealed with AES-256-GCM; both keys come
 //! from an [`AccountsKey`] that the server derives from the keyfile. A check value in
-//! `accounts_meta` refuses a different key instead of failing row by row.
+//! `accounts_meta` refuses a different key instead of failing row by row, and tells which
+//! keyfile key the tables are under ([`Accounts::find_key`]); key rotation moves them to
+//! a new key in one transaction ([`Accounts::rekey`]).
 
 use std::fmt;
 use std::net::IpAddr;
