@@ -117,7 +117,8 @@ fn serve(args: ServeArgs) -> Result<()> {
         warn_new_keyfile(&keyfile_path);
     }
     let mail = MailHandle::with_keyfile(&db_path, &kf, ops::mail_limits(&config))?;
-    let accounts = Accounts::open(&db_path, &ops::accounts_key(&kf)?)?;
+    let accounts = Accounts::open(&db_path, &ops::accounts_key(&kf, &db_path)?)?
+        .with_min_password_len(config.auth.min_password_len);
     drop(kf);
     let accounts = AccountsHandle::new(accounts, 2, ThrottleLimits::default());
     for line in config.summary().lines() {

@@ -698,7 +698,11 @@ impl Live {
             Auth::Asking {
                 known, dialogue, ..
             } => {
-                let (d, step) = PasswordDialogue::start(*known, self.deps.auto_register());
+                let (d, step) = PasswordDialogue::start_with_min_len(
+                    *known,
+                    self.deps.auto_register(),
+                    self.deps.accounts.min_password_len(),
+                );
                 *dialogue = Some(d);
                 return self.on_dialogue_step(step).await;
             }
