@@ -39,7 +39,8 @@ use crate::espmail::keyfile::{self, KeyId, Keyfile, KeyfileError};
 use crate::espmail::offline;
 use crate::espmail::store::{Limits, Store, StoreError};
 use crate::world::accounts::{
-    AccountError, Accounts, AccountsKey, Avatar, AvatarName, NameError, Password, MIN_PASSWORD_LEN,
+    self as world_accounts, AccountError, Accounts, AccountsKey, Avatar, AvatarName, NameError,
+    Password,
 };
 
 /// Mail rows re-encrypted per transaction by `rotate-key`: small enough that a running
@@ -204,11 +205,13 @@ pub enum OpsError {
          give --older-than DAYS"
     )]
     NoRetention,
-    /// `rotate-key --retire-old` would remove the key the account tables are keyed from.
+    /// `rotate-key --retire-old` would remove the key the account tables are keyed from
+    /// (their move to the active key did not happen; a safety net, `rotate-key` moves them
+    /// before retiring anything).
     #[error(
-        "key {key_id} was not retired: the avatar accounts are keyed from it and cannot be \
-         re-keyed yet; the mail no longer needs it (every message is now under key {active}), \
-         so it is safe to keep; run `espmail rotate-key` without --retire-old"
+        "key {key_id} was not retired: the avatar accounts are still keyed from it (their \
+         move to key {active} did not finish); nothing was lost: run `espmail rotate-key \
+         --retire-old` again"
     )]
     AccountsKeyInUse {
         /// The key kept.
@@ -387,19 +390,45 @@ pub fn mail_limits(config: &Config) -> Limits {
     }
 }
 
-/// The id of the keyfile key the account tables are keyed from: the lowest, i.e. the
-/// setup-time key, which a rotation keeps.
-pub fn accounts_key_id(kf: &Keyfile) -> KeyId {
-    kf.keys().map(|(id, _)| id).min().unwrap_or(kf.active_id())
+/// The account tables' key derived from one keyfile key: HKDF of its secret under a label
+/// of its own ([`crypto::accounts_key`]), so accounts and mail never share a key.
+fn accounts_key_of(kf: &Keyfile, id: KeyId) -> Result<Option<AccountsKey>, OpsError> {
+    match kf.get(id) {
+        Some(secret) => Ok(Some(AccountsKey::new(*crypto::accounts_key(secret)?))),
+        None => Ok(None),
+    }
 }
 
-/// The account tables' key, derived from the keyfile exactly as `serve` derives it: HKDF of
-/// the setup-time (lowest-id) secret under its own label ([`crypto::accounts_key`]).
-pub fn accounts_key(kf: &Keyfile) -> Result<AccountsKey, OpsError> {
-    let id = accounts_key_id(kf);
-    let secret = kf.get(id).unwrap_or(kf.active().1);
-    let bytes = crypto::accounts_key(secret)?;
-    Ok(AccountsKey::new(*bytes))
+/// The id of the keyfile key the account tables in the database `db` are keyed from,
+/// found by the tables' check value ([`Accounts::find_key`]): after `rotate-key` that is
+/// the active key, while a rotation cut short may have left them under an older one. A
+/// database without account tables yet (first start) gets the active key. A keyfile none
+/// of whose keys fits is [`AccountError::KeyMismatch`] (the wrong keyfile).
+pub fn accounts_key_id(kf: &Keyfile, db: &Path) -> Result<KeyId, OpsError> {
+    let mut ids = Vec::new();
+    let mut keys = Vec::new();
+    for (id, _) in kf.keys() {
+        if let Some(key) = accounts_key_of(kf, id)? {
+            ids.push(id);
+            keys.push(key);
+        }
+    }
+    let refs: Vec<&AccountsKey> = keys.iter().collect();
+    Ok(match Accounts::find_key(db, &refs)? {
+        Some(i) => ids.get(i).copied().unwrap_or(kf.active_id()),
+        None => kf.active_id(),
+    })
+}
+
+/// The key of the account tables in the database `db`, as `serve` and every operator
+/// command derive it (see [`accounts_key_id`] for which keyfile key that is).
+pub fn accounts_key(kf: &Keyfile, db: &Path) -> Result<AccountsKey, OpsError> {
+    let id = accounts_key_id(kf, db)?;
+    match accounts_key_of(kf, id)? {
+        Some(key) => Ok(key),
+        // accounts_key_id only returns ids of this keyfile.
+        None => Err(OpsError::Account(AccountError::KeyMismatch)),
+    }
 }
 
 /// Whether a server is running on this configuration's data.
@@ -595,14 +624,15 @@ pub fn init(args: &DataArgs, out: &mut dyn Write, note: &mut dyn Write) -> Resul
 fn create_database(db: &Path, kf: &Keyfile, config: &Config) -> Result<(), OpsError> {
     let keys = Arc::new(Keyring::new(kf)?);
     drop(Store::open(db, keys, mail_limits(config))?);
-    drop(Accounts::open(db, &accounts_key(kf)?)?);
+    drop(Accounts::open(db, &accounts_key(kf, db)?)?);
     Ok(())
 }
 
 fn open_accounts(config: &Config) -> Result<Accounts, OpsError> {
     let db = require_database(config)?;
     let kf = keyfile::load(&config.data.keyfile_path())?;
-    Ok(Accounts::open(&db, &accounts_key(&kf)?)?)
+    Ok(Accounts::open(&db, &accounts_key(&kf, &db)?)?
+        .with_min_password_len(config.auth.min_password_len))
 }
 
 fn parse_name(name: &str) -> Result<AvatarName, OpsError> {
@@ -618,10 +648,8 @@ fn new_password(
     prompt: &str,
 ) -> Result<Password, OpsError> {
     let pw = passwords.read_password(prompt, true)?;
-    let min = config.auth.min_password_len.max(MIN_PASSWORD_LEN);
-    if pw.char_len() < min {
-        return Err(OpsError::PasswordTooShort { min });
-    }
+    // The world's one rule, with the configured minimum (the store checks it again).
+    world_accounts::check_new_password(&pw, config.auth.min_password_len)?;
     Ok(pw)
 }
 
@@ -817,10 +845,15 @@ pub fn purge(args: PurgeArgs, out: &mut dyn Write) -> Result<(), OpsError> {
 }
 
 /// `espmail rotate-key [--retire-old]`: refuses while the server runs; otherwise adds a new
-/// active key to the keyfile (or finishes a rotation already under way) and re-encrypts
-/// every waiting message under it, in restartable batches. `--retire-old` then removes old
-/// keys no message needs, except the key the avatar accounts are keyed from (see
-/// [`OpsError::AccountsKeyInUse`]).
+/// active key to the keyfile (or finishes a rotation already under way), re-encrypts
+/// every waiting message under it in restartable batches, and moves the avatar accounts
+/// to it ([`Accounts::rekey`], one transaction). `--retire-old` then removes the old keys
+/// that neither a message nor the accounts need.
+///
+/// Crash safety: the keyfile gains the new key before anything uses it; the accounts move
+/// in one transaction, so until it commits they stay under the old key, which is still in
+/// the keyfile (it is retired only after the move) and is found again by the accounts'
+/// check value. Running the command again finishes whatever was cut short.
 pub fn rotate_key(args: RotateKeyArgs, out: &mut dyn Write) -> Result<(), OpsError> {
     let config = load_config(&args.data)?;
     let db = require_database(&config)?;
@@ -850,7 +883,25 @@ pub fn rotate_key(args: RotateKeyArgs, out: &mut dyn Write) -> Result<(), OpsErr
         report.reencrypted, report.active
     )?;
     let kf = keyfile::load(&kp)?;
-    let accounts_id = accounts_key_id(&kf);
+    let accounts_id = accounts_key_id(&kf, &db)?;
+    if accounts_id != report.active {
+        let (Some(old), Some(new)) = (
+            accounts_key_of(&kf, accounts_id)?,
+            accounts_key_of(&kf, report.active)?,
+        ) else {
+            return Err(OpsError::Account(AccountError::KeyMismatch));
+        };
+        let mut accounts = Accounts::open(&db, &old)?;
+        accounts.rekey(&new)?;
+        drop(accounts);
+        writeln!(
+            out,
+            "moved the avatar accounts from key {accounts_id} to key {}",
+            report.active
+        )?;
+    }
+    // What the database says now, not what was meant: only a key it does not name retires.
+    let accounts_id = accounts_key_id(&kf, &db)?;
     drop(kf);
     let mut kept = None;
     for id in &report.retirable {
@@ -875,7 +926,7 @@ pub fn rotate_key(args: RotateKeyArgs, out: &mut dyn Write) -> Result<(), OpsErr
         }
         writeln!(
             out,
-            "key {key_id} stays in the keyfile: the avatar accounts are keyed from it"
+            "key {key_id} stays in the keyfile: the avatar accounts are still keyed from it"
         )?;
     }
     writeln!(
@@ -981,21 +1032,40 @@ mod tests {
     }
 
     #[test]
-    fn accounts_key_is_stable_across_a_rotation() {
-        let mut kf = Keyfile::generate().unwrap();
-        let before = accounts_key(&kf).unwrap();
-        kf.add_active_key().unwrap();
-        assert_eq!(accounts_key_id(&kf), 1);
-        let after = accounts_key(&kf).unwrap();
-        // Same key: an account table opened with one opens with the other.
+    fn accounts_key_follows_the_tables_through_a_rotation() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("a.db");
-        Accounts::open(&db, &before).unwrap();
-        Accounts::open(&db, &after).unwrap();
-        let other = accounts_key(&Keyfile::generate().unwrap()).unwrap();
-        assert!(matches!(
-            Accounts::open(&db, &other),
-            Err(AccountError::KeyMismatch)
-        ));
+        let mut kf = Keyfile::generate().unwrap();
+        // No tables yet: the active key.
+        assert_eq!(accounts_key_id(&kf, &db).unwrap(), 1);
+        let before = accounts_key(&kf, &db).unwrap();
+        let mut accounts = Accounts::open(&db, &before).unwrap();
+        accounts
+            .add(
+                "Bob",
+                &Password::from("password123".to_string()),
+                SystemTime::now(),
+            )
+            .unwrap();
+        // A new active key: the tables are still under key 1, and that is what is found.
+        kf.add_active_key().unwrap();
+        assert_eq!(accounts_key_id(&kf, &db).unwrap(), 1);
+        Accounts::open(&db, &accounts_key(&kf, &db).unwrap()).unwrap();
+        // Moved to key 2: now key 2 is found, and key 1 alone no longer opens them.
+        accounts
+            .rekey(&accounts_key_of(&kf, 2).unwrap().unwrap())
+            .unwrap();
+        drop(accounts);
+        assert_eq!(accounts_key_id(&kf, &db).unwrap(), 2);
+        let accounts = Accounts::open(&db, &accounts_key(&kf, &db).unwrap()).unwrap();
+        assert!(accounts.exists("bob").unwrap());
+        kf.remove_key(1).unwrap();
+        assert_eq!(accounts_key_id(&kf, &db).unwrap(), 2);
+        // Another keyfile altogether: refused with the wrong-keyfile error.
+        let err = accounts_key(&Keyfile::generate().unwrap(), &db).unwrap_err();
+        assert!(
+            matches!(err, OpsError::Account(AccountError::KeyMismatch)),
+            "{err}"
+        );
     }
 }

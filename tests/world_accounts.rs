@@ -432,3 +432,55 @@ fn the_on_disk_format_is_the_documented_one() {
     let (stored, want) = key_checks(&db2, &expected);
     assert_eq!(stored, want);
 }
+
+#[tokio::test]
+async fn the_configured_minimum_rules_registration_and_password_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let accounts = open(&dir.path().join("db")).with_min_password_len(12);
+    assert_eq!(accounts.min_password_len(), 12);
+    // The store itself keeps the rule (as `espmail account add` uses it).
+    assert!(matches!(
+        accounts.add("Ann", &pw("elevenchars"), SystemTime::now()),
+        Err(AccountError::PasswordTooShort { min: 12 })
+    ));
+    accounts
+        .add("Ann", &pw("twelve chars"), SystemTime::now())
+        .unwrap();
+    let h = AccountsHandle::new(accounts, 2, ThrottleLimits::default());
+    assert_eq!(h.min_password_len(), 12);
+    let peer: IpAddr = "192.0.2.7".parse().unwrap();
+    let (t0, now) = (Instant::now(), SystemTime::now());
+    // 8 characters would do by default; not with a minimum of 12.
+    assert!(matches!(
+        h.login("Newbie", pw("eight ch"), peer, true, t0, now).await,
+        Err(AuthError::WrongNameOrPassword)
+    ));
+    assert_eq!(h.lookup("newbie").await.unwrap(), None);
+    assert!(matches!(
+        h.login("Newbie", pw("twelve chars"), peer, true, t0, now)
+            .await,
+        Ok(LoginOutcome::Registered(_))
+    ));
+    assert!(matches!(
+        h.set_password("Newbie", pw("short pass")).await,
+        Err(AccountError::PasswordTooShort { min: 12 })
+    ));
+    assert!(matches!(
+        h.add("Cy", pw(&"x".repeat(257)), now).await,
+        Err(AccountError::PasswordTooLong { max: 256 })
+    ));
+
+    // A lower minimum than the default is honoured too.
+    let dir = tempfile::tempdir().unwrap();
+    let h = AccountsHandle::new(
+        open(&dir.path().join("db")).with_min_password_len(4),
+        2,
+        ThrottleLimits::default(),
+    );
+    assert!(matches!(
+        h.login("Dee", pw("four"), peer, true, t0, now).await,
+        Ok(LoginOutcome::Registered(_))
+    ));
+    // The default stays 8.
+    assert_eq!(open(&dir.path().join("other")).min_password_len(), 8);
+}

@@ -12,7 +12,9 @@
 //! live in the same file as the mail. So a row is found by a keyed blind index (HMAC of
 //! the normalised name) and the display name is sealed with AES-256-GCM; both keys come
 //! from an [`AccountsKey`] that the server derives from the keyfile. A check value in
-//! `accounts_meta` refuses a different key instead of failing row by row.
+//! `accounts_meta` refuses a different key instead of failing row by row, and tells which
+//! keyfile key the tables are under ([`Accounts::find_key`]); key rotation moves them to
+//! a new key in one transaction ([`Accounts::rekey`]).
 
 use std::fmt;
 use std::net::IpAddr;
@@ -44,8 +46,11 @@ pub const PROMPT_WRONG_PASSWORD: &str = "Wrong password. Password: ";
 pub const PROMPT_NEW_PASSWORD: &str = "New avatar. Choose a password: ";
 /// Second prompt for a new password.
 pub const PROMPT_AGAIN: &str = "Again: ";
-/// Our words for a new password under [`MIN_PASSWORD_LEN`] (≤ 39 bytes).
+/// Our words for a new password under the default [`MIN_PASSWORD_LEN`] (≤ 39 bytes);
+/// [`too_short_prompt`] gives the words for any configured minimum.
 pub const PROMPT_TOO_SHORT: &str = "Too short, use 8 or more: ";
+/// Our words for a new password over [`MAX_PASSWORD_LEN`] (≤ 39 bytes).
+pub const PROMPT_TOO_LONG: &str = "Too long, use at most 256: ";
 /// Our words when the two new passwords differ (≤ 39 bytes).
 pub const PROMPT_MISMATCH: &str = "Not the same. Choose a password: ";
 
@@ -238,6 +243,13 @@ impl AccountsKey {
             self.0.as_slice(),
             label,
         )?))
+    }
+
+    /// The check value stored in `accounts_meta` for tables keyed with this key (hex of
+    /// an HMAC under it over a label of its own): it tells which key a table is under
+    /// without revealing the key.
+    fn check_value(&self) -> Result<String, AccountError> {
+        Ok(hex(self.sub_key(CHECK_LABEL)?.as_slice()))
     }
 
     /// A fresh random key (tests, and throwaway databases).
@@ -476,12 +488,15 @@ pub struct Accounts {
     seal_key: Zeroizing<[u8; 32]>,
     params: ScryptParams,
     dummy: StoredHash,
+    /// Shortest new password accepted (`[auth] min_password_len`).
+    min_password_len: usize,
 }
 
 impl fmt::Debug for Accounts {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Accounts")
             .field("params", &self.params)
+            .field("min_password_len", &self.min_password_len)
             .finish_non_exhaustive()
     }
 }
@@ -515,7 +530,7 @@ impl Accounts {
         let _mode: String = db.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
         let index_key = key.sub_key(INDEX_LABEL)?;
         let seal_key = key.sub_key(SEAL_LABEL)?;
-        let check = hex(key.sub_key(CHECK_LABEL)?.as_slice());
+        let check = key.check_value()?;
         let mut accounts = Accounts {
             db,
             index_key,
@@ -526,6 +541,7 @@ impl Accounts {
                 salt: [0; SALT_LEN],
                 hash: [0; HASH_LEN],
             },
+            min_password_len: MIN_PASSWORD_LEN,
         };
         accounts.migrate(&check)?;
         // Unknown names are checked against this, so they cost what a real check costs.
@@ -533,6 +549,128 @@ impl Accounts {
         openssl::rand::rand_bytes(random.as_mut_slice())?;
         accounts.dummy = StoredHash::new(&Password::new(random.to_vec()), params)?;
         Ok(accounts)
+    }
+
+    /// Sets the shortest new password accepted (`[auth] min_password_len`; default
+    /// [`MIN_PASSWORD_LEN`]). Clamped to 1..=[`MAX_PASSWORD_LEN`], so that some password
+    /// is always acceptable.
+    pub fn with_min_password_len(mut self, min: usize) -> Accounts {
+        self.min_password_len = clamp_min_len(min);
+        self
+    }
+
+    /// The shortest new password accepted, in characters.
+    pub fn min_password_len(&self) -> usize {
+        self.min_password_len
+    }
+
+    /// Which of `candidates` the account tables in the database at `path` are keyed
+    /// with, found by the stored check value: `Ok(None)` when there is no database or it
+    /// has no account tables yet (any key will do; [`Accounts::open`] records the one it
+    /// is given), [`AccountError::KeyMismatch`] when none of them fits. Opens nothing
+    /// for writing and creates nothing.
+    pub fn find_key(
+        path: &Path,
+        candidates: &[&AccountsKey],
+    ) -> Result<Option<usize>, AccountError> {
+        if !path.exists() {
+            return Ok(None);
+        }
+        // Read-write without CREATE: a WAL database may need its -shm file made, which a
+        // read-only connection cannot do.
+        let db = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        db.busy_timeout(Duration::from_secs(10))?;
+        let has_meta: bool = db.query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'accounts_meta')",
+            [],
+            |r| r.get(0),
+        )?;
+        if !has_meta {
+            return Ok(None);
+        }
+        let stored: Option<String> = db
+            .query_row(
+                "SELECT value FROM accounts_meta WHERE key = 'key_check'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(stored) = stored else {
+            return Ok(None);
+        };
+        for (i, key) in candidates.iter().enumerate() {
+            if ct_eq(stored.as_bytes(), key.check_value()?.as_bytes()) {
+                return Ok(Some(i));
+            }
+        }
+        Err(AccountError::KeyMismatch)
+    }
+
+    /// Re-keys the account tables under `new` (key rotation): every display name is
+    /// re-sealed, every blind index recomputed, and the check value replaced, in ONE
+    /// transaction. A crash or error before the commit leaves the tables entirely under
+    /// the old key (SQLite rolls the transaction back), so the old key stays valid until
+    /// the commit and the new one is valid from it on, never a mixture. On success this
+    /// `Accounts` uses the new key.
+    pub fn rekey(&mut self, new: &AccountsKey) -> Result<(), AccountError> {
+        self.rekey_inner(new, || Ok(()))
+    }
+
+    /// [`Accounts::rekey`] with a hook run just before the commit (tests inject a failure
+    /// there, standing in for a crash).
+    fn rekey_inner(
+        &mut self,
+        new: &AccountsKey,
+        before_commit: impl FnOnce() -> Result<(), AccountError>,
+    ) -> Result<(), AccountError> {
+        let new_index_key = new.sub_key(INDEX_LABEL)?;
+        let new_seal_key = new.sub_key(SEAL_LABEL)?;
+        let new_check = new.check_value()?;
+        let tx = self
+            .db
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let rows: Vec<(Vec<u8>, Vec<u8>)> = {
+            let mut stmt = tx.prepare("SELECT name_index, sealed_name FROM accounts")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        // Row by row in place: a new index equal to a not yet moved old index (as likely
+        // as an HMAC collision) cannot overwrite a row, the primary key refuses it and
+        // the whole transaction rolls back.
+        for (old_index, sealed) in &rows {
+            let name = unseal_with(&self.seal_key, old_index, sealed)?;
+            // A row whose index does not match its own name would be unreachable under
+            // the new key as well: refuse to carry damage over.
+            let expected = crypto::hmac_sha256(self.index_key.as_slice(), name.key().as_bytes())?;
+            if !ct_eq(&expected, old_index) {
+                return Err(AccountError::Corrupt(
+                    "an account row is filed under another name",
+                ));
+            }
+            let new_index = crypto::hmac_sha256(new_index_key.as_slice(), name.key().as_bytes())?;
+            let new_sealed =
+                crypto::seal_with_key(&new_seal_key, &new_index, name.display().as_bytes())?;
+            tx.execute(
+                "UPDATE accounts SET name_index = ?1, sealed_name = ?2 WHERE name_index = ?3",
+                params![new_index.to_vec(), new_sealed, old_index],
+            )?;
+        }
+        let changed = tx.execute(
+            "UPDATE accounts_meta SET value = ?1 WHERE key = 'key_check'",
+            params![new_check],
+        )?;
+        if changed != 1 {
+            return Err(AccountError::Corrupt("the account key check is missing"));
+        }
+        before_commit()?;
+        tx.commit()?;
+        self.index_key = new_index_key;
+        self.seal_key = new_seal_key;
+        tracing::info!(accounts = rows.len(), "avatar accounts re-keyed");
+        Ok(())
     }
 
     fn migrate(&mut self, check: &str) -> Result<(), AccountError> {
@@ -608,11 +746,7 @@ impl Accounts {
     }
 
     fn unseal(&self, index: &[u8], sealed: &[u8]) -> Result<AvatarName, AccountError> {
-        const BAD: AccountError = AccountError::Corrupt("a sealed avatar name does not open");
-        let plain =
-            crypto::open_with_key_any_len(&self.seal_key, index, sealed).map_err(|_| BAD)?;
-        let text = std::str::from_utf8(&plain).map_err(|_| BAD)?;
-        AvatarName::parse(text).map_err(|_| BAD)
+        unseal_with(&self.seal_key, index, sealed)
     }
 
     fn find(&self, name: &AvatarName) -> Result<Found, AccountError> {
@@ -657,7 +791,7 @@ impl Accounts {
         now: SystemTime,
     ) -> Result<Avatar, AccountError> {
         let name = AvatarName::parse(name)?;
-        let hash = new_password_hash(password, self.params)?;
+        let hash = new_password_hash(password, self.params, self.min_password_len)?;
         self.insert(&name, Some(&hash), now)
     }
 
@@ -700,7 +834,7 @@ impl Accounts {
     /// Replaces an avatar's password.
     pub fn set_password(&self, name: &str, password: &Password) -> Result<(), AccountError> {
         let name = AvatarName::parse(name)?;
-        let hash = new_password_hash(password, self.params)?;
+        let hash = new_password_hash(password, self.params, self.min_password_len)?;
         self.store_hash(&name, &hash)
     }
 
@@ -783,6 +917,17 @@ impl Accounts {
     }
 }
 
+fn unseal_with(
+    seal_key: &[u8; 32],
+    index: &[u8],
+    sealed: &[u8],
+) -> Result<AvatarName, AccountError> {
+    const BAD: AccountError = AccountError::Corrupt("a sealed avatar name does not open");
+    let plain = crypto::open_with_key_any_len(seal_key, index, sealed).map_err(|_| BAD)?;
+    let text = std::str::from_utf8(&plain).map_err(|_| BAD)?;
+    AvatarName::parse(text).map_err(|_| BAD)
+}
+
 /// What a password is checked against: the avatar's hash, or the dummy one.
 struct Credentials {
     avatar: Option<Avatar>,
@@ -802,32 +947,59 @@ impl Credentials {
 }
 
 /// The rule for a new password, in one place: `espmail account add`/`passwd`, registration
-/// at login and the in-world dialogue all ask this.
-fn check_new_password(password: &Password) -> Result<(), AccountError> {
+/// at login and the in-world dialogue all ask this. `min_len` is the configured minimum
+/// (`[auth] min_password_len`), clamped like [`Accounts::with_min_password_len`]; the
+/// maximum is always [`MAX_PASSWORD_LEN`]. Too long is checked first, so an over-long
+/// password is never called too short whatever the minimum.
+pub fn check_new_password(password: &Password, min_len: usize) -> Result<(), AccountError> {
     let len = password.char_len();
-    if len < MIN_PASSWORD_LEN {
-        return Err(AccountError::PasswordTooShort {
-            min: MIN_PASSWORD_LEN,
-        });
-    }
     if len > MAX_PASSWORD_LEN {
         return Err(AccountError::PasswordTooLong {
             max: MAX_PASSWORD_LEN,
         });
     }
+    let min = clamp_min_len(min_len);
+    if len < min {
+        return Err(AccountError::PasswordTooShort { min });
+    }
     Ok(())
 }
 
-fn password_acceptable(p: &Password) -> bool {
-    check_new_password(p).is_ok()
+/// A configured minimum made usable: at least 1 (an empty password is no password) and at
+/// most [`MAX_PASSWORD_LEN`] (above it nothing could ever be accepted).
+fn clamp_min_len(min: usize) -> usize {
+    min.clamp(1, MAX_PASSWORD_LEN)
+}
+
+fn password_acceptable(p: &Password, min_len: usize) -> bool {
+    check_new_password(p, min_len).is_ok()
 }
 
 fn new_password_hash(
     password: &Password,
     params: ScryptParams,
+    min_len: usize,
 ) -> Result<StoredHash, AccountError> {
-    check_new_password(password)?;
+    check_new_password(password, min_len)?;
     StoredHash::new(password, params)
+}
+
+/// The in-world words for a new password shorter than `min_len` (clamped as in
+/// [`check_new_password`]): "Too short, use N or more: ", at most 28 bytes. The dialogue's
+/// steps carry `&'static str`, so each distinct minimum's text is made once and kept for
+/// the life of the process; there are at most [`MAX_PASSWORD_LEN`] of them, and the
+/// minimum comes from the config, never from the network.
+pub fn too_short_prompt(min_len: usize) -> &'static str {
+    use std::collections::HashMap;
+    use std::sync::OnceLock;
+    static MADE: OnceLock<Mutex<HashMap<usize, &'static str>>> = OnceLock::new();
+    let min = clamp_min_len(min_len);
+    if min == MIN_PASSWORD_LEN {
+        return PROMPT_TOO_SHORT;
+    }
+    let mut made = lock(MADE.get_or_init(|| Mutex::new(HashMap::new())));
+    made.entry(min)
+        .or_insert_with(|| Box::leak(format!("Too short, use {min} or more: ").into_boxed_str()))
 }
 
 /// Constant-time equality (only the lengths, which are not secret, are compared early;
@@ -954,6 +1126,8 @@ impl LoginOutcome {
 struct HandleInner {
     db: Mutex<Accounts>,
     params: ScryptParams,
+    /// The store's minimum, copied so a check never waits for the database lock.
+    min_len: usize,
     /// scrypt needs 16 MiB and a core for tens of ms: a burst of logins must queue here
     /// rather than fill the blocking pool and the memory.
     hashing: tokio::sync::Semaphore,
@@ -985,10 +1159,12 @@ impl AccountsHandle {
     /// a good value).
     pub fn new(accounts: Accounts, hash_slots: usize, limits: ThrottleLimits) -> AccountsHandle {
         let params = accounts.params;
+        let min_len = accounts.min_password_len;
         AccountsHandle {
             inner: Arc::new(HandleInner {
                 db: Mutex::new(accounts),
                 params,
+                min_len,
                 hashing: tokio::sync::Semaphore::new(hash_slots.max(1)),
                 throttle: Mutex::new(LoginThrottle::new(limits)),
             }),
@@ -1022,6 +1198,13 @@ impl AccountsHandle {
         out
     }
 
+    /// The shortest new password accepted (set with
+    /// [`Accounts::with_min_password_len`] before wrapping the store); the session hands
+    /// it to [`PasswordDialogue::start_with_min_len`].
+    pub fn min_password_len(&self) -> usize {
+        self.inner.min_len
+    }
+
     /// The avatar called `name`, if any (no hashing).
     pub async fn lookup(&self, name: &str) -> Result<Option<Avatar>, AccountError> {
         let name = name.to_string();
@@ -1037,7 +1220,7 @@ impl AccountsHandle {
     ) -> Result<Avatar, AccountError> {
         let name = AvatarName::parse(name)?;
         self.hashing(move |i| {
-            let hash = new_password_hash(&password, i.params)?;
+            let hash = new_password_hash(&password, i.params, i.min_len)?;
             lock(&i.db).insert(&name, Some(&hash), now)
         })
         .await
@@ -1047,7 +1230,7 @@ impl AccountsHandle {
     pub async fn set_password(&self, name: &str, password: Password) -> Result<(), AccountError> {
         let name = AvatarName::parse(name)?;
         self.hashing(move |i| {
-            let hash = new_password_hash(&password, i.params)?;
+            let hash = new_password_hash(&password, i.params, i.min_len)?;
             lock(&i.db).store_hash(&name, &hash)
         })
         .await
@@ -1091,8 +1274,9 @@ impl AccountsHandle {
     }
 
     /// A password login as ESPMAIL.md §1 describes it: throttled per name and address;
-    /// with `auto_register`, an unknown name with a password of
-    /// [`MIN_PASSWORD_LEN`]+ characters creates the avatar. Failures are logged with the
+    /// with `auto_register`, an unknown name with an acceptable new password (the
+    /// configured minimum, [`AccountsHandle::min_password_len`], up to
+    /// [`MAX_PASSWORD_LEN`] characters) creates the avatar. Failures are logged with the
     /// name and address, never the password.
     pub async fn login(
         &self,
@@ -1112,7 +1296,8 @@ impl AccountsHandle {
             .blocking(move |i| lock(&i.db).credentials(&owned))
             .await?;
         let known = creds.known;
-        let register = !known && auto_register && password_acceptable(&password);
+        let register =
+            !known && auto_register && password_acceptable(&password, self.inner.min_len);
         let result = match self.check(creds, password.clone()).await {
             Ok(avatar) => Ok(LoginOutcome::Existing(avatar)),
             Err(AuthError::WrongNameOrPassword) if register => {
@@ -1151,7 +1336,8 @@ impl AccountsHandle {
 pub enum AuthMode {
     /// The login line (or the in-world prompt) must carry the avatar's password.
     Password {
-        /// Unknown name + password of 8+ characters creates the avatar.
+        /// Unknown name + password of the configured minimum length (default 8) or more
+        /// creates the avatar.
         auto_register: bool,
     },
     /// Only these peers are believed about the name; every other peer is refused.
@@ -1172,7 +1358,8 @@ impl Default for AuthMode {
 impl From<&crate::config::AuthConfig> for AuthMode {
     /// The world's mode from the config's `[auth]` (the config keeps the flat TOML shape;
     /// this is the one place that turns it into the richer enum). `min_password_len` is
-    /// not part of the mode: the world enforces [`MIN_PASSWORD_LEN`].
+    /// not part of the mode: it goes to [`Accounts::with_min_password_len`] (and from the
+    /// handle to [`PasswordDialogue::start_with_min_len`]).
     fn from(c: &crate::config::AuthConfig) -> AuthMode {
         match c.mode {
             crate::config::AuthMode::Password => AuthMode::Password {
@@ -1268,6 +1455,10 @@ enum DialogueState {
 pub struct PasswordDialogue {
     state: DialogueState,
     failures: u32,
+    /// Shortest new password accepted.
+    min_len: usize,
+    /// The words for a too short new password, built from `min_len`.
+    too_short: &'static str,
 }
 
 /// Wrong answers before the connection is closed.
@@ -1276,22 +1467,32 @@ pub const MAX_PASSWORD_TRIES: u32 = 3;
 const MAX_CHOOSE_TRIES: u32 = 5;
 
 impl PasswordDialogue {
-    /// Starts the dialogue. `known`: the name has an account. An unknown name is asked to
-    /// choose a password only when `auto_register` is on.
+    /// Starts the dialogue with the default minimum, [`MIN_PASSWORD_LEN`]. `known`: the
+    /// name has an account. An unknown name is asked to choose a password only when
+    /// `auto_register` is on.
     pub fn start(known: bool, auto_register: bool) -> (PasswordDialogue, DialogueStep) {
-        if !known && auto_register {
-            let d = PasswordDialogue {
-                state: DialogueState::Choose,
-                failures: 0,
-            };
-            (d, DialogueStep::Ask(PROMPT_NEW_PASSWORD))
+        PasswordDialogue::start_with_min_len(known, auto_register, MIN_PASSWORD_LEN)
+    }
+
+    /// [`PasswordDialogue::start`] with the configured minimum for a new password
+    /// ([`AccountsHandle::min_password_len`]); the too-short prompt names it.
+    pub fn start_with_min_len(
+        known: bool,
+        auto_register: bool,
+        min_len: usize,
+    ) -> (PasswordDialogue, DialogueStep) {
+        let (state, first) = if !known && auto_register {
+            (DialogueState::Choose, PROMPT_NEW_PASSWORD)
         } else {
-            let d = PasswordDialogue {
-                state: DialogueState::Password,
-                failures: 0,
-            };
-            (d, DialogueStep::Ask(PROMPT_PASSWORD))
-        }
+            (DialogueState::Password, PROMPT_PASSWORD)
+        };
+        let d = PasswordDialogue {
+            state,
+            failures: 0,
+            min_len: clamp_min_len(min_len),
+            too_short: too_short_prompt(min_len),
+        };
+        (d, DialogueStep::Ask(first))
     }
 
     /// Whether a prompt reply is expected now (otherwise replies are ignored).
@@ -1310,14 +1511,14 @@ impl PasswordDialogue {
                 self.state = DialogueState::Checking;
                 DialogueStep::Check(answer)
             }
-            DialogueState::Choose => {
-                if !password_acceptable(&answer) {
-                    self.choose_failed(PROMPT_TOO_SHORT)
-                } else {
+            DialogueState::Choose => match check_new_password(&answer, self.min_len) {
+                Ok(()) => {
                     self.state = DialogueState::Again(answer);
                     DialogueStep::Ask(PROMPT_AGAIN)
                 }
-            }
+                Err(AccountError::PasswordTooLong { .. }) => self.choose_failed(PROMPT_TOO_LONG),
+                Err(_) => self.choose_failed(self.too_short),
+            },
             DialogueState::Again(first) => {
                 if ct_eq(first.expose(), answer.expose()) {
                     self.state = DialogueState::Registering;
@@ -1491,8 +1692,12 @@ mod tests {
             (&"x".repeat(MAX_PASSWORD_LEN), true),
             (&"x".repeat(MAX_PASSWORD_LEN + 1), false),
         ] {
-            assert_eq!(password_acceptable(&pw(p)), ok, "{p}");
-            assert_eq!(new_password_hash(&pw(p), FAST).is_ok(), ok, "{p}");
+            assert_eq!(password_acceptable(&pw(p), MIN_PASSWORD_LEN), ok, "{p}");
+            assert_eq!(
+                new_password_hash(&pw(p), FAST, MIN_PASSWORD_LEN).is_ok(),
+                ok,
+                "{p}"
+            );
             let (mut d, _) = PasswordDialogue::start(false, true);
             let step = d.answer(pw(p));
             assert_eq!(matches!(step, DialogueStep::Ask(PROMPT_AGAIN)), ok, "{p}");
@@ -1501,6 +1706,145 @@ mod tests {
         assert!(!ct_eq(b"abc", b"abd"));
         assert!(!ct_eq(b"abc", b"abcd"));
         assert!(ct_eq(b"", b""));
+    }
+
+    #[test]
+    fn the_configured_minimum_is_the_rule_and_the_prompt() {
+        // A lower and a higher minimum than the default both count, and the prompt
+        // names the number in use.
+        for (min, short, long_enough) in [(4, "abc", "abcd"), (12, "12345678901", "123456789012")] {
+            assert!(matches!(
+                check_new_password(&pw(short), min),
+                Err(AccountError::PasswordTooShort { min: m }) if m == min
+            ));
+            assert!(check_new_password(&pw(long_enough), min).is_ok());
+            let (mut d, _) = PasswordDialogue::start_with_min_len(false, true, min);
+            let want = format!("Too short, use {min} or more: ");
+            assert!(
+                matches!(d.answer(pw(short)), DialogueStep::Ask(t) if t == want),
+                "{min}"
+            );
+            assert!(matches!(
+                d.answer(pw(long_enough)),
+                DialogueStep::Ask(PROMPT_AGAIN)
+            ));
+        }
+        assert_eq!(too_short_prompt(8), PROMPT_TOO_SHORT);
+        assert_eq!(too_short_prompt(8), "Too short, use 8 or more: ");
+        // Made once per minimum: the same text comes back.
+        assert!(std::ptr::eq(too_short_prompt(13), too_short_prompt(13)));
+        // Out-of-range minimums are clamped, and every prompt fits the client.
+        assert_eq!(too_short_prompt(0), "Too short, use 1 or more: ");
+        assert_eq!(too_short_prompt(10_000), "Too short, use 256 or more: ");
+        for min in [1, 9, 99, 256, usize::MAX] {
+            let t = too_short_prompt(min);
+            assert!(t.len() <= 39 && t.ends_with(' '), "{t}");
+        }
+        assert!(check_new_password(&pw(&"x".repeat(MAX_PASSWORD_LEN)), usize::MAX).is_ok());
+    }
+
+    #[test]
+    fn a_too_long_password_is_never_called_too_short() {
+        let long = "x".repeat(MAX_PASSWORD_LEN + 1);
+        for min in [1, 8, 256, 1_000] {
+            assert!(matches!(
+                check_new_password(&pw(&long), min),
+                Err(AccountError::PasswordTooLong {
+                    max: MAX_PASSWORD_LEN
+                })
+            ));
+            let (mut d, _) = PasswordDialogue::start_with_min_len(false, true, min);
+            assert!(matches!(
+                d.answer(pw(&long)),
+                DialogueStep::Ask(PROMPT_TOO_LONG)
+            ));
+        }
+        assert!(PROMPT_TOO_LONG.len() <= 39 && PROMPT_TOO_LONG.contains("256"));
+    }
+
+    #[test]
+    fn rekey_moves_every_row_and_the_check_in_one_step() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("a.db");
+        let old = AccountsKey::new([1; 32]);
+        let new = AccountsKey::new([2; 32]);
+        let mut a = Accounts::open_with(&db, &old, FAST).unwrap();
+        a.add("Bob", &pw("bob-password"), SystemTime::now())
+            .unwrap();
+        a.ensure_trusted("Front Ann", SystemTime::now()).unwrap();
+        assert_eq!(Accounts::find_key(&db, &[&new, &old]).unwrap(), Some(1));
+        a.rekey(&new).unwrap();
+        // The same handle keeps working under the new key.
+        assert_eq!(a.lookup("bob").unwrap().unwrap().name.display(), "Bob");
+        assert!(a.verify("BOB", &pw("bob-password")).is_ok());
+        drop(a);
+        assert_eq!(Accounts::find_key(&db, &[&old, &new]).unwrap(), Some(1));
+        assert!(matches!(
+            Accounts::open_with(&db, &old, FAST),
+            Err(AccountError::KeyMismatch)
+        ));
+        let a = Accounts::open_with(&db, &new, FAST).unwrap();
+        let names: Vec<String> = a
+            .list()
+            .unwrap()
+            .into_iter()
+            .map(|i| i.name.display().to_owned())
+            .collect();
+        assert_eq!(names, ["Bob", "Front Ann"]);
+        assert!(a.verify("Bob", &pw("bob-password")).is_ok());
+        assert!(a.verify("Bob", &pw("bob-passworD")).is_err());
+        // No key fits: refused, not guessed.
+        assert!(matches!(
+            Accounts::find_key(&db, &[&old]),
+            Err(AccountError::KeyMismatch)
+        ));
+        assert_eq!(
+            Accounts::find_key(&dir.path().join("none.db"), &[&old]).unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn rekey_interrupted_before_commit_leaves_the_old_key_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("a.db");
+        let old = AccountsKey::new([1; 32]);
+        let new = AccountsKey::new([2; 32]);
+        let mut a = Accounts::open_with(&db, &old, FAST).unwrap();
+        for n in ["Bob", "Cy", "Dee"] {
+            a.add(n, &pw("long-password"), SystemTime::now()).unwrap();
+        }
+        let err = a
+            .rekey_inner(&new, || Err(AccountError::Worker("injected crash".into())))
+            .unwrap_err();
+        assert!(matches!(err, AccountError::Worker(_)), "{err}");
+        // The handle still holds (and the file is still under) the old key.
+        assert!(a.verify("Cy", &pw("long-password")).is_ok());
+        drop(a);
+        assert_eq!(Accounts::find_key(&db, &[&new, &old]).unwrap(), Some(1));
+        assert!(matches!(
+            Accounts::open_with(&db, &new, FAST),
+            Err(AccountError::KeyMismatch)
+        ));
+        let mut a = Accounts::open_with(&db, &old, FAST).unwrap();
+        assert_eq!(a.list().unwrap().len(), 3);
+        for n in ["bob", "cy", "dee"] {
+            assert!(a.verify(n, &pw("long-password")).is_ok(), "{n}");
+        }
+        // A panic midway (the process dying) rolls back the same way.
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _ = a.rekey_inner(&new, || panic!("crash"));
+        }));
+        assert!(caught.is_err());
+        drop(a);
+        let a = Accounts::open_with(&db, &old, FAST).unwrap();
+        assert!(a.verify("Dee", &pw("long-password")).is_ok());
+        // And the rekey then goes through.
+        let mut a = a;
+        a.rekey(&new).unwrap();
+        drop(a);
+        let a = Accounts::open_with(&db, &new, FAST).unwrap();
+        assert!(a.verify("Dee", &pw("long-password")).is_ok());
     }
 
     #[test]
