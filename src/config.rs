@@ -37,7 +37,7 @@ pub struct Config {
 pub struct ServerConfig {
     /// Address and port to accept players on. An IP address, not a host name.
     pub listen: SocketAddr,
-    /// Connections served at once; further ones wait to be accepted.
+    /// Connections served at once; one more is accepted and closed at once.
     pub max_connections: usize,
     /// Seconds a connection may take to log in. Generous: the real C64 launcher may sit
     /// silent for minutes before its login line (ESPMAIL.md §1).
@@ -366,8 +366,11 @@ impl Config {
                  one address (e.g. trusted_peers = [\"127.0.0.1\"]) or use mode = \"password\"",
             );
         }
-        if self.auth.min_password_len == 0 {
-            return invalid("auth.min_password_len", "must be at least 1");
+        if !(1..=256).contains(&self.auth.min_password_len) {
+            return invalid(
+                "auth.min_password_len",
+                "must be between 1 and 256 (the longest password accepted)",
+            );
         }
         if self.mail.max_per_recipient == 0 {
             return invalid("mail.max_per_recipient", "must be at least 1");
@@ -376,6 +379,14 @@ impl Config {
             return invalid(
                 "mail.max_text_len",
                 &format!("must be between 1 and {SPEECH_CAP} (the C64 speech balloon)"),
+            );
+        }
+        if self.mail.retention_days == 0 {
+            // Every stored row carries an expiry day (it is the only clear-text date), so
+            // "keep forever" has no representation: ask for a number instead.
+            return invalid(
+                "mail.retention_days",
+                "must be at least 1 (undelivered mail is kept at most this many days)",
             );
         }
         if self.mail.send_rate_per_minute == 0 {
@@ -547,6 +558,23 @@ mod tests {
                 .mail
                 .max_text_len,
             99
+        );
+    }
+
+    #[test]
+    fn limits_the_vault_and_accounts_cannot_honour_are_refused() {
+        let err = parse("[mail]\nretention_days = 0\n").unwrap_err();
+        assert!(err.to_string().contains("mail.retention_days"), "{err}");
+        for bad in [0, 257] {
+            let err = parse(&format!("[auth]\nmin_password_len = {bad}\n")).unwrap_err();
+            assert!(err.to_string().contains("auth.min_password_len"), "{err}");
+        }
+        assert_eq!(
+            parse("[auth]\nmin_password_len = 256\n")
+                .unwrap()
+                .auth
+                .min_password_len,
+            256
         );
     }
 

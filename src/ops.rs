@@ -199,12 +199,6 @@ pub enum OpsError {
     /// `purge --older-than 0`.
     #[error("--older-than must be at least 1 day (it counts whole days a message has waited)")]
     BadAge,
-    /// `purge` without `--older-than` while the retention keeps mail forever.
-    #[error(
-        "mail.retention_days is 0 (keep forever), so there is nothing to purge by retention: \
-         give --older-than DAYS"
-    )]
-    NoRetention,
     /// `rotate-key --retire-old` would remove the key the account tables are keyed from
     /// (their move to the active key did not happen; a safety net, `rotate-key` moves them
     /// before retiring anything).
@@ -830,7 +824,6 @@ pub fn purge(args: PurgeArgs, out: &mut dyn Write) -> Result<(), OpsError> {
     let days = match args.older_than {
         Some(0) => return Err(OpsError::BadAge),
         Some(d) => d,
-        None if retention == 0 => return Err(OpsError::NoRetention),
         None => retention,
     };
     let db = require_database(&config)?;
