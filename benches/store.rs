@@ -34,7 +34,7 @@ fn letter(i: usize) -> Letter {
     Letter {
         sender: "benchmarker".into(),
         recipient: format!("avatar{}", i % 1000),
-        sent_micros: 1_764_000_000_000_000 + i as u64,
+        sent_secs: 1_764_000_000 + i as u64,
         text: Sensitive::new(
             format!("benchmark message number {i}: {}", "x".repeat(60)).into_bytes(),
         ),

@@ -272,7 +272,7 @@ fn crash_during_rotation_is_restartable() {
             let letter = Letter {
                 sender: "alice".into(),
                 recipient: to.clone(),
-                sent_micros: 1_700_000_000_000_000 + i,
+                sent_secs: 1_700_000_000 + i,
                 text: Sensitive::new(text.clone().into_bytes()),
             };
             let row = keys.seal(MailId::random().unwrap(), &letter).unwrap();

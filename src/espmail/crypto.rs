@@ -147,9 +147,8 @@ pub struct Letter {
     pub sender: String,
     /// The recipient's normalised name (see [`normalise`]).
     pub recipient: String,
-    /// Send time, microseconds since the Unix epoch (UTC): fine enough that mail sent in
-    /// the same second is still delivered in the order it was sent.
-    pub sent_micros: u64,
+    /// Send time, seconds since the Unix epoch (UTC).
+    pub sent_secs: u64,
     /// The text.
     pub text: Sensitive<Vec<u8>>,
 }
@@ -263,7 +262,7 @@ pub fn pad(letter: &Letter) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
     p.extend_from_slice(sender);
     p.push(recipient.len() as u8);
     p.extend_from_slice(recipient);
-    p.extend_from_slice(&letter.sent_micros.to_be_bytes());
+    p.extend_from_slice(&letter.sent_secs.to_be_bytes());
     p.extend_from_slice(&(text.len() as u16).to_be_bytes());
     p.extend_from_slice(text);
     p.resize(PLAINTEXT_LEN, 0);
@@ -295,7 +294,7 @@ pub fn unpad(p: &[u8]) -> Result<Letter, CryptoError> {
     Ok(Letter {
         sender,
         recipient,
-        sent_micros: u64::from_be_bytes(time),
+        sent_secs: u64::from_be_bytes(time),
         text: Sensitive::new(text),
     })
 }
@@ -507,7 +506,7 @@ mod tests {
         Letter {
             sender: "Alice".into(),
             recipient: normalise(" Bob "),
-            sent_micros: 1_763_906_700_000_000,
+            sent_secs: 1_763_906_700,
             text: Sensitive::new(text.as_bytes().to_vec()),
         }
     }
@@ -703,10 +702,10 @@ mod tests {
         fn pad_unpad_round_trips(
             sender in "[A-Za-z0-9 ._-]{1,32}",
             recipient in "[a-z0-9 ._-]{1,32}",
-            sent_micros in proptest::num::u64::ANY,
+            sent_secs in proptest::num::u64::ANY,
             text in proptest::collection::vec(proptest::num::u8::ANY, 0..=MAX_TEXT_LEN),
         ) {
-            let l = Letter { sender, recipient, sent_micros, text: Sensitive::new(text) };
+            let l = Letter { sender, recipient, sent_secs, text: Sensitive::new(text) };
             let p = pad(&l).unwrap();
             proptest::prop_assert_eq!(p.len(), PLAINTEXT_LEN);
             proptest::prop_assert_eq!(unpad(&p).unwrap(), l);

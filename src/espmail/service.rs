@@ -143,16 +143,14 @@ impl MailHandle {
             }
         }
         let keys = &self.inner.keys;
-        let sent_micros = now
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+        let sent_secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let expiry_day = day_of(now) + i64::from(self.inner.limits.retention_days);
         let blinds = keys.blinds(&recipient).map_err(StoreError::from)?;
         let text_len = text.len();
         let letter = Letter {
             sender,
             recipient,
-            sent_micros,
+            sent_secs,
             text,
         };
         // Sealing costs a few microseconds of CPU: done here so that on a multi-core machine

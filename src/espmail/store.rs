@@ -748,11 +748,11 @@ fn load(
             .and_then(|row| keys.open(&row).map(|l| (row.id, l)))
         {
             Ok((id, letter)) => out.push((
-                letter.sent_micros,
+                letter.sent_secs,
                 PendingMail {
                     id,
                     sender: letter.sender,
-                    sent: UNIX_EPOCH + Duration::from_micros(letter.sent_micros),
+                    sent: UNIX_EPOCH + Duration::from_secs(letter.sent_secs),
                     text: letter.text,
                 },
             )),
