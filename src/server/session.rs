@@ -58,6 +58,10 @@ const LINES_PER_SEC: u32 = 2;
 /// Said when a line is dropped for coming too fast (ESPMAIL.md has no words for this).
 const TOO_FAST: &str = "Slow down; that line was not sent.";
 
+/// How long a connection the server ends waits for the client to close its side (see
+/// [`Live::close_gracefully`]); bounded so a silent client cannot hold a shutdown.
+const CLOSE_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Packets waiting for room in the link's window before the client counts as stuck.
 const MAX_QUEUED_PACKETS: usize = 512;
 /// After a refusal, how long to wait for the client to ack the IM_ALIVE before closing
@@ -225,6 +229,12 @@ impl Session {
         }
         let result = live.run(&self.shutdown).await;
         live.leave();
+        if result.is_ok() {
+            // The mailbox lease goes first: a login that replaced this one must not wait
+            // for the linger below to open it.
+            live.delivery = None;
+            live.close_gracefully().await;
+        }
         result
     }
 
@@ -1289,6 +1299,27 @@ impl Live {
         debug!(pkt = %log_redact::packet(Dir::Out, &frame), "frame");
         self.framed.send(frame).await?;
         Ok(())
+    }
+}
+
+impl Live {
+    /// Ends the connection from the server's side without losing the last lines written
+    /// ("saved", "You have logged in elsewhere."): closing a socket that still has unread
+    /// input (the client's acks) makes the kernel send a reset, and the peer's kernel then
+    /// throws away whatever it had not yet handed to the client. So: send FIN, then read
+    /// and discard until the client closes too, for at most [`CLOSE_LINGER`].
+    async fn close_gracefully(&mut self) {
+        let stream = self.framed.get_mut();
+        if stream.shutdown().await.is_err() {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + CLOSE_LINGER;
+        let mut buf = [0u8; 512];
+        while let Ok(Ok(n)) = tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            if n == 0 {
+                break;
+            }
+        }
     }
 }
 
