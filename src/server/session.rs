@@ -225,7 +225,10 @@ impl Session {
             dropped_lines: 0,
         };
         if let Auth::Yes(a) = &live.auth {
-            live.esp = Some(EspState::new(a.name.clone()));
+            live.esp = Some(
+                EspState::new(a.name.clone())
+                    .with_prompt_timeout(live.deps.settings.prompt_timeout),
+            );
         }
         let result = live.run(&self.shutdown).await;
         live.leave();
@@ -793,7 +796,10 @@ impl Live {
                         Ok(Some(a)) => a,
                         _ => return Ok(Flow::Close),
                     };
-                    self.esp = Some(EspState::new(avatar.name.clone()));
+                    self.esp = Some(
+                        EspState::new(avatar.name.clone())
+                            .with_prompt_timeout(self.deps.settings.prompt_timeout),
+                    );
                     self.auth = Auth::Yes(avatar);
                     self.enter();
                     self.announce_appear();
@@ -1117,6 +1123,7 @@ impl Live {
         let Some((pacer, line)) = DeliveryPacer::start(mailbox.remaining()) else {
             return;
         };
+        let pacer = pacer.with_prompt_timeout(self.deps.settings.prompt_timeout);
         info!(waiting = mailbox.remaining(), "delivering ESP Mail");
         self.say_owned(line.into_bytes());
         self.delivery = Some(Delivery {
