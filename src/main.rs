@@ -139,12 +139,19 @@ fn serve(args: ServeArgs) -> Result<()> {
     let admin_path = config.admin_socket_path();
     let admin_socket = admin::AdminSocket::bind(&admin_path)?;
 
+    let reread_level = level_reader(args.data.config.clone());
+
     let rt = runtime()?;
     rt.block_on(async move {
         let listener = TcpListener::from_std(std_listener).context("listening socket")?;
         let local = listener.local_addr().context("listening socket")?;
         let shutdown = CancellationToken::new();
         spawn_signal_watch(shutdown.clone())?;
+        // Installed before the listening line, so a SIGHUP sent once the operator (or a
+        // test) sees that line never meets the default action (terminate).
+        let sighup = log_redact::reload_on_sighup(control.clone(), reread_level, shutdown.clone())
+            .context("cannot watch SIGHUP")?;
+        let sighup_task = tokio::spawn(sighup);
         let admin_task = tokio::spawn(admin_socket.serve(
             control.clone(),
             Arc::new(ServerStats(deps.clone())),
@@ -162,10 +169,30 @@ fn serve(args: ServeArgs) -> Result<()> {
         }
         let _ = admin_task.await;
         let _ = purge_task.await;
+        let _ = sighup_task.await;
         result?;
         tracing::info!("shut down cleanly");
         Ok(())
     })
+}
+
+/// What SIGHUP re-reads: `[logging] level` from the config file given at start. The
+/// `--debug`/`--quiet` flags set only the starting level (their help says "start with"),
+/// so a SIGHUP puts the file's level in force. Without a config file there is nothing to
+/// re-read: the reload is refused with a reason and the filter in effect stays.
+fn level_reader(
+    config: Option<std::path::PathBuf>,
+) -> impl Fn() -> std::result::Result<String, String> + Send + 'static {
+    move || match &config {
+        Some(path) => Config::read(path)
+            .map(|c| c.logging.level)
+            .map_err(|e| e.to_string()),
+        None => Err(
+            "the server was started without --config; there is no file to re-read \
+                     (use `espmail admin debug on|off` instead)"
+                .to_owned(),
+        ),
+    }
 }
 
 /// SIGINT or SIGTERM: stop accepting, let sessions finish, exit 0.

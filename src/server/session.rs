@@ -27,7 +27,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::codec::{Framed, FramedParts};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, trace, warn};
 
 use super::pace::{LineBucket, Pacer};
 use super::Deps;
@@ -191,6 +191,12 @@ impl Session {
             return Ok(());
         };
         tracing::Span::current().record("avatar", login.name.as_str());
+        // The name may be logged (operators need it); the password only as present or not.
+        debug!(
+            password = login.password.is_some(),
+            leftover = leftover.len(),
+            "login line read"
+        );
         let auth = self.authenticate(login).await;
         let mut codec_buf = BytesMut::new();
         codec_buf.extend_from_slice(&leftover);
@@ -500,6 +506,8 @@ impl Live {
                 return Ok(Flow::Continue);
             }
         };
+        let h = packet.header;
+        trace!(hab = %log_redact::habitat(Dir::In, h.ctrl, h.noid, h.reqnum, &packet.payload), "packet");
         let whole = match self.reasm.push(packet) {
             Ok(Some(p)) => p,
             Ok(None) => return Ok(Flow::Continue),
@@ -1251,9 +1259,11 @@ impl Live {
 
     /// Queues a message; [`Live::pump`] writes it when the window has room.
     fn send(&mut self, msg: ServerMessage) {
-        for payload in msg.encode() {
+        for packet in msg.packets() {
+            let h = packet.header;
+            trace!(hab = %log_redact::habitat(Dir::Out, h.ctrl, h.noid, h.reqnum, &packet.payload), "packet");
             self.queue.push_back(Queued {
-                payload,
+                payload: packet.escaped(),
                 mail: None,
             });
         }
