@@ -142,9 +142,8 @@ async fn bob_has_no_mail(server: &TestServer) {
     bob.wait_closed().await.unwrap();
 }
 
-// Messages saved within the same second have no defined order between them (the store
-// keeps seconds and, on purpose, no insertion order), so these tests name which message
-// came by what was shown, and check each step shows exactly one new one.
+// Each step must show exactly one new message, and oldest first: Alice's messages here
+// are all saved within a second or so, which the send time's nanoseconds still order.
 
 #[tokio::test]
 async fn a_second_login_during_delivery_gets_the_unacked_mail_and_nothing_is_deleted_twice() {
@@ -161,6 +160,7 @@ async fn a_second_login_during_delivery_gets_the_unacked_mail_and_nothing_is_del
     let seen1 = until_prompt(&mut bob1).await;
     assert!(texts(&seen1).contains(&"You have 3 ESP Mail (times UTC).".to_string()));
     let held = one_of(&seen1, &mails);
+    assert_eq!(held, mails[0], "oldest first");
     assert_eq!(prompt_of(&seen1), "Next ESP Mail (2 left)? (Y/N) ");
 
     // A second login replaces it; the old one is told and closed, and gets no more mail.
@@ -191,6 +191,7 @@ async fn a_second_login_during_delivery_gets_the_unacked_mail_and_nothing_is_del
         .unwrap();
     let step2 = until_prompt(&mut bob2).await;
     let second = one_of(&step2, &others);
+    assert_eq!(second, mails[1], "oldest first");
     assert_eq!(prompt_of(&step2), "Next ESP Mail (1 left)? (Y/N) ");
     bob2.answer(b"Next ESP Mail (1 left)? (Y/N) ", b"")
         .await
@@ -272,6 +273,7 @@ async fn empty_and_y_deliver_the_next_and_n_keeps_the_rest_for_later() {
     let seen = until_prompt(&mut bob).await;
     assert!(texts(&seen).contains(&"You have 4 ESP Mail (times UTC).".to_string()));
     let m = one_of(&seen, &mails); // paced: one message, then the prompt
+    assert_eq!(m, mails[0], "oldest first");
     left.retain(|x| *x != m);
     assert_eq!(prompt_of(&seen), "Next ESP Mail (3 left)? (Y/N) ");
 
@@ -281,7 +283,7 @@ async fn empty_and_y_deliver_the_next_and_n_keeps_the_rest_for_later() {
         .unwrap();
     let seen = until_prompt(&mut bob).await;
     let m = one_of(&seen, &mails);
-    assert!(left.contains(&m), "{m} delivered twice");
+    assert_eq!(m, mails[1], "oldest first");
     left.retain(|x| *x != m);
     assert_eq!(prompt_of(&seen), "Next ESP Mail (2 left)? (Y/N) ");
 
@@ -291,7 +293,7 @@ async fn empty_and_y_deliver_the_next_and_n_keeps_the_rest_for_later() {
         .unwrap();
     let seen = until_prompt(&mut bob).await;
     let m = one_of(&seen, &mails);
-    assert!(left.contains(&m), "{m} delivered twice");
+    assert_eq!(m, mails[2], "oldest first");
     left.retain(|x| *x != m);
     assert_eq!(prompt_of(&seen), "Next ESP Mail (1 left)? (Y/N) ");
 
@@ -314,9 +316,8 @@ async fn empty_and_y_deliver_the_next_and_n_keeps_the_rest_for_later() {
     assert_eq!(server.log_count(DELETED), 3);
 
     // The next login gets the kept one, with no prompt after the last message.
-    let [kept] = left[..] else {
-        panic!("one message should be left: {left:?}")
-    };
+    assert_eq!(left, [mails[3]]);
+    let kept = mails[3];
     let mut bob = bob_logs_in(&server, true).await;
     let mut seen = bob
         .collect_until(|e| e.text() == Some(kept.as_bytes()))
