@@ -389,3 +389,35 @@ async fn no_answer_to_the_next_prompt_keeps_the_rest() {
     bob.wait_closed().await.unwrap();
     bob_has_no_mail(&server).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_acks_only_when_pinged_still_gets_its_mail_deleted() {
+    // The C64 acks only when asked, so an ack answering a Ping must be enough to delete.
+    // (The server Pings right after the last line; the link's 3 s stall timer would Ping
+    // too, later, so this does not tell the two apart: it shows the Ping path works.)
+    let server = TestServer::start(&[]);
+    register(&server, "Alice").await;
+    register(&server, "Bob").await;
+    alice_mails_bob(&server, "ping-me-0a1").await;
+
+    let mut bob = bob_logs_in(&server, true).await;
+    bob.ack_actions = false;
+    bob.wait_text("ping-me-0a1").await.unwrap();
+    // Bob sends nothing from now on (his own Actions would carry an ack); he only reads,
+    // on a worker thread, answering Pings, while this thread waits for the delete.
+    let (done, stop) = tokio::sync::oneshot::channel::<()>();
+    let reader = tokio::spawn(async move {
+        tokio::select! {
+            _ = bob.wait_for(|_| false) => {}
+            _ = stop => {}
+        }
+        bob
+    });
+    server.wait_for_log(DELETED);
+    done.send(()).unwrap();
+    let mut bob = reader.await.unwrap();
+    assert_eq!(server.log_count(DELETED), 1);
+    bob.quit().await.unwrap();
+    bob.wait_closed().await.unwrap();
+    bob_has_no_mail(&server).await;
+}
