@@ -160,3 +160,20 @@ async fn sigterm_during_saves_keeps_every_mail_the_sender_saw_saved() {
         got.len()
     );
 }
+
+#[tokio::test]
+async fn avatars_in_the_world_are_told_before_the_server_closes() {
+    let mut server = TestServer::start(&[]);
+    let mut bob = Client::enter(&server.host(), "Bob", Some("bob-password"))
+        .await
+        .unwrap();
+    server.signal("TERM");
+    let seen = bob
+        .collect_until(|e| e.text() == Some(espmail::server::session::SHUTTING_DOWN.as_bytes()))
+        .await
+        .unwrap();
+    assert!(matches!(seen.last(), Some(Event::Talk { speaker: 0, .. })));
+    bob.wait_closed().await.unwrap();
+    assert!(server.wait_exit().success());
+    assert!(server.log().contains("closed for shutdown"));
+}

@@ -62,6 +62,10 @@ const TOO_FAST: &str = "Slow down; that line was not sent.";
 /// [`Live::close_gracefully`]); bounded so a silent client cannot hold a shutdown.
 const CLOSE_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// Said to avatars in the world when the server shuts down (ESPMAIL.md has no words for
+/// this; the connection closes right after it).
+pub const SHUTTING_DOWN: &str = "The server is shutting down. Goodbye.";
+
 /// Packets waiting for room in the link's window before the client counts as stuck.
 const MAX_QUEUED_PACKETS: usize = 512;
 /// After a refusal, how long to wait for the client to ack the IM_ALIVE before closing
@@ -401,7 +405,15 @@ impl Live {
                 .map(tokio::time::Instant::from_std);
             let prompt_at = self.prompt.as_ref().and_then(|p| p.deadline);
             let flow = tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
+                _ = shutdown.cancelled() => {
+                    // Only a client past HERE_I_AM shows balloon lines.
+                    if self.here {
+                        self.say(SHUTTING_DOWN);
+                        self.pump().await?;
+                    }
+                    info!("closed for shutdown");
+                    return Ok(());
+                }
                 _ = kicked.cancelled() => {
                     if let Some(text) = self.member.kick_reason().and_then(|r| r.text()) {
                         self.say(text);
