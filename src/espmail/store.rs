@@ -309,6 +309,31 @@ pub fn connect(path: &Path, limits: &Limits, create: bool) -> Result<Connection,
     Ok(conn)
 }
 
+/// Test-only environment variable: caps the mail connection's database size at this many
+/// pages (`PRAGMA max_page_count`), so tests can fill "the disk" without root or a tmpfs
+/// (issue 5, tests/durability_disk.rs). Deliberately not a config key: an operator never
+/// wants it. Writes past the cap fail with SQLITE_FULL, exactly as on a full disk; SQLite
+/// never sets the cap below the current size, so it can only refuse growth, never lose rows.
+pub const TEST_MAX_PAGES_ENV: &str = "ESPMAIL_TEST_MAX_DB_PAGES";
+
+fn cap_pages_for_tests(conn: &Connection) -> Result<(), StoreError> {
+    let Some(pages) = std::env::var(TEST_MAX_PAGES_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<u32>().ok())
+    else {
+        return Ok(());
+    };
+    // A pragma takes no bound parameters; `pages` is a parsed u32, so formatting is safe.
+    let now: i64 = conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| {
+        r.get(0)
+    })?;
+    warn!(
+        max_pages = now,
+        "{TEST_MAX_PAGES_ENV} is set: database size capped (test only)"
+    );
+    Ok(())
+}
+
 /// Applies the migrations not yet applied, in one transaction.
 pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -432,6 +457,7 @@ impl Store {
         let mut conn = connect(path, &limits, true)?;
         migrate(&mut conn)?;
         check_keys(&mut conn, &keys)?;
+        cap_pages_for_tests(&conn)?;
         Ok(Store {
             conn,
             keys,
@@ -975,9 +1001,22 @@ fn run_batch(
         let mut tx = store
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // Set when SQLite undid the whole transaction by itself (it does so on a full
+        // disk, I/O errors and out-of-memory): the statements after that would run in
+        // autocommit mode, each committed on its own, and their callers, told "not
+        // saved" when the batch's commit then fails, would find the mail stored anyway.
+        let mut undone: Option<StoreError> = None;
         for job in batch.drain(..) {
             if shutdown.is_some() {
                 refuse(job, &StoreError::Closed);
+                continue;
+            }
+            if let Some(e) = &undone {
+                match job {
+                    // Still stops the writer once this batch is answered.
+                    Job::Shutdown { reply } => shutdown = Some(reply),
+                    job => refuse(job, e),
+                }
                 continue;
             }
             match job {
@@ -991,6 +1030,12 @@ fn run_batch(
                     // SQLite undoes by itself if it fails. Saves are the hot path, and a
                     // savepoint per job costs a statement-journal write each.
                     let r = insert(&tx, &row, expiry_day, &blinds, max);
+                    if tx.is_autocommit() {
+                        undone = Some(match &r {
+                            Err(SaveError::Store(e)) => e.clone(),
+                            _ => StoreError::Database("the batch was rolled back".into()),
+                        });
+                    }
                     answers.push(Answer::Save(reply, r));
                 }
                 Job::Count { blinds, reply } => {
@@ -1020,6 +1065,13 @@ fn run_batch(
                 }
                 Job::Shutdown { reply } => shutdown = Some(reply),
             }
+            if undone.is_none() && tx.is_autocommit() {
+                undone = Some(StoreError::Database("the batch was rolled back".into()));
+            }
+        }
+        if let Some(e) = undone {
+            // Nothing of this batch is stored: every job in it hears this error.
+            return Err(e);
         }
         // The one fsync for the whole batch: nobody hears "saved" before it returns.
         tx.commit()?;
