@@ -35,6 +35,7 @@ fn letter(i: usize) -> Letter {
         sender: "benchmarker".into(),
         recipient: format!("avatar{}", i % 1000),
         sent_secs: 1_764_000_000 + i as u64,
+        sent_nanos: 0,
         text: Sensitive::new(
             format!("benchmark message number {i}: {}", "x".repeat(60)).into_bytes(),
         ),

@@ -136,6 +136,9 @@ pub struct Client {
     req_seq: u8,
     /// Answer Pings and ack Actions. Off plays a client whose line dropped.
     pub auto_ack: bool,
+    /// With `auto_ack`, also ack each Action as it arrives. Off plays the C64, which has
+    /// no ack timer and acks only when the server Pings (WIRE.md 1.3.3).
+    pub ack_actions: bool,
     events: VecDeque<Event>,
     split: Option<(u8, u8, BytesMut)>,
     /// This client's avatar noid, once described.
@@ -173,6 +176,7 @@ impl Client {
             in_seq: seq::FIRST,
             req_seq: 0,
             auto_ack: true,
+            ack_actions: true,
             events: VecDeque::new(),
             split: None,
             me: 0xFF,
@@ -441,7 +445,7 @@ impl Client {
             Command::ACTION => {
                 self.in_seq = frame.send;
                 self.actions_received += 1;
-                if self.auto_ack {
+                if self.auto_ack && self.ack_actions {
                     self.ack().await?;
                 }
                 if frame.payload.first() == Some(&0x55) {

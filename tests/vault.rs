@@ -435,6 +435,7 @@ fn letter(recipient: &str, t: &str, sent: SystemTime) -> Letter {
         sender: "alice".into(),
         recipient: recipient.into(),
         sent_secs: sent.duration_since(UNIX_EPOCH).unwrap().as_secs(),
+        sent_nanos: sent.duration_since(UNIX_EPOCH).unwrap().subsec_nanos(),
         text: text(t),
     }
 }

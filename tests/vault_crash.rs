@@ -273,6 +273,7 @@ fn crash_during_rotation_is_restartable() {
                 sender: "alice".into(),
                 recipient: to.clone(),
                 sent_secs: 1_700_000_000 + i,
+                sent_nanos: 0,
                 text: Sensitive::new(text.clone().into_bytes()),
             };
             let row = keys.seal(MailId::random().unwrap(), &letter).unwrap();

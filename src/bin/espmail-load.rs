@@ -2,7 +2,9 @@
 //! temporary data directory, logs N avatars in over real Q-Link sessions on loopback, then
 //! drives live ESP at a fixed rate and ESP Mail saves from many senders at once, and
 //! prints what it measured: connections held, server memory per connection, live-ESP
-//! delivery latency p50/p99, and durable ESP Mail saves per second.
+//! round trip p50/p99 (the sender's request written -> the sender's own reply, esp=1, is
+//! read; the figure), live-ESP delivery latency p50/p99 (request written -> the
+//! recipient has the line), and durable ESP Mail saves per second.
 //!
 //! `cargo run --release --bin espmail-load -- --avatars 8000 --esp-rate 1000`
 
@@ -180,6 +182,7 @@ async fn main() -> Result<(), Failure> {
     let per_sender = f64::from(o.esp_rate) / senders.max(1) as f64;
     let sent_at: Arc<Mutex<HashMap<u64, Instant>>> = Arc::default();
     let lat: Arc<Mutex<Vec<Duration>>> = Arc::default();
+    let rtt: Arc<Mutex<Vec<Duration>>> = Arc::default();
     let stop = CancellationToken::new();
     let mut tasks = Vec::new();
     for (i, slot) in clients.iter_mut().enumerate() {
@@ -187,6 +190,7 @@ async fn main() -> Result<(), Failure> {
         let stop = stop.clone();
         let sent_at = sent_at.clone();
         let lat = lat.clone();
+        let rtt = rtt.clone();
         let sender = i < senders;
         let target = format!("a{}", i + half);
         tasks.push(tokio::spawn(async move {
@@ -200,17 +204,30 @@ async fn main() -> Result<(), Failure> {
                     period,
                 );
                 let mut n = 0u64;
+                // Replies come back in request order on the one link: a FIFO of the
+                // moments each request was written pairs them up.
+                let mut pending: std::collections::VecDeque<Instant> = Default::default();
+                let me = c.me;
                 loop {
                     tokio::select! {
                         _ = stop.cancelled() => return Some(c),
                         _ = tick.tick() => {
                             let id = (i as u64) << 32 | n;
                             n += 1;
-                            sent_at.lock().ok()?.insert(id, Instant::now());
-                            let me = c.me;
+                            let at = Instant::now();
+                            sent_at.lock().ok()?.insert(id, at);
+                            pending.push_back(at);
                             c.request(me, ClientRequest::Esp { audience: 0, text: Sensitive::new(format!("ESP:t{id}").into_bytes()) }).await.ok()?;
                         }
-                        ev = c.next_event_unbounded() => { ev.ok()?; }
+                        ev = c.next_event_unbounded() => {
+                            if let Event::Reply { noid, .. } = ev.ok()? {
+                                if noid == me {
+                                    if let Some(at) = pending.pop_front() {
+                                        rtt.lock().ok()?.push(at.elapsed());
+                                    }
+                                }
+                            }
+                        }
                     }
                 }
             } else {
@@ -248,6 +265,15 @@ async fn main() -> Result<(), Failure> {
     let mut l = lat.lock().map(|l| l.clone()).unwrap_or_default();
     l.sort();
     let lost = sent_at.lock().map(|m| m.len()).unwrap_or(0);
+    let mut r = rtt.lock().map(|r| r.clone()).unwrap_or_default();
+    r.sort();
+    println!(
+        "live ESP round trip (request written -> sender's reply esp=1 read): {} replies; p50 {:.2} ms p99 {:.2} ms max {:.2} ms",
+        r.len(),
+        pct(&r, 0.50).as_secs_f64() * 1e3,
+        pct(&r, 0.99).as_secs_f64() * 1e3,
+        r.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
+    );
     println!(
         "live ESP: {sent_total} delivered in {esp_secs:.1} s = {:.0}/s from {senders} senders; delivery latency p50 {:.2} ms p99 {:.2} ms max {:.2} ms; not delivered by the stop: {lost}",
         sent_total as f64 / esp_secs,

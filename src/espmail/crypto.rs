@@ -61,10 +61,16 @@ pub const BLIND_LEN: usize = 32;
 /// Bytes of a mail id.
 pub const MAIL_ID_LEN: usize = 16;
 
-// layout version, sender len + name, recipient len + name, send time, text len + text
-const HEADER_MAX: usize = 1 + 1 + MAX_NAME_LEN + 1 + MAX_NAME_LEN + 8 + 2;
+// layout version, sender len + name, recipient len + name, send time (seconds, then
+// nanoseconds), text len + text
+const HEADER_MAX: usize = 1 + 1 + MAX_NAME_LEN + 1 + MAX_NAME_LEN + 8 + 4 + 2;
 const _: () = assert!(HEADER_MAX + MAX_TEXT_LEN <= PLAINTEXT_LEN);
-const LAYOUT_VERSION: u8 = 1;
+/// Written by [`pad`]. Version 2 added the nanoseconds of the send time, so messages
+/// saved within one second are still delivered oldest first (the table keeps no
+/// insertion order on purpose).
+const LAYOUT_VERSION: u8 = 2;
+/// Still read: as version 2 without the nanoseconds (taken as 0).
+const LAYOUT_VERSION_1: u8 = 1;
 
 /// Why sealing or opening failed. Never carries plaintext or key bytes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -149,6 +155,9 @@ pub struct Letter {
     pub recipient: String,
     /// Send time, seconds since the Unix epoch (UTC).
     pub sent_secs: u64,
+    /// The send time's fraction of a second, in nanoseconds (below 1,000,000,000); it
+    /// only orders messages sent within the same second.
+    pub sent_nanos: u32,
     /// The text.
     pub text: Sensitive<Vec<u8>>,
 }
@@ -255,6 +264,9 @@ pub fn pad(letter: &Letter) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
     if text.len() > MAX_TEXT_LEN {
         return Err(CryptoError::TextTooLong { len: text.len() });
     }
+    if letter.sent_nanos >= 1_000_000_000 {
+        return Err(CryptoError::Malformed("send time nanoseconds"));
+    }
     let mut p = Zeroizing::new(Vec::with_capacity(PLAINTEXT_LEN));
     p.push(LAYOUT_VERSION);
     // Lengths fit one byte (names) and two bytes (text): checked just above.
@@ -263,6 +275,7 @@ pub fn pad(letter: &Letter) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
     p.push(recipient.len() as u8);
     p.extend_from_slice(recipient);
     p.extend_from_slice(&letter.sent_secs.to_be_bytes());
+    p.extend_from_slice(&letter.sent_nanos.to_be_bytes());
     p.extend_from_slice(&(text.len() as u16).to_be_bytes());
     p.extend_from_slice(text);
     p.resize(PLAINTEXT_LEN, 0);
@@ -276,12 +289,25 @@ pub fn unpad(p: &[u8]) -> Result<Letter, CryptoError> {
         return Err(bad("plaintext size"));
     }
     let mut r = Reader { p, at: 0 };
-    if r.take(1)? != [LAYOUT_VERSION] {
-        return Err(bad("plaintext layout version"));
-    }
+    let version = r.take(1)?;
+    let with_nanos = match version {
+        [LAYOUT_VERSION] => true,
+        [LAYOUT_VERSION_1] => false,
+        _ => return Err(bad("plaintext layout version")),
+    };
     let sender = r.name()?;
     let recipient = r.name()?;
     let time: [u8; 8] = r.take(8)?.try_into().map_err(|_| bad("time"))?;
+    let sent_nanos = if with_nanos {
+        let n: [u8; 4] = r.take(4)?.try_into().map_err(|_| bad("time"))?;
+        let n = u32::from_be_bytes(n);
+        if n >= 1_000_000_000 {
+            return Err(bad("send time nanoseconds"));
+        }
+        n
+    } else {
+        0
+    };
     let len: [u8; 2] = r.take(2)?.try_into().map_err(|_| bad("text length"))?;
     let len = usize::from(u16::from_be_bytes(len));
     if len > MAX_TEXT_LEN {
@@ -295,6 +321,7 @@ pub fn unpad(p: &[u8]) -> Result<Letter, CryptoError> {
         sender,
         recipient,
         sent_secs: u64::from_be_bytes(time),
+        sent_nanos,
         text: Sensitive::new(text),
     })
 }
@@ -507,8 +534,38 @@ mod tests {
             sender: "Alice".into(),
             recipient: normalise(" Bob "),
             sent_secs: 1_763_906_700,
+            sent_nanos: 250_000_000,
             text: Sensitive::new(text.as_bytes().to_vec()),
         }
+    }
+
+    #[test]
+    fn layout_1_without_nanoseconds_still_reads() {
+        // Version 1 as it was written before the nanoseconds: same fields, no fraction.
+        let mut p = vec![1u8, 5];
+        p.extend_from_slice(b"Alice");
+        p.push(3);
+        p.extend_from_slice(b"bob");
+        p.extend_from_slice(&1_763_906_700u64.to_be_bytes());
+        p.extend_from_slice(&2u16.to_be_bytes());
+        p.extend_from_slice(b"hi");
+        p.resize(PLAINTEXT_LEN, 0);
+        let l = unpad(&p).unwrap();
+        assert_eq!((l.sender.as_str(), l.recipient.as_str()), ("Alice", "bob"));
+        assert_eq!((l.sent_secs, l.sent_nanos), (1_763_906_700, 0));
+        assert_eq!(l.text.expose(), b"hi");
+        // Version 2 carries the fraction; an out-of-range one is refused both ways.
+        let mut l2 = letter("hi");
+        assert_eq!(unpad(&pad(&l2).unwrap()).unwrap().sent_nanos, 250_000_000);
+        l2.sent_nanos = 1_000_000_000;
+        assert!(pad(&l2).is_err());
+        let mut p2 = pad(&letter("hi")).unwrap().to_vec();
+        let at = 1 + 1 + 5 + 1 + 3 + 8;
+        p2[at..at + 4].copy_from_slice(&1_000_000_000u32.to_be_bytes());
+        assert!(unpad(&p2).is_err());
+        // An unknown version is refused.
+        p[0] = 3;
+        assert!(unpad(&p).is_err());
     }
 
     #[test]
@@ -703,9 +760,10 @@ mod tests {
             sender in "[A-Za-z0-9 ._-]{1,32}",
             recipient in "[a-z0-9 ._-]{1,32}",
             sent_secs in proptest::num::u64::ANY,
+            sent_nanos in 0u32..1_000_000_000,
             text in proptest::collection::vec(proptest::num::u8::ANY, 0..=MAX_TEXT_LEN),
         ) {
-            let l = Letter { sender, recipient, sent_secs, text: Sensitive::new(text) };
+            let l = Letter { sender, recipient, sent_secs, sent_nanos, text: Sensitive::new(text) };
             let p = pad(&l).unwrap();
             proptest::prop_assert_eq!(p.len(), PLAINTEXT_LEN);
             proptest::prop_assert_eq!(unpad(&p).unwrap(), l);

@@ -143,14 +143,15 @@ impl MailHandle {
             }
         }
         let keys = &self.inner.keys;
-        let sent_secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
         let expiry_day = day_of(now) + i64::from(self.inner.limits.retention_days);
         let blinds = keys.blinds(&recipient).map_err(StoreError::from)?;
         let text_len = text.len();
         let letter = Letter {
             sender,
             recipient,
-            sent_secs,
+            sent_secs: since.as_secs(),
+            sent_nanos: since.subsec_nanos(),
             text,
         };
         // Sealing costs a few microseconds of CPU: done here so that on a multi-core machine

@@ -748,11 +748,11 @@ fn load(
             .and_then(|row| keys.open(&row).map(|l| (row.id, l)))
         {
             Ok((id, letter)) => out.push((
-                letter.sent_secs,
+                (letter.sent_secs, letter.sent_nanos),
                 PendingMail {
                     id,
                     sender: letter.sender,
-                    sent: UNIX_EPOCH + Duration::from_secs(letter.sent_secs),
+                    sent: UNIX_EPOCH + Duration::new(letter.sent_secs, letter.sent_nanos),
                     text: letter.text,
                 },
             )),

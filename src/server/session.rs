@@ -58,6 +58,14 @@ const LINES_PER_SEC: u32 = 2;
 /// Said when a line is dropped for coming too fast (ESPMAIL.md has no words for this).
 const TOO_FAST: &str = "Slow down; that line was not sent.";
 
+/// How long a connection the server ends waits for the client to close its side (see
+/// [`Live::close_gracefully`]); bounded so a silent client cannot hold a shutdown.
+const CLOSE_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Said to avatars in the world when the server shuts down (ESPMAIL.md has no words for
+/// this; the connection closes right after it).
+pub const SHUTTING_DOWN: &str = "The server is shutting down. Goodbye.";
+
 /// Packets waiting for room in the link's window before the client counts as stuck.
 const MAX_QUEUED_PACKETS: usize = 512;
 /// After a refusal, how long to wait for the client to ack the IM_ALIVE before closing
@@ -227,10 +235,19 @@ impl Session {
             dropped_lines: 0,
         };
         if let Auth::Yes(a) = &live.auth {
-            live.esp = Some(EspState::new(a.name.clone()));
+            live.esp = Some(
+                EspState::new(a.name.clone())
+                    .with_prompt_timeout(live.deps.settings.prompt_timeout),
+            );
         }
         let result = live.run(&self.shutdown).await;
         live.leave();
+        if result.is_ok() {
+            // The mailbox lease goes first: a login that replaced this one must not wait
+            // for the linger below to open it.
+            live.delivery = None;
+            live.close_gracefully().await;
+        }
         result
     }
 
@@ -388,7 +405,15 @@ impl Live {
                 .map(tokio::time::Instant::from_std);
             let prompt_at = self.prompt.as_ref().and_then(|p| p.deadline);
             let flow = tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
+                _ = shutdown.cancelled() => {
+                    // Only a client past HERE_I_AM shows balloon lines.
+                    if self.here {
+                        self.say(SHUTTING_DOWN);
+                        self.pump().await?;
+                    }
+                    info!("closed for shutdown");
+                    return Ok(());
+                }
                 _ = kicked.cancelled() => {
                     if let Some(text) = self.member.kick_reason().and_then(|r| r.text()) {
                         self.say(text);
@@ -791,7 +816,10 @@ impl Live {
                         Ok(Some(a)) => a,
                         _ => return Ok(Flow::Close),
                     };
-                    self.esp = Some(EspState::new(avatar.name.clone()));
+                    self.esp = Some(
+                        EspState::new(avatar.name.clone())
+                            .with_prompt_timeout(self.deps.settings.prompt_timeout),
+                    );
                     self.auth = Auth::Yes(avatar);
                     self.enter();
                     self.announce_appear();
@@ -1115,6 +1143,7 @@ impl Live {
         let Some((pacer, line)) = DeliveryPacer::start(mailbox.remaining()) else {
             return;
         };
+        let pacer = pacer.with_prompt_timeout(self.deps.settings.prompt_timeout);
         info!(waiting = mailbox.remaining(), "delivering ESP Mail");
         self.say_owned(line.into_bytes());
         self.delivery = Some(Delivery {
@@ -1299,6 +1328,27 @@ impl Live {
         debug!(pkt = %log_redact::packet(Dir::Out, &frame), "frame");
         self.framed.send(frame).await?;
         Ok(())
+    }
+}
+
+impl Live {
+    /// Ends the connection from the server's side without losing the last lines written
+    /// ("saved", "You have logged in elsewhere."): closing a socket that still has unread
+    /// input (the client's acks) makes the kernel send a reset, and the peer's kernel then
+    /// throws away whatever it had not yet handed to the client. So: send FIN, then read
+    /// and discard until the client closes too, for at most [`CLOSE_LINGER`].
+    async fn close_gracefully(&mut self) {
+        let stream = self.framed.get_mut();
+        if stream.shutdown().await.is_err() {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + CLOSE_LINGER;
+        let mut buf = [0u8; 512];
+        while let Ok(Ok(n)) = tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            if n == 0 {
+                break;
+            }
+        }
     }
 }
 

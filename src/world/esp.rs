@@ -427,6 +427,7 @@ pub struct EspState {
     target: Option<AvatarName>,
     offer: Option<Offer>,
     saving: Option<AvatarName>,
+    prompt_timeout: Duration,
 }
 
 impl EspState {
@@ -437,7 +438,16 @@ impl EspState {
             target: None,
             offer: None,
             saving: None,
+            prompt_timeout: PROMPT_TIMEOUT,
         }
+    }
+
+    /// The same, with the configured offer timeout (`mail.prompt_timeout_secs`) instead
+    /// of [`PROMPT_TIMEOUT`], so the session's timer and this state agree on when an
+    /// offer lapsed.
+    pub fn with_prompt_timeout(mut self, timeout: Duration) -> EspState {
+        self.prompt_timeout = timeout;
+        self
     }
 
     /// The current ESP target.
@@ -531,7 +541,7 @@ impl EspState {
             to,
             text: Sensitive::new(body),
             unusable: 0,
-            deadline: now + PROMPT_TIMEOUT,
+            deadline: now + self.prompt_timeout,
         });
         vec![Intent::Reply { esp: false }, Intent::Prompt(prompt)]
     }
@@ -632,6 +642,7 @@ pub enum PacerStep {
 pub struct DeliveryPacer {
     left: usize,
     asking: Option<(Instant, u32)>,
+    prompt_timeout: Duration,
 }
 
 impl DeliveryPacer {
@@ -643,10 +654,17 @@ impl DeliveryPacer {
                 DeliveryPacer {
                     left: waiting,
                     asking: None,
+                    prompt_timeout: PROMPT_TIMEOUT,
                 },
                 mail_waiting(waiting),
             )
         })
+    }
+
+    /// The same, with the configured prompt timeout instead of [`PROMPT_TIMEOUT`].
+    pub fn with_prompt_timeout(mut self, timeout: Duration) -> DeliveryPacer {
+        self.prompt_timeout = timeout;
+        self
     }
 
     /// Messages not yet delivered.
@@ -671,7 +689,7 @@ impl DeliveryPacer {
             self.asking = None;
             return PacerStep::Finished;
         }
-        self.asking = Some((now + PROMPT_TIMEOUT, 0));
+        self.asking = Some((now + self.prompt_timeout, 0));
         PacerStep::Ask(next_mail_prompt(self.left))
     }
 
@@ -1181,5 +1199,37 @@ mod tests {
         assert_eq!(p.tick(now + PROMPT_TIMEOUT), Some(PacerStep::Finished));
         assert!(!p.awaiting_reply());
         assert_eq!(p.answer(b"y", now + PROMPT_TIMEOUT), PacerStep::Ignore);
+    }
+
+    #[test]
+    fn a_configured_prompt_timeout_replaces_the_default_both_ways() {
+        let now = Instant::now();
+        let long = PROMPT_TIMEOUT * 3;
+        // Pacer: an answer after 120 s but inside the configured time still counts.
+        let (p, _) = DeliveryPacer::start(2).unwrap();
+        let mut p = p.with_prompt_timeout(long);
+        p.delivered(now);
+        assert_eq!(p.deadline(), Some(now + long));
+        assert_eq!(p.answer(b"y", now + PROMPT_TIMEOUT), PacerStep::Deliver);
+        // ... and a short one lapses early.
+        let (p, _) = DeliveryPacer::start(2).unwrap();
+        let mut p = p.with_prompt_timeout(Duration::from_secs(1));
+        p.delivered(now);
+        assert_eq!(
+            p.tick(now + Duration::from_secs(1)),
+            Some(PacerStep::Finished)
+        );
+
+        // Offer: likewise.
+        let dir = FakeDir::with(&["Alice"]);
+        let rate = MailRate::default();
+        let mut s = EspState::new(name("Alice")).with_prompt_timeout(long);
+        s.start("bob", Some(name("Bob")), &dir);
+        s.esp(b"ESP:meet me", &dir, &rate, now);
+        assert_eq!(s.deadline(), Some(now + long));
+        assert_eq!(
+            texts(&s.prompt_reply(b"y", &dir, &rate, now + PROMPT_TIMEOUT))[0],
+            "save Bob<-Alice meet me"
+        );
     }
 }

@@ -198,6 +198,35 @@ impl TestServer {
         self.log().lines().filter(|l| l.contains(needle)).count()
     }
 
+    /// Wait (bounded) until at least `n` log lines contain `needle`; returns the count.
+    pub fn wait_for_log_count(&self, needle: &str, n: usize) -> usize {
+        let deadline = Instant::now() + WAIT;
+        let mut log = self
+            .captured
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        loop {
+            let count = log.text.lines().filter(|l| l.contains(needle)).count();
+            if count >= n {
+                return count;
+            }
+            let now = Instant::now();
+            if now >= deadline || log.closed {
+                panic!(
+                    "server logged {needle:?} {count} times, not {n}; log so far:\n{}",
+                    log.text
+                );
+            }
+            log = self
+                .captured
+                .bell
+                .wait_timeout(log, deadline - now)
+                .unwrap()
+                .0;
+        }
+    }
+
     /// Send a signal by name (TERM, INT, KILL) through kill(1); the crate forbids unsafe.
     pub fn signal(&self, sig: &str) {
         let pid = self.child.as_ref().unwrap().id();

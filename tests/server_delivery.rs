@@ -1,0 +1,423 @@
+//! ESP Mail delivery at login against the real binary: the paced "Next ESP Mail" prompt
+//! (Y, empty, N, no answer), and a second login of the recipient while a delivery is
+//! under way (each message deleted exactly once, and only after the client that acked it;
+//! an unacked one comes again, to the new session only).
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod common;
+
+use common::{contains_bytes, TestServer};
+use espmail::talk::{Client, Event};
+
+const DELETED: &str = "delivered ESP Mail acked and deleted";
+
+fn pw(name: &str) -> String {
+    format!("{}-password", name.to_lowercase())
+}
+
+/// Registers an avatar by logging in once (auto_register) and leaving.
+async fn register(server: &TestServer, name: &str) {
+    let mut c = Client::enter(&server.host(), name, Some(&pw(name)))
+        .await
+        .unwrap();
+    c.quit().await.unwrap();
+    c.wait_closed().await.unwrap();
+}
+
+/// Alice (a fresh session each time, so her line bucket is full) mails the offline Bob.
+async fn alice_mails_bob(server: &TestServer, text: &str) {
+    let mut alice = Client::enter(&server.host(), "Alice", Some(&pw("Alice")))
+        .await
+        .unwrap();
+    assert!(alice.speak(b"TO:Bob").await.unwrap());
+    alice
+        .wait_text("Bob is offline. Your ESP will be offered as ESP Mail.")
+        .await
+        .unwrap();
+    assert!(!alice.esp(text.as_bytes()).await.unwrap());
+    alice
+        .wait_for(|e| matches!(e, Event::Prompt(_)))
+        .await
+        .unwrap();
+    alice
+        .answer(b"ESP Mail to Bob? (Y/N) ", b"Y")
+        .await
+        .unwrap();
+    alice.wait_text("ESP Mail for Bob saved.").await.unwrap();
+    alice.quit().await.unwrap();
+    alice.wait_closed().await.unwrap();
+}
+
+/// Bob connects and goes in; `ack_mail` false plays a client that acks its login frames
+/// but none of what follows HERE_I_AM.
+async fn bob_logs_in(server: &TestServer, ack_mail: bool) -> Client {
+    let mut bob = Client::connect(&server.host(), "Bob", Some(&pw("Bob")))
+        .await
+        .unwrap();
+    bob.im_alive().await.unwrap();
+    bob.describe().await.unwrap();
+    bob.auto_ack = ack_mail;
+    bob.here_i_am().await.unwrap();
+    bob
+}
+
+/// Events up to and including the next PROMPT_USER.
+async fn until_prompt(c: &mut Client) -> Vec<Event> {
+    c.collect_until(|e| matches!(e, Event::Prompt(_)))
+        .await
+        .unwrap()
+}
+
+/// Events up to and including the reply to a SPEAK sent now. Every line the server
+/// queued before it is among them, and every frame before it (a Ping, say) was read.
+async fn round_trip(c: &mut Client) -> Vec<Event> {
+    let me = c.me;
+    c.request(
+        me,
+        espmail::protocol::messages::ClientRequest::Speak {
+            audience: 0,
+            text: espmail::log_redact::Sensitive::new(b"hello".to_vec()),
+        },
+    )
+    .await
+    .unwrap();
+    c.collect_until(|e| matches!(e, Event::Reply { noid, .. } if *noid == me))
+        .await
+        .unwrap()
+}
+
+/// Events left after the server closed the connection (bounded).
+async fn until_closed(c: &mut Client) -> Vec<Event> {
+    let mut seen = Vec::new();
+    loop {
+        match c.next_event().await {
+            Ok(e) => seen.push(e),
+            Err(espmail::talk::ClientError::Timeout(_)) => panic!("not closed; saw {seen:?}"),
+            Err(_) => return seen,
+        }
+    }
+}
+
+fn texts(events: &[Event]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| e.text())
+        .map(|t| String::from_utf8_lossy(t).into_owned())
+        .collect()
+}
+
+fn shows(events: &[Event], needle: &str) -> bool {
+    events.iter().any(|e| {
+        e.text()
+            .is_some_and(|t| contains_bytes(t, needle.as_bytes()))
+    })
+}
+
+/// Which of `mails` these events show.
+fn shown<'a>(events: &[Event], mails: &[&'a str]) -> Vec<&'a str> {
+    mails.iter().copied().filter(|m| shows(events, m)).collect()
+}
+
+/// The one message of `mails` these events show (paced delivery: one per step).
+fn one_of<'a>(events: &[Event], mails: &[&'a str]) -> &'a str {
+    match shown(events, mails)[..] {
+        [m] => m,
+        ref other => panic!("expected exactly one message, got {other:?} in {events:?}"),
+    }
+}
+
+fn prompt_of(events: &[Event]) -> String {
+    match events.last() {
+        Some(Event::Prompt(p)) => String::from_utf8_lossy(p).into_owned(),
+        other => panic!("expected a prompt last, got {other:?}"),
+    }
+}
+
+/// Logs Bob in and proves no mail is waiting.
+async fn bob_has_no_mail(server: &TestServer) {
+    let mut bob = bob_logs_in(server, true).await;
+    let seen = round_trip(&mut bob).await;
+    assert!(!shows(&seen, "ESP Mail"), "no ESP Mail expected: {seen:?}");
+    bob.quit().await.unwrap();
+    bob.wait_closed().await.unwrap();
+}
+
+// Each step must show exactly one new message, and oldest first: Alice's messages here
+// are all saved within a second or so, which the send time's nanoseconds still order.
+
+#[tokio::test]
+async fn a_second_login_during_delivery_gets_the_unacked_mail_and_nothing_is_deleted_twice() {
+    let server = TestServer::start(&[]);
+    register(&server, "Alice").await;
+    register(&server, "Bob").await;
+    let mails = ["first-3c1a", "second-3c2b", "third-3c3c"];
+    for m in mails {
+        alice_mails_bob(&server, m).await;
+    }
+
+    // The first session shows one message and holds at the Next prompt, unacked.
+    let mut bob1 = bob_logs_in(&server, false).await;
+    let seen1 = until_prompt(&mut bob1).await;
+    assert!(texts(&seen1).contains(&"You have 3 ESP Mail (times UTC).".to_string()));
+    let held = one_of(&seen1, &mails);
+    assert_eq!(held, mails[0], "oldest first");
+    assert_eq!(prompt_of(&seen1), "Next ESP Mail (2 left)? (Y/N) ");
+
+    // A second login replaces it; the old one is told and closed, and gets no more mail.
+    let mut bob2 = bob_logs_in(&server, true).await;
+    let mut rest1 = bob1
+        .collect_until(|e| e.text() == Some(b"You have logged in elsewhere."))
+        .await
+        .unwrap();
+    rest1.extend(until_closed(&mut bob1).await);
+    let others: Vec<&str> = mails.iter().copied().filter(|m| *m != held).collect();
+    assert!(
+        shown(&rest1, &others).is_empty(),
+        "old session got more: {rest1:?}"
+    );
+    assert_eq!(server.log_count(DELETED), 0, "nothing was acked yet");
+
+    // The new session gets all three (the held one again: never acked), one per prompt.
+    let step1 = until_prompt(&mut bob2).await;
+    assert!(texts(&step1).contains(&"You have 3 ESP Mail (times UTC).".to_string()));
+    assert_eq!(
+        one_of(&step1, &mails),
+        held,
+        "unacked mail comes again first"
+    );
+    assert_eq!(prompt_of(&step1), "Next ESP Mail (2 left)? (Y/N) ");
+    bob2.answer(b"Next ESP Mail (2 left)? (Y/N) ", b"Y")
+        .await
+        .unwrap();
+    let step2 = until_prompt(&mut bob2).await;
+    let second = one_of(&step2, &others);
+    assert_eq!(second, mails[1], "oldest first");
+    assert_eq!(prompt_of(&step2), "Next ESP Mail (1 left)? (Y/N) ");
+    bob2.answer(b"Next ESP Mail (1 left)? (Y/N) ", b"")
+        .await
+        .unwrap();
+    let last = others.iter().copied().find(|m| *m != second).unwrap();
+    let mut step3 = bob2
+        .collect_until(|e| e.text() == Some(last.as_bytes()))
+        .await
+        .unwrap();
+    step3.extend(round_trip(&mut bob2).await); // reads (and answers) the Ping after it
+    assert_eq!(shown(&step3, &mails), vec![last]);
+    server.wait_for_log_count(DELETED, 3);
+    bob2.quit().await.unwrap();
+    bob2.wait_closed().await.unwrap();
+    assert_eq!(server.log_count(DELETED), 3, "each message deleted once");
+    bob_has_no_mail(&server).await;
+}
+
+#[tokio::test]
+async fn mail_acked_by_the_replaced_session_is_not_delivered_again() {
+    let server = TestServer::start(&[]);
+    register(&server, "Alice").await;
+    register(&server, "Bob").await;
+    let mails = ["one-77a1", "two-77a2", "three-77a3"];
+    for m in mails {
+        alice_mails_bob(&server, m).await;
+    }
+
+    // The first session shows and acks one message, then holds at the prompt.
+    let mut bob1 = bob_logs_in(&server, false).await;
+    let seen1 = until_prompt(&mut bob1).await;
+    let acked = one_of(&seen1, &mails);
+    bob1.ack().await.unwrap();
+    server.wait_for_log_count(DELETED, 1);
+
+    let mut bob2 = bob_logs_in(&server, true).await;
+    let mut rest1 = bob1
+        .collect_until(|e| e.text() == Some(b"You have logged in elsewhere."))
+        .await
+        .unwrap();
+    rest1.extend(until_closed(&mut bob1).await);
+    let others: Vec<&str> = mails.iter().copied().filter(|m| *m != acked).collect();
+    assert!(shown(&rest1, &others).is_empty(), "{rest1:?}");
+
+    let mut seen2 = until_prompt(&mut bob2).await;
+    assert!(texts(&seen2).contains(&"You have 2 ESP Mail (times UTC).".to_string()));
+    let first = one_of(&seen2, &others);
+    assert_eq!(prompt_of(&seen2), "Next ESP Mail (1 left)? (Y/N) ");
+    bob2.answer(b"Next ESP Mail (1 left)? (Y/N) ", b"y")
+        .await
+        .unwrap();
+    let last = others.iter().copied().find(|m| *m != first).unwrap();
+    seen2.extend(
+        bob2.collect_until(|e| e.text() == Some(last.as_bytes()))
+            .await
+            .unwrap(),
+    );
+    seen2.extend(round_trip(&mut bob2).await);
+    assert!(!shows(&seen2, acked), "acked mail came again: {seen2:?}");
+    server.wait_for_log_count(DELETED, 3);
+    bob2.quit().await.unwrap();
+    bob2.wait_closed().await.unwrap();
+    assert_eq!(server.log_count(DELETED), 3);
+    bob_has_no_mail(&server).await;
+}
+
+#[tokio::test]
+async fn empty_and_y_deliver_the_next_and_n_keeps_the_rest_for_later() {
+    let server = TestServer::start(&[]);
+    register(&server, "Alice").await;
+    register(&server, "Bob").await;
+    let mails = ["pace-1", "pace-2", "pace-3", "pace-4"];
+    for m in mails {
+        alice_mails_bob(&server, m).await;
+    }
+    let mut left: Vec<&str> = mails.to_vec();
+
+    let mut bob = bob_logs_in(&server, true).await;
+    let seen = until_prompt(&mut bob).await;
+    assert!(texts(&seen).contains(&"You have 4 ESP Mail (times UTC).".to_string()));
+    let m = one_of(&seen, &mails); // paced: one message, then the prompt
+    assert_eq!(m, mails[0], "oldest first");
+    left.retain(|x| *x != m);
+    assert_eq!(prompt_of(&seen), "Next ESP Mail (3 left)? (Y/N) ");
+
+    // An empty answer delivers the next, and only it.
+    bob.answer(b"Next ESP Mail (3 left)? (Y/N) ", b"")
+        .await
+        .unwrap();
+    let seen = until_prompt(&mut bob).await;
+    let m = one_of(&seen, &mails);
+    assert_eq!(m, mails[1], "oldest first");
+    left.retain(|x| *x != m);
+    assert_eq!(prompt_of(&seen), "Next ESP Mail (2 left)? (Y/N) ");
+
+    // Y delivers the next.
+    bob.answer(b"Next ESP Mail (2 left)? (Y/N) ", b"Y")
+        .await
+        .unwrap();
+    let seen = until_prompt(&mut bob).await;
+    let m = one_of(&seen, &mails);
+    assert_eq!(m, mails[2], "oldest first");
+    left.retain(|x| *x != m);
+    assert_eq!(prompt_of(&seen), "Next ESP Mail (1 left)? (Y/N) ");
+
+    // N keeps the rest, and says so.
+    bob.answer(b"Next ESP Mail (1 left)? (Y/N) ", b"N")
+        .await
+        .unwrap();
+    let mut seen = bob
+        .collect_until(|e| e.text() == Some(b"ESP Mail kept for later."))
+        .await
+        .unwrap();
+    seen.extend(round_trip(&mut bob).await);
+    assert!(
+        shown(&seen, &mails).is_empty(),
+        "N must keep the rest: {seen:?}"
+    );
+    server.wait_for_log_count(DELETED, 3);
+    bob.quit().await.unwrap();
+    bob.wait_closed().await.unwrap();
+    assert_eq!(server.log_count(DELETED), 3);
+
+    // The next login gets the kept one, with no prompt after the last message.
+    assert_eq!(left, [mails[3]]);
+    let kept = mails[3];
+    let mut bob = bob_logs_in(&server, true).await;
+    let mut seen = bob
+        .collect_until(|e| e.text() == Some(kept.as_bytes()))
+        .await
+        .unwrap();
+    seen.extend(round_trip(&mut bob).await);
+    assert!(texts(&seen).contains(&"You have 1 ESP Mail (times UTC).".to_string()));
+    assert!(
+        !seen.iter().any(|e| matches!(e, Event::Prompt(_))),
+        "no Next prompt after the last message: {seen:?}"
+    );
+    server.wait_for_log_count(DELETED, 4);
+    bob.quit().await.unwrap();
+    bob.wait_closed().await.unwrap();
+    bob_has_no_mail(&server).await;
+}
+
+#[tokio::test]
+async fn no_answer_to_the_next_prompt_keeps_the_rest() {
+    // Mail is sent under the default prompt timeout; the server then restarts (SIGTERM,
+    // same data directory) with a 1 s one, so only the Next prompt has to lapse.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let short = tmp.path().join("short.toml");
+    std::fs::write(&short, "[mail]\nprompt_timeout_secs = 1\n").unwrap();
+    let mut server = TestServer::start_in(&dir, &[]);
+    register(&server, "Alice").await;
+    register(&server, "Bob").await;
+    let mails = ["lapse-1", "lapse-2"];
+    for m in mails {
+        alice_mails_bob(&server, m).await;
+    }
+    server.signal("TERM");
+    assert!(server.wait_exit().success());
+    let server = TestServer::start_in(&dir, &["--config", short.to_str().unwrap()]);
+
+    let mut bob = bob_logs_in(&server, true).await;
+    let seen = until_prompt(&mut bob).await;
+    let first = one_of(&seen, &mails);
+    let second = mails.iter().copied().find(|m| *m != first).unwrap();
+    assert_eq!(prompt_of(&seen), "Next ESP Mail (1 left)? (Y/N) ");
+    // Bob says nothing; the prompt lapses, the rest stays stored, nothing is shown.
+    server.wait_for_log("no answer to the next-mail prompt; the rest is kept");
+    let mut seen = round_trip(&mut bob).await;
+    // A late answer is a reply with no prompt pending: ignored, no delivery.
+    bob.answer(b"Next ESP Mail (1 left)? (Y/N) ", b"Y")
+        .await
+        .unwrap();
+    server.wait_for_log("prompt reply with no prompt pending ignored");
+    seen.extend(round_trip(&mut bob).await);
+    assert!(
+        !shows(&seen, second),
+        "lapsed prompt must keep the rest: {seen:?}"
+    );
+    server.wait_for_log_count(DELETED, 1);
+    bob.quit().await.unwrap();
+    bob.wait_closed().await.unwrap();
+    assert_eq!(server.log_count(DELETED), 1);
+
+    let mut bob = bob_logs_in(&server, true).await;
+    let seen = bob
+        .collect_until(|e| e.text() == Some(second.as_bytes()))
+        .await
+        .unwrap();
+    assert!(texts(&seen).contains(&"You have 1 ESP Mail (times UTC).".to_string()));
+    round_trip(&mut bob).await;
+    server.wait_for_log_count(DELETED, 2);
+    bob.quit().await.unwrap();
+    bob.wait_closed().await.unwrap();
+    bob_has_no_mail(&server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_acks_only_when_pinged_still_gets_its_mail_deleted() {
+    // The C64 acks only when asked, so an ack answering a Ping must be enough to delete.
+    // (The server Pings right after the last line; the link's 3 s stall timer would Ping
+    // too, later, so this does not tell the two apart: it shows the Ping path works.)
+    let server = TestServer::start(&[]);
+    register(&server, "Alice").await;
+    register(&server, "Bob").await;
+    alice_mails_bob(&server, "ping-me-0a1").await;
+
+    let mut bob = bob_logs_in(&server, true).await;
+    bob.ack_actions = false;
+    bob.wait_text("ping-me-0a1").await.unwrap();
+    // Bob sends nothing from now on (his own Actions would carry an ack); he only reads,
+    // on a worker thread, answering Pings, while this thread waits for the delete.
+    let (done, stop) = tokio::sync::oneshot::channel::<()>();
+    let reader = tokio::spawn(async move {
+        tokio::select! {
+            _ = bob.wait_for(|_| false) => {}
+            _ = stop => {}
+        }
+        bob
+    });
+    server.wait_for_log(DELETED);
+    done.send(()).unwrap();
+    let mut bob = reader.await.unwrap();
+    assert_eq!(server.log_count(DELETED), 1);
+    bob.quit().await.unwrap();
+    bob.wait_closed().await.unwrap();
+    bob_has_no_mail(&server).await;
+}
