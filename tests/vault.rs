@@ -101,6 +101,28 @@ async fn saved_mail_is_delivered_oldest_first_and_deleted_on_confirm() {
     h.shutdown().await.unwrap();
 }
 
+/// Mail sent within one second (a chatty sender, or several) still comes out in the order
+/// it was sent: send times keep their fraction of a second.
+#[tokio::test]
+async fn mail_sent_within_one_second_keeps_its_order() {
+    let v = Vault::new();
+    let h = v.open(Limits::default());
+    let base = at(now().duration_since(UNIX_EPOCH).unwrap().as_secs());
+    let sent: Vec<String> = (0..20).map(|i| format!("line {i}")).collect();
+    for (i, t) in sent.iter().enumerate() {
+        let when = base + Duration::from_micros(1 + i as u64 * 7);
+        h.save("Bob", "Alice", text(t), when).await.unwrap();
+    }
+    let mut mb = h.open_mailbox("bob").await.unwrap();
+    let mut got = Vec::new();
+    while let Some(m) = mb.next() {
+        got.push(String::from_utf8(m.text.expose().clone()).unwrap());
+    }
+    assert_eq!(got, sent);
+    drop(mb);
+    h.shutdown().await.unwrap();
+}
+
 #[tokio::test]
 async fn unconfirmed_mail_stays_and_survives_a_restart() {
     let v = Vault::new();
