@@ -10,7 +10,9 @@
 //!   commits once (one fsync for the whole batch) and only then answers each caller. A caller
 //!   told "saved" is therefore told so after its row is durable (promise 7).
 //! - **Deliver and delete**: [`Store::load`] decrypts a recipient's mail oldest first and
-//!   moves any row that fails to open to the `quarantine` table (logged once, by id);
+//!   moves any row that fails to open to the `quarantine` table (logged once, by id;
+//!   never delivered; it keeps its expiry day, so the retention purge removes it then,
+//!   and an operator may list it or drop it sooner with `espmail quarantine`);
 //!   [`Store::confirm`] deletes one message and bumps the delivery counter in one
 //!   transaction. After deletions the WAL is checkpointed with `TRUNCATE` as soon as the
 //!   writer is idle (or every [`CHECKPOINT_EVERY`] deletions under load), so the old pages
@@ -379,7 +381,7 @@ impl ReasonCode {
         }
     }
 
-    /// The code of a stored reason (the opening error's text, see [`quarantine`]).
+    /// The code of a stored reason (the opening error's text, as the quarantine stores it).
     pub fn of_stored(reason: &str) -> ReasonCode {
         if reason == CryptoError::Authentication.to_string() {
             ReasonCode::Authentication
