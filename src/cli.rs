@@ -34,6 +34,8 @@ pub enum Command {
     Purge(PurgeArgs),
     /// Re-encrypt waiting ESP Mail under a new keyfile key.
     RotateKey(RotateKeyArgs),
+    /// Rows that failed to open: list them, or drop them (an operator's decision).
+    Quarantine(QuarantineArgs),
     /// A text client that speaks the real protocol, to try the world without a C64.
     Talk(TalkArgs),
 }
@@ -159,6 +161,37 @@ pub struct RotateKeyArgs {
     pub retire_old: bool,
 }
 
+/// `espmail quarantine …`.
+#[derive(Debug, Args)]
+pub struct QuarantineArgs {
+    /// Config file and data directory.
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// The quarantine operation.
+    #[command(subcommand)]
+    pub op: QuarantineOp,
+}
+
+/// What to do with quarantined rows.
+#[derive(Debug, Subcommand)]
+pub enum QuarantineOp {
+    /// Ids, key ids, days in quarantine and reason codes; never content.
+    List,
+    /// Delete quarantined rows for good: the ids `quarantine list` prints, or --all.
+    Drop {
+        /// Row ids (hex) to drop.
+        #[arg(
+            value_name = "ID",
+            required_unless_present = "all",
+            conflicts_with = "all"
+        )]
+        ids: Vec<String>,
+        /// Drop every quarantined row.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
 /// `espmail talk`.
 #[derive(Debug, Args)]
 pub struct TalkArgs {
@@ -231,6 +264,26 @@ mod tests {
                 ..
             })
         ));
+        let cli = Cli::try_parse_from(["espmail", "quarantine", "drop", "ab01", "cd02"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Quarantine(QuarantineArgs { op: QuarantineOp::Drop { ref ids, all: false }, .. })
+                if ids == &["ab01", "cd02"]
+        ));
+        let cli = Cli::try_parse_from(["espmail", "quarantine", "drop", "--all"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Quarantine(QuarantineArgs { op: QuarantineOp::Drop { ref ids, all: true }, .. })
+                if ids.is_empty()
+        ));
+        for bad in [
+            &["quarantine", "drop"][..],
+            &["quarantine", "drop", "ab", "--all"],
+        ] {
+            let err = Cli::try_parse_from(std::iter::once("espmail").chain(bad.iter().copied()))
+                .unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{bad:?}");
+        }
         let cli = Cli::try_parse_from(["espmail", "purge", "--older-than", "30"]).unwrap();
         assert!(matches!(
             cli.command,

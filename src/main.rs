@@ -45,7 +45,8 @@ fn run(cli: Cli) -> Result<()> {
         | Command::Admin(_)
         | Command::Stats(_)
         | Command::Purge(_)
-        | Command::RotateKey(_)) => Ok(espmail::ops::run(cmd)?),
+        | Command::RotateKey(_)
+        | Command::Quarantine(_)) => Ok(espmail::ops::run(cmd)?),
         Command::Talk(args) => {
             let rt = runtime()?;
             rt.block_on(espmail::talk::run(args))?;

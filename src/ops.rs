@@ -1,5 +1,5 @@
 //! The operator's commands other than `serve` and `talk`: `init`, `account …`, `admin …`,
-//! `stats`, `purge` and `rotate-key`. Each loads the configuration (flags > file >
+//! `stats`, `purge`, `rotate-key` and `quarantine …`. Each loads the configuration (flags > file >
 //! defaults), does its work through the library's own APIs ([`crate::espmail::keyfile`],
 //! [`crate::espmail::offline`], [`crate::world::accounts`], [`crate::admin::request`]) and
 //! prints a few plain lines. Every failure is one [`OpsError`] whose message names the
@@ -8,7 +8,8 @@
 //! **A running server.** The commands that care ask the admin socket whether a server is
 //! running on the same data ([`server_state`]):
 //!
-//! - `stats` and `purge` run either way and say which; `account …` runs either way. They
+//! - `stats` and `purge` run either way and say which; `account …` and `quarantine …`
+//!   run either way (the server only ever adds to the quarantine). They
 //!   share the database with the server safely: both sides use WAL mode and a busy
 //!   timeout, every change is one short transaction, and readers never block the server.
 //! - `rotate-key`: refuses while the server runs ("the server is running; stop it first").
@@ -31,13 +32,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::admin::{self, AdminError};
 use crate::cli::{
     AccountArgs, AccountOp, AdminArgs, AdminOp, Command, DataArgs, DebugSwitch, PurgeArgs,
-    RotateKeyArgs,
+    QuarantineArgs, QuarantineOp, RotateKeyArgs,
 };
 use crate::config::{Config, ConfigError, Overrides};
 use crate::espmail::crypto::{self, Keyring};
 use crate::espmail::keyfile::{self, KeyId, Keyfile, KeyfileError};
 use crate::espmail::offline;
-use crate::espmail::store::{Limits, Store, StoreError};
+use crate::espmail::store::{Limits, QuarantineSelect, RowId, Store, StoreError};
 use crate::world::accounts::{
     self as world_accounts, AccountError, Accounts, AccountsKey, Avatar, AvatarName, NameError,
     Password,
@@ -213,6 +214,19 @@ pub enum OpsError {
         /// The active key.
         active: KeyId,
     },
+    /// `rotate-key --retire-old` kept an old key because quarantined rows name it.
+    #[error(
+        "key {key_id} was not retired: {rows} quarantined rows are sealed under it (they \
+         failed to open and will never be delivered); `espmail quarantine list` shows them, \
+         `espmail quarantine drop --all` (or `drop ID`) removes them for good; then run \
+         `espmail rotate-key --retire-old` again"
+    )]
+    QuarantineHoldsKey {
+        /// The key kept.
+        key_id: KeyId,
+        /// Quarantined rows under it.
+        rows: u64,
+    },
     /// The async runtime for the admin client could not start.
     #[error("cannot start the async runtime: {0}")]
     Runtime(io::Error),
@@ -360,6 +374,7 @@ pub fn run_with(
         Command::Stats(args) => stats(&args, out),
         Command::Purge(args) => purge(args, out),
         Command::RotateKey(args) => rotate_key(args, out),
+        Command::Quarantine(args) => quarantine(args, out, note),
         Command::Serve(_) => Err(OpsError::NotOps("serve")),
         Command::Talk(_) => Err(OpsError::NotOps("talk")),
     }
@@ -832,8 +847,60 @@ pub fn purge(args: PurgeArgs, out: &mut dyn Write) -> Result<(), OpsError> {
     let n = offline::purge(&db, &mail_limits(&config), cutoff)?;
     writeln!(
         out,
-        "purged {n} ESP Mail that waited {days} days or more (server {state})"
+        "purged {} ESP Mail that waited {days} days or more (server {state})",
+        n.mail
     )?;
+    writeln!(
+        out,
+        "purged {} quarantined rows whose mail waited {days} days or more",
+        n.quarantined
+    )?;
+    Ok(())
+}
+
+/// `espmail quarantine list|drop`: the rows that failed to open. `list` prints one line a
+/// row (id, key id, days in quarantine, reason code, days until retention purges it; never
+/// content); `drop` deletes the rows named (or all), the operator's decision, and says how
+/// many. Both need no keyfile and run beside a running server.
+pub fn quarantine(
+    args: QuarantineArgs,
+    out: &mut dyn Write,
+    note: &mut dyn Write,
+) -> Result<(), OpsError> {
+    let config = load_config(&args.data)?;
+    let db = require_database(&config)?;
+    let limits = mail_limits(&config);
+    match args.op {
+        QuarantineOp::List => {
+            let now = SystemTime::now();
+            let rows = offline::quarantine_list(&db, &limits, now)?;
+            if rows.is_empty() {
+                writeln!(note, "no quarantined rows")?;
+            }
+            let today = crate::espmail::store::day_of(now);
+            for r in rows {
+                let left = u64::try_from(r.expiry_day - today).unwrap_or(0);
+                writeln!(
+                    out,
+                    "{}  key {}  quarantined {} days ago  reason {}  purged in {left} days",
+                    r.id, r.key_id, r.age_days, r.reason
+                )?;
+            }
+        }
+        QuarantineOp::Drop { ids, all } => {
+            let which = if all {
+                QuarantineSelect::All
+            } else {
+                QuarantineSelect::Ids(
+                    ids.iter()
+                        .map(|s| s.parse::<RowId>())
+                        .collect::<Result<_, _>>()?,
+                )
+            };
+            let n = offline::quarantine_drop(&db, &limits, &which)?;
+            writeln!(out, "dropped {n} quarantined rows")?;
+        }
+    }
     Ok(())
 }
 
@@ -928,6 +995,18 @@ pub fn rotate_key(args: RotateKeyArgs, out: &mut dyn Write) -> Result<(), OpsErr
         kp.display(),
         report.active
     )?;
+    for &(key_id, rows) in &report.held_by_quarantine {
+        if args.retire_old {
+            // Nothing was retired for this key: fail and say what resolves it, never pass
+            // over it quietly (after the backup reminder, which holds either way).
+            return Err(OpsError::QuarantineHoldsKey { key_id, rows });
+        }
+        writeln!(
+            out,
+            "key {key_id} stays in the keyfile: {rows} quarantined rows are under it \
+             (`espmail quarantine list` shows them)"
+        )?;
+    }
     Ok(())
 }
 

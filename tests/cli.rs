@@ -1007,3 +1007,160 @@ fn maintenance_beside_a_busy_writer_loses_nothing() {
         assert_eq!(got, want);
     }
 }
+
+/// Saves bob's mail as the server does and flips a ciphertext byte of every message whose
+/// text starts with "bad", so it can no longer open. Returns the ids, in order, as hex.
+fn seed_with_damage(dir: &Path, mail: &[(&str, SystemTime)]) -> Vec<String> {
+    let c = config_for(dir);
+    let db = c.data.database_path();
+    let handle = MailHandle::open(&db, &c.data.keyfile_path(), ops::mail_limits(&c)).unwrap();
+    let ids = rt().block_on(async {
+        let mut ids = Vec::new();
+        for (text, at) in mail {
+            let id = handle
+                .save("Bob", "Ann", Sensitive::new(text.as_bytes().to_vec()), *at)
+                .await
+                .unwrap();
+            ids.push(id);
+        }
+        handle.shutdown().await.unwrap();
+        ids
+    });
+    let raw = rusqlite::Connection::open(&db).unwrap();
+    for ((text, _), id) in mail.iter().zip(&ids) {
+        if text.starts_with("bad") {
+            let mut sealed: Vec<u8> = raw
+                .query_row("SELECT sealed FROM mail WHERE id = ?1", [&id.0[..]], |r| {
+                    r.get(0)
+                })
+                .unwrap();
+            sealed[40] ^= 0x01;
+            raw.execute(
+                "UPDATE mail SET sealed = ?1 WHERE id = ?2",
+                rusqlite::params![sealed, &id.0[..]],
+            )
+            .unwrap();
+        }
+    }
+    ids.iter().map(ToString::to_string).collect()
+}
+
+#[test]
+fn quarantine_list_and_drop_unblock_retiring_the_old_key() {
+    let (_tmp, dir) = initialised();
+    in_dir(&dir, &["account", "add", "Bob"], "password123\n").ok();
+    let now = SystemTime::now();
+    let ids = seed_with_damage(
+        &dir,
+        &[
+            ("good", now),
+            ("bad secret one", now),
+            ("bad secret two", now),
+        ],
+    );
+    let run = in_dir(&dir, &["quarantine", "list"], "");
+    assert_eq!(run.ok().stdout, "", "{run:?}");
+    assert!(run.stderr.contains("no quarantined rows"), "{run:?}");
+
+    // The rotation quarantines the two damaged rows under key 1; retiring key 1 is refused
+    // with the count and the commands that resolve it, and key 1 stays.
+    let line = in_dir(&dir, &["rotate-key", "--retire-old"], "").failed_one_line();
+    assert!(line.contains("key 1 was not retired"), "{line}");
+    assert!(line.contains("2 quarantined rows"), "{line}");
+    assert!(line.contains("`espmail quarantine list`"), "{line}");
+    assert!(line.contains("`espmail quarantine drop --all`"), "{line}");
+    let keyfile_path = dir.join("keyfile");
+    assert!(keyfile::load(&keyfile_path).unwrap().get(1).is_some());
+    let run = in_dir(&dir, &["stats"], "");
+    assert!(run.ok().stdout.contains("quarantined: 2"), "{run:?}");
+    // Without --retire-old it is a note, not a failure.
+    let run = in_dir(&dir, &["rotate-key"], "");
+    assert!(
+        run.ok()
+            .stdout
+            .contains("key 1 stays in the keyfile: 2 quarantined rows"),
+        "{run:?}"
+    );
+
+    // The list: one line a row, id, key, age, reason; no text.
+    let run = in_dir(&dir, &["quarantine", "list"], "");
+    let lines: Vec<&str> = run.ok().stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{run:?}");
+    for id in &ids[1..] {
+        let line = lines.iter().find(|l| l.starts_with(id.as_str())).unwrap();
+        assert!(
+            line.contains("key 1")
+                && line.contains("quarantined 0 days ago")
+                && line.contains("reason authentication")
+                && line.contains("purged in 90 days"),
+            "{line}"
+        );
+    }
+    assert!(!run.stdout.contains(&ids[0]), "{run:?}");
+    assert!(!run.stdout.contains("secret"), "{run:?}");
+
+    // Drop: bad ids are one clear line and drop nothing; then one by id, then the rest.
+    let line = in_dir(&dir, &["quarantine", "drop", "xyz"], "").failed_one_line();
+    assert!(line.contains("not a row id"), "{line}");
+    let line = in_dir(&dir, &["quarantine", "drop", &ids[1], &ids[0]], "").failed_one_line();
+    assert!(
+        line.contains(&format!("no quarantined row has the id {}", ids[0])),
+        "{line}"
+    );
+    let run = in_dir(&dir, &["quarantine", "drop", &ids[1].to_uppercase()], "");
+    assert!(
+        run.ok().stdout.contains("dropped 1 quarantined rows"),
+        "{run:?}"
+    );
+    let run = in_dir(&dir, &["quarantine", "list"], "");
+    assert_eq!(run.ok().stdout.lines().count(), 1, "{run:?}");
+    assert!(run.stdout.starts_with(&ids[2]), "{run:?}");
+    assert_eq!(in_dir(&dir, &["quarantine", "drop"], "").code, 2);
+
+    // Beside a running server too (the server only ever adds to the quarantine).
+    let server = common::TestServer::start_in(&dir, &[]);
+    let run = in_dir(&dir, &["quarantine", "drop", "--all"], "");
+    assert!(
+        run.ok().stdout.contains("dropped 1 quarantined rows"),
+        "{run:?}"
+    );
+    drop(server);
+
+    let run = in_dir(&dir, &["rotate-key", "--retire-old"], "");
+    assert!(run.ok().stdout.contains("retired key 1"), "{run:?}");
+    assert!(keyfile::load(&keyfile_path).unwrap().get(1).is_none());
+    assert_eq!(waiting_texts(&dir, "bob"), vec!["good"]);
+}
+
+#[test]
+fn purge_removes_quarantined_rows_past_their_expiry_day_and_says_how_many() {
+    let (_tmp, dir) = initialised();
+    let now = SystemTime::now();
+    seed_with_damage(
+        &dir,
+        &[
+            ("bad old", now - 100 * DAY),
+            ("bad young", now - 10 * DAY),
+            ("good young", now - 10 * DAY),
+        ],
+    );
+    // Bob's login (through the library) moves the damaged rows to quarantine.
+    assert_eq!(waiting_texts(&dir, "bob"), vec!["good young"]);
+    let run = in_dir(&dir, &["stats"], "");
+    assert!(run.ok().stdout.contains("quarantined: 2"), "{run:?}");
+
+    let run = in_dir(&dir, &["purge"], "");
+    assert!(run.ok().stdout.contains("purged 0 ESP Mail"), "{run:?}");
+    assert!(run.stdout.contains("purged 1 quarantined rows"), "{run:?}");
+    let run = in_dir(&dir, &["quarantine", "list"], "");
+    assert!(
+        run.ok().stdout.contains("purged in 80 days"),
+        "the young row stays: {run:?}"
+    );
+    let run = in_dir(&dir, &["purge", "--older-than", "5"], "");
+    assert!(run.ok().stdout.contains("purged 1 ESP Mail"), "{run:?}");
+    assert!(run.stdout.contains("purged 1 quarantined rows"), "{run:?}");
+    let run = in_dir(&dir, &["stats"], "");
+    assert!(run.ok().stdout.contains("quarantined: 0"), "{run:?}");
+    assert!(run.stdout.contains("messages waiting: 0"), "{run:?}");
+}

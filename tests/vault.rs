@@ -411,7 +411,7 @@ async fn retention_purge_and_delete_all_for() {
         .unwrap();
     h.save("carol", "alice", text("c1"), at(t)).await.unwrap();
     h.save("carol", "alice", text("c2"), at(t)).await.unwrap();
-    assert_eq!(h.purge_expired(at(t)).await.unwrap(), 2);
+    assert_eq!(h.purge_expired(at(t)).await.unwrap().mail, 2);
     let mut mb = h.open_mailbox("bob").await.unwrap();
     assert_eq!(mb.remaining(), 1);
     assert_eq!(mb.next().unwrap().text.expose().as_slice(), b"young");
@@ -425,7 +425,12 @@ async fn retention_purge_and_delete_all_for() {
     let limits = Limits::default();
     let s = offline::stats(&v.db, &limits).unwrap();
     assert_eq!((s.waiting, s.quarantined, s.delivered), (1, 0, 0));
-    assert_eq!(offline::purge(&v.db, &limits, at(t + 10 * day)).unwrap(), 1);
+    assert_eq!(
+        offline::purge(&v.db, &limits, at(t + 10 * day))
+            .unwrap()
+            .mail,
+        1
+    );
     assert_eq!(offline::stats(&v.db, &limits).unwrap().waiting, 0);
     assert!(matches!(
         offline::stats(&v.db.with_extension("nope"), &limits),

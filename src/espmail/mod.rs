@@ -9,10 +9,11 @@
 //! - [`keyfile`]: the setup-time key part, outside the database; zeroed on drop.
 //! - [`crypto`]: pure: HKDF + AES-256-GCM via openssl, padding, blind index, key check.
 //! - [`store`]: SQLite on one writer thread: migrations, group commit, secure delete,
-//!   quarantine, limits, rotation steps.
+//!   quarantine (listed, dropped by the operator, purged at its expiry day), limits,
+//!   rotation steps.
 //! - [`service`]: [`MailHandle`], the async face sessions use.
 //! - [`offline`]: synchronous entry points for CLI commands (`stats`, `purge`, `rotate`,
-//!   `account remove`), safe beside a running server (WAL + busy timeout).
+//!   `account remove`, `quarantine list|drop`), safe beside a running server (WAL + busy timeout).
 
 pub mod crypto;
 pub mod keyfile;
@@ -23,3 +24,4 @@ pub mod store;
 pub use crypto::MailId;
 pub use service::{MailHandle, Mailbox};
 pub use store::{Limits, PendingMail, SaveError, Stats, StoreError};
+pub use store::{Purged, QuarantineSelect, QuarantinedRow, ReasonCode, RowId};

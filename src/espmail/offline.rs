@@ -1,6 +1,6 @@
 //! Synchronous entry points for CLI commands: `espmail stats`, `purge`, `rotate`,
-//! `account remove`. Each opens the database itself, does its work in short transactions
-//! and returns.
+//! `account remove`, `quarantine list|drop`. Each opens the database itself, does its
+//! work in short transactions and returns.
 //!
 //! They are meant for a stopped server, but stay safe beside a running one: both sides use
 //! WAL mode and a busy timeout, so a command waits for the server's brief write transactions
@@ -15,11 +15,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use rusqlite::TransactionBehavior;
 use tracing::info;
 
 use super::crypto::Keyring;
 use super::keyfile::{self, KeyId};
-use super::store::{self, connect, Limits, Stats, Store, StoreError};
+use super::store::{
+    self, connect, Limits, Purged, QuarantineSelect, QuarantinedRow, Stats, Store, StoreError,
+};
 
 /// Counts for `espmail stats`. Needs no keyfile (nothing in the counts is secret).
 pub fn stats(db_path: &Path, limits: &Limits) -> Result<Stats, StoreError> {
@@ -27,21 +30,58 @@ pub fn stats(db_path: &Path, limits: &Limits) -> Result<Stats, StoreError> {
     store::stats(&conn, db_path, limits, SystemTime::now())
 }
 
-/// `espmail purge`: deletes mail past its expiry day. Needs no keyfile (the expiry day is
-/// the one clear-text date in a row, for this purpose).
-pub fn purge(db_path: &Path, limits: &Limits, now: SystemTime) -> Result<usize, StoreError> {
-    let conn = connect(db_path, limits, false)?;
-    let n = conn.execute(
-        "DELETE FROM mail WHERE expiry_day <= ?1",
-        [store::day_of(now)],
-    )?;
-    if n > 0 {
-        // Best effort: a running server's reader may hold it back; it checkpoints later.
-        let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
-            r.get::<_, i64>(0)
-        });
+/// `espmail purge`: deletes mail, and quarantined rows, past their expiry day. Needs no
+/// keyfile (the expiry day is the one clear-text date in a row, for this purpose).
+pub fn purge(db_path: &Path, limits: &Limits, now: SystemTime) -> Result<Purged, StoreError> {
+    let mut conn = connect(db_path, limits, false)?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let n = store::purge(&tx, store::day_of(now))?;
+    tx.commit()?;
+    if n.total() > 0 {
+        checkpoint(&conn);
     }
     Ok(n)
+}
+
+/// `espmail quarantine list`: the quarantined rows, without the keyfile (ids, key ids,
+/// ages, reason codes; never content).
+pub fn quarantine_list(
+    db_path: &Path,
+    limits: &Limits,
+    now: SystemTime,
+) -> Result<Vec<QuarantinedRow>, StoreError> {
+    let conn = connect(db_path, limits, false)?;
+    store::quarantine_list(&conn, store::day_of(now))
+}
+
+/// `espmail quarantine drop ID…|--all`: the operator's decision to delete quarantined
+/// rows, in one transaction, logged at info with the count. Needs no keyfile: nothing is
+/// opened. Safe beside a running server (it only ever adds to the quarantine).
+pub fn quarantine_drop(
+    db_path: &Path,
+    limits: &Limits,
+    which: &QuarantineSelect,
+) -> Result<usize, StoreError> {
+    let mut conn = connect(db_path, limits, false)?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let n = store::quarantine_drop(&tx, which)?;
+    tx.commit()?;
+    info!(
+        dropped = n,
+        "quarantined ESP Mail rows dropped by the operator"
+    );
+    if n > 0 {
+        checkpoint(&conn);
+    }
+    Ok(n)
+}
+
+/// Pushes deleted pages out of the WAL. Best effort: a running server's reader may hold
+/// it back; the server checkpoints again later.
+fn checkpoint(conn: &rusqlite::Connection) {
+    let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+        r.get::<_, i64>(0)
+    });
 }
 
 /// Opens the store with the keyfile at `keyfile_path` (offline use).
@@ -78,6 +118,9 @@ pub struct RotateReport {
     pub complete: bool,
     /// Old keys no row needs any more: `espmail rotate --retire ID` may remove them.
     pub retirable: Vec<KeyId>,
+    /// Old keys no waiting message needs but quarantined rows still name, with their count:
+    /// they retire only after `espmail quarantine drop` (or retention) removes those rows.
+    pub held_by_quarantine: Vec<(KeyId, u64)>,
 }
 
 /// `espmail rotate`: makes a new active key (only when the keyfile holds a single key;
@@ -136,9 +179,15 @@ pub fn rotate_steps(
     };
     let active = kf.active_id();
     let mut retirable = Vec::new();
+    let mut held_by_quarantine = Vec::new();
     for (id, _) in kf.keys() {
-        if id != active && store.rows_under_key(id)? == (0, 0) {
-            retirable.push(id);
+        if id == active {
+            continue;
+        }
+        match store.rows_under_key(id)? {
+            (0, 0) => retirable.push(id),
+            (0, q) => held_by_quarantine.push((id, q)),
+            _ => {}
         }
     }
     info!(reencrypted, complete, "ESP Mail key rotation step done");
@@ -148,6 +197,7 @@ pub fn rotate_steps(
         reencrypted,
         complete,
         retirable,
+        held_by_quarantine,
     })
 }
 

@@ -40,7 +40,7 @@ use tracing::{debug, info, warn};
 use super::crypto::{self, Keyring, Letter, MailId};
 use super::keyfile::{self, Keyfile};
 use super::store::{
-    day_of, run_writer, Job, Limits, PendingMail, SaveError, Stats, Store, StoreError,
+    day_of, run_writer, Job, Limits, PendingMail, Purged, SaveError, Stats, Store, StoreError,
 };
 use crate::log_redact::Sensitive;
 
@@ -235,8 +235,8 @@ impl MailHandle {
         self.call(|reply| Job::Stats { now, reply }).await?
     }
 
-    /// Deletes messages past their expiry day; returns how many.
-    pub async fn purge_expired(&self, now: SystemTime) -> Result<usize, StoreError> {
+    /// Deletes messages and quarantined rows past their expiry day; says how many.
+    pub async fn purge_expired(&self, now: SystemTime) -> Result<Purged, StoreError> {
         self.call(|reply| Job::Purge { now, reply }).await?
     }
 
@@ -285,8 +285,12 @@ impl MailHandle {
                     _ = tick.tick() => {}
                 }
                 match handle.purge_expired(SystemTime::now()).await {
-                    Ok(0) => {}
-                    Ok(n) => info!(purged = n, "expired ESP Mail deleted"),
+                    Ok(n) if n.total() == 0 => {}
+                    Ok(n) => info!(
+                        purged = n.mail,
+                        quarantined_purged = n.quarantined,
+                        "expired ESP Mail deleted"
+                    ),
                     Err(StoreError::Closed) => return,
                     Err(e) => warn!(error = %e, "ESP Mail purge failed; will retry"),
                 }

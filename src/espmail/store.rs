@@ -10,7 +10,9 @@
 //!   commits once (one fsync for the whole batch) and only then answers each caller. A caller
 //!   told "saved" is therefore told so after its row is durable (promise 7).
 //! - **Deliver and delete**: [`Store::load`] decrypts a recipient's mail oldest first and
-//!   moves any row that fails to open to the `quarantine` table (logged once, by id);
+//!   moves any row that fails to open to the `quarantine` table (logged once, by id;
+//!   never delivered; it keeps its expiry day, so the retention purge removes it then,
+//!   and an operator may list it or drop it sooner with `espmail quarantine`);
 //!   [`Store::confirm`] deletes one message and bumps the delivery counter in one
 //!   transaction. After deletions the WAL is checkpointed with `TRUNCATE` as soon as the
 //!   writer is idle (or every [`CHECKPOINT_EVERY`] deletions under load), so the old pages
@@ -153,7 +155,7 @@ pub enum StoreError {
         rows: u64,
     },
     /// Retiring a key that rows still use.
-    #[error("key {key_id} still seals {mail} messages and {quarantined} quarantined rows: run `espmail rotate` to the end first")]
+    #[error("{}", key_in_use_message(*key_id, *mail, *quarantined))]
     KeyInUse {
         /// The key id.
         key_id: KeyId,
@@ -162,6 +164,14 @@ pub enum StoreError {
         /// Quarantined rows under it.
         quarantined: u64,
     },
+    /// `quarantine drop` named a row that is not in the quarantine.
+    #[error("no quarantined row has the id {0} (`espmail quarantine list` shows them); nothing was dropped")]
+    NotQuarantined(RowId),
+    /// `quarantine drop` got an id that is not hex.
+    #[error(
+        "{0:?} is not a row id: give the hex id exactly as `espmail quarantine list` prints it"
+    )]
+    BadRowId(String),
     /// The database was written by a newer espmail.
     #[error("the mail database has schema version {found}, newer than this espmail knows ({known}): upgrade espmail")]
     SchemaTooNew {
@@ -185,6 +195,29 @@ pub enum StoreError {
     /// Another session holds this avatar's mailbox and did not release it in time.
     #[error("the mailbox is in use by another session")]
     MailboxBusy,
+}
+
+/// The words for [`StoreError::KeyInUse`]: waiting mail is finished by the rotation;
+/// quarantined rows never open again, so only an operator's `quarantine drop` (or their
+/// expiry day) removes them, and the message says so.
+fn key_in_use_message(key_id: KeyId, mail: u64, quarantined: u64) -> String {
+    let mut m = format!("key {key_id} was not retired:");
+    if mail > 0 {
+        m += &format!(
+            " it still seals {mail} waiting messages (run `espmail rotate-key` to the end first)"
+        );
+    }
+    if quarantined > 0 {
+        if mail > 0 {
+            m += ";";
+        }
+        m += &format!(
+            " {quarantined} quarantined rows are under it; they failed to open and will never \
+             be delivered: `espmail quarantine list` shows them, `espmail quarantine drop --all` \
+             (or `drop ID`) removes them, then run `espmail rotate-key --retire-old` again"
+        );
+    }
+    m
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -266,6 +299,140 @@ pub struct Stats {
     pub delivered: u64,
     /// Waiting messages per key id (a rotation is complete when only the active key has any).
     pub per_key: Vec<(KeyId, u64)>,
+}
+
+/// What one purge deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Purged {
+    /// Waiting messages past their expiry day.
+    pub mail: usize,
+    /// Quarantined rows past the expiry day they kept from their mail row.
+    pub quarantined: usize,
+}
+
+impl Purged {
+    /// Rows deleted from both tables.
+    pub fn total(&self) -> usize {
+        self.mail + self.quarantined
+    }
+}
+
+/// A row's stored id, in hex on screen. A quarantined row's id may have the wrong size (a
+/// malformed row is one reason to quarantine it), so this is not a [`MailId`].
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RowId(pub Vec<u8>);
+
+impl std::fmt::Display for RowId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for b in &self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for RowId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RowId({self})")
+    }
+}
+
+impl std::str::FromStr for RowId {
+    type Err = StoreError;
+
+    /// Hex, as `espmail quarantine list` prints it (either case).
+    fn from_str(s: &str) -> Result<RowId, StoreError> {
+        let bad = || StoreError::BadRowId(s.to_owned());
+        let s = s.trim();
+        if s.is_empty() || s.len() % 2 != 0 || !s.is_ascii() {
+            return Err(bad());
+        }
+        (0..s.len())
+            .step_by(2)
+            .map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+            .collect::<Option<Vec<u8>>>()
+            .map(RowId)
+            .ok_or_else(bad)
+    }
+}
+
+/// Why a row was quarantined, as a short code for operators. The store keeps the opening
+/// error's text (no message content is in it); the code is read back from that text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReasonCode {
+    /// The tag did not verify: wrong key, edited ciphertext, or a moved/swapped row.
+    Authentication,
+    /// The row names a key the keyfile does not hold.
+    UnknownKey,
+    /// A stored value had the wrong size, or the plaintext was not well formed.
+    Malformed,
+    /// Anything else (e.g. the crypto library failed while opening it).
+    Other,
+}
+
+impl ReasonCode {
+    /// The code of an opening error.
+    pub fn of(e: &CryptoError) -> ReasonCode {
+        match e {
+            CryptoError::Authentication => ReasonCode::Authentication,
+            CryptoError::UnknownKey { .. } => ReasonCode::UnknownKey,
+            CryptoError::Malformed(_) => ReasonCode::Malformed,
+            _ => ReasonCode::Other,
+        }
+    }
+
+    /// The code of a stored reason (the opening error's text, as the quarantine stores it).
+    pub fn of_stored(reason: &str) -> ReasonCode {
+        if reason == CryptoError::Authentication.to_string() {
+            ReasonCode::Authentication
+        } else if reason.starts_with("key ") && reason.ends_with(" is not in the keyfile") {
+            ReasonCode::UnknownKey
+        } else if reason.starts_with("stored message is malformed") {
+            ReasonCode::Malformed
+        } else {
+            ReasonCode::Other
+        }
+    }
+
+    /// The code as printed.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReasonCode::Authentication => "authentication",
+            ReasonCode::UnknownKey => "unknown-key",
+            ReasonCode::Malformed => "malformed",
+            ReasonCode::Other => "other",
+        }
+    }
+}
+
+impl std::fmt::Display for ReasonCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One quarantined row as `espmail quarantine list` shows it: never names or text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuarantinedRow {
+    /// The row's id (hex on screen; what `quarantine drop` takes).
+    pub id: RowId,
+    /// The key id the row claims to be sealed under.
+    pub key_id: KeyId,
+    /// Whole days since the row was quarantined.
+    pub age_days: u64,
+    /// The expiry day it kept from its mail row (days since 1970): retention purges it then.
+    pub expiry_day: i64,
+    /// Why it failed to open.
+    pub reason: ReasonCode,
+}
+
+/// Which quarantined rows `quarantine drop` deletes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QuarantineSelect {
+    /// Every quarantined row.
+    All,
+    /// These rows; every one must be in the quarantine.
+    Ids(Vec<RowId>),
 }
 
 /// Days since the epoch (UTC) of a time; times before 1970 count as day 0.
@@ -558,13 +725,34 @@ impl Store {
         Ok(n)
     }
 
-    /// Deletes messages whose expiry day has come; returns how many.
-    pub fn purge_expired(&mut self, now: SystemTime) -> Result<usize, StoreError> {
+    /// Deletes messages and quarantined rows whose expiry day has come; says how many.
+    pub fn purge_expired(&mut self, now: SystemTime) -> Result<Purged, StoreError> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let n = purge(&tx, day_of(now))?;
         tx.commit()?;
+        self.after_deletions(n.total(), true);
+        Ok(n)
+    }
+
+    /// The quarantined rows (ids, key ids, ages, reason codes; never content).
+    pub fn quarantine_list(&self, now: SystemTime) -> Result<Vec<QuarantinedRow>, StoreError> {
+        quarantine_list(&self.conn, day_of(now))
+    }
+
+    /// Deletes quarantined rows, in one transaction; returns how many. An id not in the
+    /// quarantine deletes nothing and is [`StoreError::NotQuarantined`].
+    pub fn quarantine_drop(&mut self, which: &QuarantineSelect) -> Result<usize, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let n = quarantine_drop(&tx, which)?;
+        tx.commit()?;
+        info!(
+            dropped = n,
+            "quarantined ESP Mail rows dropped by the operator"
+        );
         self.after_deletions(n, true);
         Ok(n)
     }
@@ -786,8 +974,69 @@ fn delete_all(conn: &Connection, blinds: &[(KeyId, Blind)]) -> Result<usize, Sto
     Ok(n)
 }
 
-fn purge(conn: &Connection, today: i64) -> Result<usize, StoreError> {
-    Ok(conn.execute("DELETE FROM mail WHERE expiry_day <= ?1", params![today])?)
+/// Retention for both tables: a quarantined row keeps the expiry day of the mail row it
+/// came from, so it leaves when that mail would have (promise 7: counted and logged, not
+/// kept forever for nobody).
+pub(crate) fn purge(conn: &Connection, today: i64) -> Result<Purged, StoreError> {
+    let mail = conn.execute("DELETE FROM mail WHERE expiry_day <= ?1", params![today])?;
+    let quarantined = conn.execute(
+        "DELETE FROM quarantine WHERE expiry_day <= ?1",
+        params![today],
+    )?;
+    if quarantined > 0 {
+        info!(
+            quarantined,
+            "quarantined ESP Mail rows past their expiry day deleted by retention"
+        );
+    }
+    Ok(Purged { mail, quarantined })
+}
+
+/// The quarantined rows, oldest quarantine first (then by id): never content.
+pub(crate) fn quarantine_list(
+    conn: &Connection,
+    today: i64,
+) -> Result<Vec<QuarantinedRow>, StoreError> {
+    let mut st = conn.prepare(
+        "SELECT id, key_id, quarantined_day, expiry_day, reason FROM quarantine \
+         ORDER BY quarantined_day, id",
+    )?;
+    let rows = st.query_map([], |r| {
+        let quarantined_day: i64 = r.get(2)?;
+        let reason: String = r.get(4)?;
+        Ok(QuarantinedRow {
+            id: RowId(r.get(0)?),
+            key_id: r.get(1)?,
+            age_days: u64::try_from(today - quarantined_day).unwrap_or(0),
+            expiry_day: r.get(3)?,
+            reason: ReasonCode::of_stored(&reason),
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Deletes quarantined rows (an operator's decision); returns how many. Ids not in the
+/// quarantine are an error and nothing is deleted, so a typo never half-applies.
+pub(crate) fn quarantine_drop(
+    conn: &Connection,
+    which: &QuarantineSelect,
+) -> Result<usize, StoreError> {
+    let n = match which {
+        QuarantineSelect::All => conn.execute("DELETE FROM quarantine", [])?,
+        QuarantineSelect::Ids(ids) => {
+            let mut st = conn.prepare_cached("DELETE FROM quarantine WHERE id = ?1")?;
+            let mut n = 0;
+            for id in ids {
+                let one = st.execute(params![&id.0])?;
+                if one == 0 {
+                    return Err(StoreError::NotQuarantined(id.clone()));
+                }
+                n += one;
+            }
+            n
+        }
+    };
+    Ok(n)
 }
 
 fn rows_under_key(conn: &Connection, key_id: KeyId) -> Result<(u64, u64), StoreError> {
@@ -872,7 +1121,7 @@ pub(crate) enum Job {
     },
     Purge {
         now: SystemTime,
-        reply: oneshot::Sender<Result<usize, StoreError>>,
+        reply: oneshot::Sender<Result<Purged, StoreError>>,
     },
     Stats {
         now: SystemTime,
@@ -905,6 +1154,10 @@ enum Answer {
         oneshot::Sender<Result<Stats, StoreError>>,
         Result<Stats, StoreError>,
     ),
+    Purge(
+        oneshot::Sender<Result<Purged, StoreError>>,
+        Result<Purged, StoreError>,
+    ),
 }
 
 impl Answer {
@@ -928,6 +1181,9 @@ impl Answer {
                 let _ = tx.send(failed.map_or(r, |e| Err(e.clone())));
             }
             Answer::Stats(tx, r) => {
+                let _ = tx.send(failed.map_or(r, |e| Err(e.clone())));
+            }
+            Answer::Purge(tx, r) => {
                 let _ = tx.send(failed.map_or(r, |e| Err(e.clone())));
             }
         }
@@ -1057,8 +1313,8 @@ fn run_batch(
                 }
                 Job::Purge { now, reply } => {
                     let r = run_job(&mut tx, |c| purge(c, day_of(now)));
-                    deleted += r.as_ref().map_or(0, |n| *n);
-                    answers.push(Answer::Count(reply, r));
+                    deleted += r.as_ref().map_or(0, Purged::total);
+                    answers.push(Answer::Purge(reply, r));
                 }
                 Job::Stats { now, reply } => {
                     answers.push(Answer::Stats(reply, stats(&tx, &path, &limits, now)));
@@ -1108,7 +1364,10 @@ fn refuse(job: Job, e: &StoreError) {
         Job::Save { reply, .. } => {
             let _ = reply.send(Err(SaveError::Store(closed)));
         }
-        Job::Count { reply, .. } | Job::DeleteAll { reply, .. } | Job::Purge { reply, .. } => {
+        Job::Count { reply, .. } | Job::DeleteAll { reply, .. } => {
+            let _ = reply.send(Err(closed));
+        }
+        Job::Purge { reply, .. } => {
             let _ = reply.send(Err(closed));
         }
         Job::Load { reply, .. } => {
@@ -1123,5 +1382,64 @@ fn refuse(job: Job, e: &StoreError) {
         Job::Shutdown { reply } => {
             let _ = reply.send(Ok(()));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_opening_error_reads_back_as_its_own_code() {
+        let errors = [
+            CryptoError::Authentication,
+            CryptoError::UnknownKey { key_id: 7 },
+            CryptoError::Malformed("id size"),
+            CryptoError::Openssl("cipher"),
+        ];
+        for e in &errors {
+            assert_eq!(
+                ReasonCode::of_stored(&e.to_string()),
+                ReasonCode::of(e),
+                "{e}"
+            );
+        }
+        let codes: HashSet<&str> = errors.iter().map(|e| ReasonCode::of(e).as_str()).collect();
+        assert_eq!(codes.len(), errors.len());
+        assert_eq!(ReasonCode::of_stored("something new"), ReasonCode::Other);
+    }
+
+    #[test]
+    fn row_ids_print_and_parse_as_hex() {
+        let id = RowId(vec![0x00, 0xab, 0x7f]);
+        assert_eq!(id.to_string(), "00ab7f");
+        assert_eq!("00AB7f".parse::<RowId>().unwrap(), id);
+        for bad in ["", "abc", "zz", "0g", "é0"] {
+            assert!(
+                matches!(bad.parse::<RowId>(), Err(StoreError::BadRowId(_))),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn key_in_use_names_the_quarantine_commands_only_when_they_help() {
+        let q = StoreError::KeyInUse {
+            key_id: 1,
+            mail: 0,
+            quarantined: 3,
+        }
+        .to_string();
+        assert!(q.contains("3 quarantined rows"), "{q}");
+        assert!(q.contains("espmail quarantine drop --all"), "{q}");
+        assert!(!q.contains("waiting"), "{q}");
+        let m = StoreError::KeyInUse {
+            key_id: 1,
+            mail: 2,
+            quarantined: 0,
+        }
+        .to_string();
+        assert!(m.contains("2 waiting messages"), "{m}");
+        assert!(!m.contains("quarantine"), "{m}");
     }
 }
