@@ -34,7 +34,8 @@ CREATE INDEX mail_by_blind ON mail (blind, key_id);
 CREATE INDEX mail_by_expiry ON mail (expiry_day);
 CREATE INDEX mail_by_key ON mail (key_id);
 
--- Rows that failed to open: kept, never delivered, never dropped, counted by stats.
+-- Rows that failed to open: kept, never delivered, counted by stats; removed only by
+-- retention (their expiry day) or by an operator (`espmail quarantine drop`).
 CREATE TABLE quarantine (
     id              BLOB PRIMARY KEY NOT NULL,
     blind           BLOB NOT NULL,
