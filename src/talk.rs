@@ -6,10 +6,15 @@
 //! to play a client that drops the line), and turns server packets into [`Event`]s.
 //! [`run`] is the terminal around it.
 //!
+//! The Q-Link rules (sequence numbers, acks, NAK and Ping answers, duplicate dropping,
+//! go-back-1 resends) are the server's own [`Link`], run from the other end: the client
+//! only decides which of the frames the link wants sent actually go out, which is how it
+//! plays the C64 (acks only when Pinged) or a dropped line (sends nothing unasked).
+//!
 //! May touch: one TCP connection, the terminal.
 
 use std::collections::VecDeque;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
@@ -19,8 +24,9 @@ use tokio_util::codec::Framed;
 
 use crate::cli::TalkArgs;
 use crate::log_redact::Sensitive;
-use crate::protocol::frame::{seq, Command, Frame};
+use crate::protocol::frame::{Command, Frame};
 use crate::protocol::habitat::Packet;
+use crate::protocol::link::{Link, LinkError};
 use crate::protocol::messages::{ClientMsg, ClientRequest};
 use crate::protocol::qlink::QLinkCodec;
 
@@ -43,6 +49,9 @@ pub enum ClientError {
     /// IM_ALIVE said no.
     #[error("refused: {0}")]
     Refused(String),
+    /// The payload cannot go in one Action frame (too long, or an unescaped `0D`).
+    #[error("cannot send that Action: {0}")]
+    Link(#[from] LinkError),
 }
 
 /// What the server said, one packet (reassembled when split) at a time.
@@ -128,10 +137,11 @@ impl Event {
 /// A protocol client on one connection.
 pub struct Client {
     framed: Framed<TcpStream, QLinkCodec>,
-    /// SEND of our last Action.
-    out_seq: u8,
-    /// SEND of the server's last Action.
-    in_seq: u8,
+    /// The Q-Link state, seen from the client's end.
+    link: Link,
+    /// Frames the link asked for that are not yet handed to the socket. Kept here so a
+    /// read cancelled by `select!` (the load generator does that) loses no ack.
+    outbox: VecDeque<Frame>,
     /// The Habitat request seq (4 bits).
     req_seq: u8,
     /// Answer Pings and ack Actions. Off plays a client whose line dropped.
@@ -172,8 +182,8 @@ impl Client {
     pub fn from_stream(stream: TcpStream) -> Client {
         Client {
             framed: Framed::new(stream, QLinkCodec::new()),
-            out_seq: seq::FIRST,
-            in_seq: seq::FIRST,
+            link: Link::new(),
+            outbox: VecDeque::new(),
             req_seq: 0,
             auto_ack: true,
             ack_actions: true,
@@ -310,23 +320,41 @@ impl Client {
         self.send_action(payload).await
     }
 
-    /// Sends one Action frame with this payload (already Habitat-escaped).
+    /// Sends one Action frame with this payload (already Habitat-escaped); it is kept for
+    /// resending until the server acks it. Fails, sending nothing, if the payload does not
+    /// fit one frame or holds a raw `0D`.
     pub async fn send_action(&mut self, payload: Bytes) -> Result<(), ClientError> {
-        self.out_seq = seq::inc(self.out_seq);
-        let frame = Frame {
-            send: self.out_seq,
-            recv: self.in_seq,
-            cmd: Command::ACTION,
-            payload,
-        };
-        self.framed.send(frame).await?;
-        Ok(())
+        if !self.link.can_send() {
+            // The server's acks ride on frames this client has not read yet (a test that
+            // floods without reading). The server would wait; a client that does not read
+            // cannot, so it stops keeping its oldest frame for resending and goes on, as
+            // this client did before it kept any (see `Link::give_up_oldest`).
+            self.link.give_up_oldest();
+        }
+        let out = self.link.send_action(payload, Instant::now())?;
+        self.outbox.push_back(out.frame);
+        self.flush().await
     }
 
     /// Acks everything received so far with a bare `24`.
     pub async fn ack(&mut self) -> Result<(), ClientError> {
-        let f = Frame::bare(Command::RESET_ACK, self.out_seq, self.in_seq);
-        self.framed.send(f).await?;
+        self.outbox.push_back(self.link.ack());
+        self.flush().await
+    }
+
+    /// What the client's end of the link has coped with (resends, duplicates dropped...).
+    pub fn link_stats(&self) -> crate::protocol::link::LinkStats {
+        self.link.stats()
+    }
+
+    /// Writes out every queued frame. Cancel-safe: a frame leaves the queue only once the
+    /// codec has it, and the codec's buffer is flushed by the next write if not by this one.
+    async fn flush(&mut self) -> Result<(), ClientError> {
+        while let Some(frame) = self.outbox.front() {
+            self.framed.feed(frame.clone()).await?;
+            self.outbox.pop_front();
+        }
+        SinkExt::<Frame>::flush(&mut self.framed).await?;
         Ok(())
     }
 
@@ -432,30 +460,54 @@ impl Client {
         self.framed.get_mut()
     }
 
+    /// Reads one frame, lets the link handle it, sends what this client's mode allows of
+    /// the link's answer, and queues the event a packet makes.
+    ///
+    /// The client never Pings on a timer ([`Link::poll`]): every Ping carries an ack, and
+    /// the C64 and dropped-line modes must not ack on their own. The server answers every
+    /// request, so its frames bring the acks; a lost frame is resent by the link's
+    /// duplicate-ack and NAK rules.
     async fn read_frame(&mut self) -> Result<(), ClientError> {
+        // Anything a cancelled read left queued goes first.
+        self.flush().await?;
         let item = match self.framed.next().await {
             Some(Ok(item)) => item,
             Some(Err(e)) => return Err(e.into()),
             None => return Err(ClientError::Closed),
         };
-        let Ok(frame) = item else {
-            return Ok(()); // a bad frame from the server: nothing to learn from it
-        };
-        match frame.cmd {
-            Command::ACTION => {
-                self.in_seq = frame.send;
-                self.actions_received += 1;
-                if self.auto_ack && self.ack_actions {
-                    self.ack().await?;
-                }
-                if frame.payload.first() == Some(&0x55) {
-                    self.on_packet(&frame.payload);
-                }
-            }
-            Command::PING if self.auto_ack => self.ack().await?,
-            _ => {}
+        let cmd = item.as_ref().ok().map(|f| f.cmd);
+        if cmd == Some(Command::ACTION) {
+            self.actions_received += 1;
         }
-        Ok(())
+        let out = self.link.receive(item, Instant::now());
+        self.queue_answer(cmd, out.send);
+        if let Some(packet) = out.packet {
+            self.on_packet(packet.expose());
+        }
+        self.flush().await
+    }
+
+    /// Queues the frames the link wants sent for one inbound item (`cmd` is `None` for a
+    /// frame the codec refused), as far as this client's mode sends anything.
+    fn queue_answer(&mut self, cmd: Option<Command>, mut send: Vec<Frame>) {
+        if !self.auto_ack {
+            // A dropped line: no acks, no NAKs, no resends. Requests the caller sends
+            // still carry RECV, as they would on the real line.
+            return;
+        }
+        if cmd == Some(Command::ACTION) {
+            if self.ack_actions {
+                // Whatever the link sends already carries our RECV; otherwise a bare ack.
+                if send.is_empty() {
+                    send.push(self.link.ack());
+                }
+            } else {
+                // The C64 acks only when Pinged: it ignores a repeated Action silently
+                // where the link would ack it again. Resends still go (they are ours).
+                send.retain(|f| f.cmd != Command::RESET_ACK);
+            }
+        }
+        self.outbox.extend(send);
     }
 
     fn on_packet(&mut self, escaped: &[u8]) {
