@@ -675,3 +675,169 @@ fn ask_password() -> Result<Option<String>, ClientError> {
     let p = line.trim_end_matches(['\r', '\n']).to_string();
     Ok((!p.is_empty()).then_some(p))
 }
+
+#[cfg(test)]
+mod tests {
+    //! The client's link behaviour against a scripted server on 127.0.0.1: what each ack
+    //! mode sends back, duplicates dropped, NAKs answered with a resend.
+    use super::*;
+    use tokio::net::TcpListener;
+
+    /// A client connected to a scripted server end that speaks raw frames.
+    async fn pair() -> (Client, Framed<TcpStream, QLinkCodec>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stream, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        let mut client = Client::from_stream(stream.unwrap());
+        client.wait = Duration::from_secs(5);
+        let server = Framed::new(accepted.unwrap().0, QLinkCodec::new());
+        (client, server)
+    }
+
+    /// A server Action carrying a one-packet balloon line from region speaker `n`.
+    fn talk(send: u8, recv: u8, n: u8) -> Frame {
+        Frame {
+            send,
+            recv,
+            cmd: Command::ACTION,
+            payload: Bytes::from(vec![0x55, 0xfa, 0x00, 0x0f, n, b'h', b'i']),
+        }
+    }
+
+    fn said(n: u8) -> Event {
+        Event::Talk {
+            speaker: n,
+            text: b"hi".to_vec(),
+        }
+    }
+
+    /// The next frame the client sent, bounded.
+    async fn heard(server: &mut Framed<TcpStream, QLinkCodec>) -> Frame {
+        tokio::time::timeout(Duration::from_secs(5), server.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+            .unwrap()
+    }
+
+    async fn say(server: &mut Framed<TcpStream, QLinkCodec>, frames: &[Frame]) {
+        for f in frames {
+            server.feed(f.clone()).await.unwrap();
+        }
+        SinkExt::<Frame>::flush(server).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn acking_client_acks_each_action_and_drops_repeats() {
+        let (mut c, mut s) = pair().await;
+        let ping = Frame::bare(Command::PING, 0x12, 0x10);
+        say(&mut s, &[talk(0x11, 0x10, 1), talk(0x11, 0x10, 1), ping]).await;
+        say(&mut s, &[talk(0x12, 0x10, 2)]).await;
+        assert_eq!(c.next_event().await.unwrap(), said(1));
+        assert_eq!(
+            c.next_event().await.unwrap(),
+            said(2),
+            "the repeat is dropped"
+        );
+        assert_eq!(c.actions_received, 3);
+        assert_eq!(c.link_stats().duplicates, 1);
+        // One ack per Action (the repeat acked again, as it may be our ack that was
+        // lost), and the Ping answered.
+        for recv in [0x11, 0x11, 0x11, 0x12] {
+            assert_eq!(
+                heard(&mut s).await,
+                Frame::bare(Command::RESET_ACK, 0x10, recv)
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn c64_mode_acks_only_when_pinged() {
+        let (mut c, mut s) = pair().await;
+        c.ack_actions = false;
+        let ping = Frame::bare(Command::PING, 0x12, 0x10);
+        say(&mut s, &[talk(0x11, 0x10, 1), talk(0x11, 0x10, 1), ping]).await;
+        say(&mut s, &[talk(0x12, 0x10, 2)]).await;
+        assert_eq!(c.next_event().await.unwrap(), said(1));
+        assert_eq!(c.next_event().await.unwrap(), said(2));
+        c.ack().await.unwrap();
+        // Only the Ping's answer, then the explicit ack: nothing for the Actions.
+        assert_eq!(
+            heard(&mut s).await,
+            Frame::bare(Command::RESET_ACK, 0x10, 0x11)
+        );
+        assert_eq!(
+            heard(&mut s).await,
+            Frame::bare(Command::RESET_ACK, 0x10, 0x12)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_dropped_line_answers_nothing_but_its_own_frames_carry_recv() {
+        let (mut c, mut s) = pair().await;
+        c.auto_ack = false;
+        let ping = Frame::bare(Command::PING, 0x11, 0x10);
+        let nak = Frame::bare(Command::NAK, 0x11, 0x10);
+        say(
+            &mut s,
+            &[talk(0x11, 0x10, 1), ping, nak, talk(0x12, 0x10, 2)],
+        )
+        .await;
+        assert_eq!(c.next_event().await.unwrap(), said(1));
+        assert_eq!(c.next_event().await.unwrap(), said(2));
+        c.send_action(Bytes::from_static(b"\x55\x01"))
+            .await
+            .unwrap();
+        let f = heard(&mut s).await;
+        assert_eq!((f.cmd, f.send, f.recv), (Command::ACTION, 0x11, 0x12));
+    }
+
+    #[tokio::test]
+    async fn a_nak_gets_the_unacked_action_again() {
+        let (mut c, mut s) = pair().await;
+        let payload = Bytes::from_static(b"\x55\x01\x02");
+        c.send_action(payload.clone()).await.unwrap();
+        let first = heard(&mut s).await;
+        assert_eq!((first.send, first.recv), (0x11, 0x10));
+        say(
+            &mut s,
+            &[Frame::bare(Command::NAK, 0x10, 0x10), talk(0x11, 0x11, 3)],
+        )
+        .await;
+        assert_eq!(c.next_event().await.unwrap(), said(3));
+        assert_eq!(heard(&mut s).await, first, "go-back-1 resend");
+        assert_eq!(c.link_stats().resends, 1);
+        // Acked by the Action's RECV: a second NAK has nothing to resend.
+        say(
+            &mut s,
+            &[Frame::bare(Command::NAK, 0x11, 0x10), talk(0x12, 0x11, 4)],
+        )
+        .await;
+        assert_eq!(c.next_event().await.unwrap(), said(4));
+        let acks: Vec<Frame> = vec![heard(&mut s).await, heard(&mut s).await];
+        assert!(acks.iter().all(|f| f.cmd == Command::RESET_ACK));
+        assert_eq!(c.link_stats().resends, 1);
+    }
+
+    #[tokio::test]
+    async fn a_client_that_never_reads_keeps_sending_past_the_window() {
+        let (mut c, mut s) = pair().await;
+        let n = crate::protocol::link::WINDOW + 10;
+        for _ in 0..n {
+            c.send_action(Bytes::from_static(b"\x55\x01"))
+                .await
+                .unwrap();
+        }
+        let mut expect = crate::protocol::frame::seq::FIRST;
+        for _ in 0..n {
+            expect = crate::protocol::frame::seq::inc(expect);
+            let f = heard(&mut s).await;
+            assert_eq!((f.cmd, f.send), (Command::ACTION, expect));
+        }
+        assert!(matches!(
+            c.send_action(Bytes::from_static(b"\x55\x0d")).await,
+            Err(ClientError::Link(LinkError::FrameEnd { at: 1 }))
+        ));
+    }
+}
