@@ -6,10 +6,15 @@
 //! to play a client that drops the line), and turns server packets into [`Event`]s.
 //! [`run`] is the terminal around it.
 //!
+//! The Q-Link rules (sequence numbers, acks, NAK and Ping answers, duplicate dropping,
+//! go-back-1 resends) are the server's own [`Link`], run from the other end: the client
+//! only decides which of the frames the link wants sent actually go out, which is how it
+//! plays the C64 (acks only when Pinged) or a dropped line (sends nothing unasked).
+//!
 //! May touch: one TCP connection, the terminal.
 
 use std::collections::VecDeque;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
@@ -19,8 +24,9 @@ use tokio_util::codec::Framed;
 
 use crate::cli::TalkArgs;
 use crate::log_redact::Sensitive;
-use crate::protocol::frame::{seq, Command, Frame};
+use crate::protocol::frame::{Command, Frame};
 use crate::protocol::habitat::Packet;
+use crate::protocol::link::{Link, LinkError};
 use crate::protocol::messages::{ClientMsg, ClientRequest};
 use crate::protocol::qlink::QLinkCodec;
 
@@ -43,6 +49,9 @@ pub enum ClientError {
     /// IM_ALIVE said no.
     #[error("refused: {0}")]
     Refused(String),
+    /// The payload cannot go in one Action frame (too long, or an unescaped `0D`).
+    #[error("cannot send that Action: {0}")]
+    Link(#[from] LinkError),
 }
 
 /// What the server said, one packet (reassembled when split) at a time.
@@ -128,10 +137,11 @@ impl Event {
 /// A protocol client on one connection.
 pub struct Client {
     framed: Framed<TcpStream, QLinkCodec>,
-    /// SEND of our last Action.
-    out_seq: u8,
-    /// SEND of the server's last Action.
-    in_seq: u8,
+    /// The Q-Link state, seen from the client's end.
+    link: Link,
+    /// Frames the link asked for that are not yet handed to the socket. Kept here so a
+    /// read cancelled by `select!` (the load generator does that) loses no ack.
+    outbox: VecDeque<Frame>,
     /// The Habitat request seq (4 bits).
     req_seq: u8,
     /// Answer Pings and ack Actions. Off plays a client whose line dropped.
@@ -172,8 +182,8 @@ impl Client {
     pub fn from_stream(stream: TcpStream) -> Client {
         Client {
             framed: Framed::new(stream, QLinkCodec::new()),
-            out_seq: seq::FIRST,
-            in_seq: seq::FIRST,
+            link: Link::new(),
+            outbox: VecDeque::new(),
             req_seq: 0,
             auto_ack: true,
             ack_actions: true,
@@ -310,23 +320,41 @@ impl Client {
         self.send_action(payload).await
     }
 
-    /// Sends one Action frame with this payload (already Habitat-escaped).
+    /// Sends one Action frame with this payload (already Habitat-escaped); it is kept for
+    /// resending until the server acks it. Fails, sending nothing, if the payload does not
+    /// fit one frame or holds a raw `0D`.
     pub async fn send_action(&mut self, payload: Bytes) -> Result<(), ClientError> {
-        self.out_seq = seq::inc(self.out_seq);
-        let frame = Frame {
-            send: self.out_seq,
-            recv: self.in_seq,
-            cmd: Command::ACTION,
-            payload,
-        };
-        self.framed.send(frame).await?;
-        Ok(())
+        if !self.link.can_send() {
+            // The server's acks ride on frames this client has not read yet (a test that
+            // floods without reading). The server would wait; a client that does not read
+            // cannot, so it stops keeping its oldest frame for resending and goes on, as
+            // this client did before it kept any (see `Link::give_up_oldest`).
+            self.link.give_up_oldest();
+        }
+        let out = self.link.send_action(payload, Instant::now())?;
+        self.outbox.push_back(out.frame);
+        self.flush().await
     }
 
     /// Acks everything received so far with a bare `24`.
     pub async fn ack(&mut self) -> Result<(), ClientError> {
-        let f = Frame::bare(Command::RESET_ACK, self.out_seq, self.in_seq);
-        self.framed.send(f).await?;
+        self.outbox.push_back(self.link.ack());
+        self.flush().await
+    }
+
+    /// What the client's end of the link has coped with (resends, duplicates dropped...).
+    pub fn link_stats(&self) -> crate::protocol::link::LinkStats {
+        self.link.stats()
+    }
+
+    /// Writes out every queued frame. Cancel-safe: a frame leaves the queue only once the
+    /// codec has it, and the codec's buffer is flushed by the next write if not by this one.
+    async fn flush(&mut self) -> Result<(), ClientError> {
+        while let Some(frame) = self.outbox.front() {
+            self.framed.feed(frame.clone()).await?;
+            self.outbox.pop_front();
+        }
+        SinkExt::<Frame>::flush(&mut self.framed).await?;
         Ok(())
     }
 
@@ -432,30 +460,54 @@ impl Client {
         self.framed.get_mut()
     }
 
+    /// Reads one frame, lets the link handle it, sends what this client's mode allows of
+    /// the link's answer, and queues the event a packet makes.
+    ///
+    /// The client never Pings on a timer ([`Link::poll`]): every Ping carries an ack, and
+    /// the C64 and dropped-line modes must not ack on their own. The server answers every
+    /// request, so its frames bring the acks; a lost frame is resent by the link's
+    /// duplicate-ack and NAK rules.
     async fn read_frame(&mut self) -> Result<(), ClientError> {
+        // Anything a cancelled read left queued goes first.
+        self.flush().await?;
         let item = match self.framed.next().await {
             Some(Ok(item)) => item,
             Some(Err(e)) => return Err(e.into()),
             None => return Err(ClientError::Closed),
         };
-        let Ok(frame) = item else {
-            return Ok(()); // a bad frame from the server: nothing to learn from it
-        };
-        match frame.cmd {
-            Command::ACTION => {
-                self.in_seq = frame.send;
-                self.actions_received += 1;
-                if self.auto_ack && self.ack_actions {
-                    self.ack().await?;
-                }
-                if frame.payload.first() == Some(&0x55) {
-                    self.on_packet(&frame.payload);
-                }
-            }
-            Command::PING if self.auto_ack => self.ack().await?,
-            _ => {}
+        let cmd = item.as_ref().ok().map(|f| f.cmd);
+        if cmd == Some(Command::ACTION) {
+            self.actions_received += 1;
         }
-        Ok(())
+        let out = self.link.receive(item, Instant::now());
+        self.queue_answer(cmd, out.send);
+        if let Some(packet) = out.packet {
+            self.on_packet(packet.expose());
+        }
+        self.flush().await
+    }
+
+    /// Queues the frames the link wants sent for one inbound item (`cmd` is `None` for a
+    /// frame the codec refused), as far as this client's mode sends anything.
+    fn queue_answer(&mut self, cmd: Option<Command>, mut send: Vec<Frame>) {
+        if !self.auto_ack {
+            // A dropped line: no acks, no NAKs, no resends. Requests the caller sends
+            // still carry RECV, as they would on the real line.
+            return;
+        }
+        if cmd == Some(Command::ACTION) {
+            if self.ack_actions {
+                // Whatever the link sends already carries our RECV; otherwise a bare ack.
+                if send.is_empty() {
+                    send.push(self.link.ack());
+                }
+            } else {
+                // The C64 acks only when Pinged: it ignores a repeated Action silently
+                // where the link would ack it again. Resends still go (they are ours).
+                send.retain(|f| f.cmd != Command::RESET_ACK);
+            }
+        }
+        self.outbox.extend(send);
     }
 
     fn on_packet(&mut self, escaped: &[u8]) {
@@ -622,4 +674,170 @@ fn ask_password() -> Result<Option<String>, ClientError> {
     read?;
     let p = line.trim_end_matches(['\r', '\n']).to_string();
     Ok((!p.is_empty()).then_some(p))
+}
+
+#[cfg(test)]
+mod tests {
+    //! The client's link behaviour against a scripted server on 127.0.0.1: what each ack
+    //! mode sends back, duplicates dropped, NAKs answered with a resend.
+    use super::*;
+    use tokio::net::TcpListener;
+
+    /// A client connected to a scripted server end that speaks raw frames.
+    async fn pair() -> (Client, Framed<TcpStream, QLinkCodec>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stream, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        let mut client = Client::from_stream(stream.unwrap());
+        client.wait = Duration::from_secs(5);
+        let server = Framed::new(accepted.unwrap().0, QLinkCodec::new());
+        (client, server)
+    }
+
+    /// A server Action carrying a one-packet balloon line from region speaker `n`.
+    fn talk(send: u8, recv: u8, n: u8) -> Frame {
+        Frame {
+            send,
+            recv,
+            cmd: Command::ACTION,
+            payload: Bytes::from(vec![0x55, 0xfa, 0x00, 0x0f, n, b'h', b'i']),
+        }
+    }
+
+    fn said(n: u8) -> Event {
+        Event::Talk {
+            speaker: n,
+            text: b"hi".to_vec(),
+        }
+    }
+
+    /// The next frame the client sent, bounded.
+    async fn heard(server: &mut Framed<TcpStream, QLinkCodec>) -> Frame {
+        tokio::time::timeout(Duration::from_secs(5), server.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+            .unwrap()
+    }
+
+    async fn say(server: &mut Framed<TcpStream, QLinkCodec>, frames: &[Frame]) {
+        for f in frames {
+            server.feed(f.clone()).await.unwrap();
+        }
+        SinkExt::<Frame>::flush(server).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn acking_client_acks_each_action_and_drops_repeats() {
+        let (mut c, mut s) = pair().await;
+        let ping = Frame::bare(Command::PING, 0x12, 0x10);
+        say(&mut s, &[talk(0x11, 0x10, 1), talk(0x11, 0x10, 1), ping]).await;
+        say(&mut s, &[talk(0x12, 0x10, 2)]).await;
+        assert_eq!(c.next_event().await.unwrap(), said(1));
+        assert_eq!(
+            c.next_event().await.unwrap(),
+            said(2),
+            "the repeat is dropped"
+        );
+        assert_eq!(c.actions_received, 3);
+        assert_eq!(c.link_stats().duplicates, 1);
+        // One ack per Action (the repeat acked again, as it may be our ack that was
+        // lost), and the Ping answered.
+        for recv in [0x11, 0x11, 0x11, 0x12] {
+            assert_eq!(
+                heard(&mut s).await,
+                Frame::bare(Command::RESET_ACK, 0x10, recv)
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn c64_mode_acks_only_when_pinged() {
+        let (mut c, mut s) = pair().await;
+        c.ack_actions = false;
+        let ping = Frame::bare(Command::PING, 0x12, 0x10);
+        say(&mut s, &[talk(0x11, 0x10, 1), talk(0x11, 0x10, 1), ping]).await;
+        say(&mut s, &[talk(0x12, 0x10, 2)]).await;
+        assert_eq!(c.next_event().await.unwrap(), said(1));
+        assert_eq!(c.next_event().await.unwrap(), said(2));
+        c.ack().await.unwrap();
+        // Only the Ping's answer, then the explicit ack: nothing for the Actions.
+        assert_eq!(
+            heard(&mut s).await,
+            Frame::bare(Command::RESET_ACK, 0x10, 0x11)
+        );
+        assert_eq!(
+            heard(&mut s).await,
+            Frame::bare(Command::RESET_ACK, 0x10, 0x12)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_dropped_line_answers_nothing_but_its_own_frames_carry_recv() {
+        let (mut c, mut s) = pair().await;
+        c.auto_ack = false;
+        let ping = Frame::bare(Command::PING, 0x11, 0x10);
+        let nak = Frame::bare(Command::NAK, 0x11, 0x10);
+        say(
+            &mut s,
+            &[talk(0x11, 0x10, 1), ping, nak, talk(0x12, 0x10, 2)],
+        )
+        .await;
+        assert_eq!(c.next_event().await.unwrap(), said(1));
+        assert_eq!(c.next_event().await.unwrap(), said(2));
+        c.send_action(Bytes::from_static(b"\x55\x01"))
+            .await
+            .unwrap();
+        let f = heard(&mut s).await;
+        assert_eq!((f.cmd, f.send, f.recv), (Command::ACTION, 0x11, 0x12));
+    }
+
+    #[tokio::test]
+    async fn a_nak_gets_the_unacked_action_again() {
+        let (mut c, mut s) = pair().await;
+        let payload = Bytes::from_static(b"\x55\x01\x02");
+        c.send_action(payload.clone()).await.unwrap();
+        let first = heard(&mut s).await;
+        assert_eq!((first.send, first.recv), (0x11, 0x10));
+        say(
+            &mut s,
+            &[Frame::bare(Command::NAK, 0x10, 0x10), talk(0x11, 0x11, 3)],
+        )
+        .await;
+        assert_eq!(c.next_event().await.unwrap(), said(3));
+        assert_eq!(heard(&mut s).await, first, "go-back-1 resend");
+        assert_eq!(c.link_stats().resends, 1);
+        // Acked by the Action's RECV: a second NAK has nothing to resend.
+        say(
+            &mut s,
+            &[Frame::bare(Command::NAK, 0x11, 0x10), talk(0x12, 0x11, 4)],
+        )
+        .await;
+        assert_eq!(c.next_event().await.unwrap(), said(4));
+        let acks: Vec<Frame> = vec![heard(&mut s).await, heard(&mut s).await];
+        assert!(acks.iter().all(|f| f.cmd == Command::RESET_ACK));
+        assert_eq!(c.link_stats().resends, 1);
+    }
+
+    #[tokio::test]
+    async fn a_client_that_never_reads_keeps_sending_past_the_window() {
+        let (mut c, mut s) = pair().await;
+        let n = crate::protocol::link::WINDOW + 10;
+        for _ in 0..n {
+            c.send_action(Bytes::from_static(b"\x55\x01"))
+                .await
+                .unwrap();
+        }
+        let mut expect = crate::protocol::frame::seq::FIRST;
+        for _ in 0..n {
+            expect = crate::protocol::frame::seq::inc(expect);
+            let f = heard(&mut s).await;
+            assert_eq!((f.cmd, f.send), (Command::ACTION, expect));
+        }
+        assert!(matches!(
+            c.send_action(Bytes::from_static(b"\x55\x0d")).await,
+            Err(ClientError::Link(LinkError::FrameEnd { at: 1 }))
+        ));
+    }
 }

@@ -376,6 +376,38 @@ impl Link {
         self.status(id) == FrameStatus::Acked
     }
 
+    /// A bare ResetAck with our current sequence numbers: it acknowledges every Action
+    /// accepted so far without sending one. The server never needs it (its RECV rides on
+    /// its next frame); a client that acks each Action as it arrives sends this.
+    pub fn ack(&self) -> Frame {
+        self.unnumbered(Command::RESET_ACK)
+    }
+
+    /// Stops keeping the oldest unacknowledged Action for resending, to make room in a
+    /// full window; returns its id, which from now on reads [`FrameStatus::Dropped`].
+    ///
+    /// The server never does this (it waits for acks). A test client that floods without
+    /// reading does: it must keep sending past [`WINDOW`] without waiting for acks it
+    /// does not read. Acks naming the given-up frame are ignored afterwards, like acks
+    /// for frames never sent. Past [`WINDOW`] unacked frames the 7-bit numbers can be
+    /// ambiguous, so a very stale ack may free frames early: they are then simply not
+    /// resent, which a flooding client accepts.
+    pub fn give_up_oldest(&mut self) -> Option<OutFrameId> {
+        let oldest = self.window.pop_front()?;
+        let id = oldest.id;
+        // The window starts one later, so the "last RECV acted on" moves with it.
+        self.last_recv = oldest.frame.send;
+        match self.dropped.back_mut() {
+            // Consecutive give-ups extend one run instead of filling the bounded memory.
+            Some(run) if run.last.0.checked_add(1) == Some(id.0) => run.last = id,
+            _ => self.remember_dropped(IdRange {
+                first: id,
+                last: id,
+            }),
+        }
+        Some(id)
+    }
+
     /// Reset (§1.3.4): forget the window, both sequence numbers back to 0x10, ResetAck.
     fn on_reset(&mut self, out: &mut Output) {
         self.stats.resets += 1;
@@ -849,6 +881,47 @@ mod tests {
         assert!(out.send.is_empty());
         let out = link.on_frame(bare(Command::RESET_ACK, 0x10, 0x10), later + RESEND_AFTER);
         assert_eq!(out.send.len(), 1);
+    }
+
+    #[test]
+    fn ack_frame_carries_both_sequence_numbers() {
+        let t = Instant::now();
+        let mut link = Link::new();
+        link.on_frame(action(0x11, 0x10, b"\x55\x01"), t);
+        link.send_action(pkt(0), t).unwrap();
+        assert_eq!(link.ack(), bare(Command::RESET_ACK, 0x11, 0x11));
+        assert_eq!(link.window_len(), 1, "sending an ack frees nothing");
+    }
+
+    #[test]
+    fn giving_up_the_oldest_makes_room_and_reads_dropped() {
+        let t = Instant::now();
+        let mut link = Link::new();
+        assert_eq!(link.give_up_oldest(), None);
+        let mut ids = Vec::new();
+        while link.can_send() {
+            ids.push(link.send_action(pkt(0), t).unwrap().id);
+        }
+        assert_eq!(link.give_up_oldest(), Some(ids[0]));
+        assert_eq!(link.give_up_oldest(), Some(ids[1]));
+        assert!(link.can_send());
+        assert_eq!(link.status(ids[0]), FrameStatus::Dropped);
+        assert_eq!(link.status(ids[1]), FrameStatus::Dropped);
+        assert_eq!(link.dropped.len(), 1, "consecutive give-ups share one run");
+        let next = link.send_action(pkt(1), t).unwrap();
+        // An ack for a given-up frame frees nothing; one for the new front frees it.
+        let out = link.on_frame(bare(Command::RESET_ACK, 0x10, 0x12), t);
+        assert_eq!((out.acked, link.window_len()), (None, WINDOW - 1));
+        let out = link.on_frame(bare(Command::RESET_ACK, 0x10, 0x13), t);
+        assert_eq!(
+            out.acked,
+            Some(IdRange {
+                first: ids[2],
+                last: ids[2]
+            })
+        );
+        assert_eq!(link.status(next.id), FrameStatus::Pending);
+        assert_eq!(link.status(ids[1]), FrameStatus::Dropped);
     }
 
     #[test]
