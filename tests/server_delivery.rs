@@ -6,47 +6,10 @@
 
 mod common;
 
-use common::{contains_bytes, TestServer};
+use common::{alice_mails_bob, contains_bytes, pw, register, round_trip, texts, TestServer};
 use espmail::talk::{Client, Event};
 
 const DELETED: &str = "delivered ESP Mail acked and deleted";
-
-fn pw(name: &str) -> String {
-    format!("{}-password", name.to_lowercase())
-}
-
-/// Registers an avatar by logging in once (auto_register) and leaving.
-async fn register(server: &TestServer, name: &str) {
-    let mut c = Client::enter(&server.host(), name, Some(&pw(name)))
-        .await
-        .unwrap();
-    c.quit().await.unwrap();
-    c.wait_closed().await.unwrap();
-}
-
-/// Alice (a fresh session each time, so her line bucket is full) mails the offline Bob.
-async fn alice_mails_bob(server: &TestServer, text: &str) {
-    let mut alice = Client::enter(&server.host(), "Alice", Some(&pw("Alice")))
-        .await
-        .unwrap();
-    assert!(alice.speak(b"TO:Bob").await.unwrap());
-    alice
-        .wait_text("Bob is offline. Your ESP will be offered as ESP Mail.")
-        .await
-        .unwrap();
-    assert!(!alice.esp(text.as_bytes()).await.unwrap());
-    alice
-        .wait_for(|e| matches!(e, Event::Prompt(_)))
-        .await
-        .unwrap();
-    alice
-        .answer(b"ESP Mail to Bob? (Y/N) ", b"Y")
-        .await
-        .unwrap();
-    alice.wait_text("ESP Mail for Bob saved.").await.unwrap();
-    alice.quit().await.unwrap();
-    alice.wait_closed().await.unwrap();
-}
 
 /// Bob connects and goes in; `ack_mail` false plays a client that acks its login frames
 /// but none of what follows HERE_I_AM.
@@ -68,24 +31,6 @@ async fn until_prompt(c: &mut Client) -> Vec<Event> {
         .unwrap()
 }
 
-/// Events up to and including the reply to a SPEAK sent now. Every line the server
-/// queued before it is among them, and every frame before it (a Ping, say) was read.
-async fn round_trip(c: &mut Client) -> Vec<Event> {
-    let me = c.me;
-    c.request(
-        me,
-        espmail::protocol::messages::ClientRequest::Speak {
-            audience: 0,
-            text: espmail::log_redact::Sensitive::new(b"hello".to_vec()),
-        },
-    )
-    .await
-    .unwrap();
-    c.collect_until(|e| matches!(e, Event::Reply { noid, .. } if *noid == me))
-        .await
-        .unwrap()
-}
-
 /// Events left after the server closed the connection (bounded).
 async fn until_closed(c: &mut Client) -> Vec<Event> {
     let mut seen = Vec::new();
@@ -96,14 +41,6 @@ async fn until_closed(c: &mut Client) -> Vec<Event> {
             Err(_) => return seen,
         }
     }
-}
-
-fn texts(events: &[Event]) -> Vec<String> {
-    events
-        .iter()
-        .filter_map(|e| e.text())
-        .map(|t| String::from_utf8_lossy(t).into_owned())
-        .collect()
 }
 
 fn shows(events: &[Event], needle: &str) -> bool {

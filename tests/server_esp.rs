@@ -4,20 +4,13 @@
 
 mod common;
 
-use common::{contains_bytes, TestServer};
+use common::{contains_bytes, pw, register, round_trip, TestServer};
 use espmail::talk::{Client, Event};
 
 async fn enter(server: &TestServer, name: &str) -> Client {
-    let pw = format!("{}-password", name.to_lowercase());
-    Client::enter(&server.host(), name, Some(&pw))
+    Client::enter(&server.host(), name, Some(&pw(name)))
         .await
         .unwrap()
-}
-
-async fn register(server: &TestServer, name: &str) {
-    let mut c = enter(server, name).await;
-    c.quit().await.unwrap();
-    c.wait_closed().await.unwrap();
 }
 
 /// Alice starts ESP to the offline Bob and types `text`; returns the prompt she got.
@@ -29,23 +22,6 @@ async fn offer(alice: &mut Client, text: &str) -> Vec<u8> {
         .await
         .unwrap();
     prompt.text().unwrap().to_vec()
-}
-
-/// Everything Alice is told up to the reply to a SPEAK sent now (a round trip).
-async fn round_trip(c: &mut Client) -> Vec<Event> {
-    let me = c.me;
-    c.request(
-        me,
-        espmail::protocol::messages::ClientRequest::Speak {
-            audience: 0,
-            text: espmail::log_redact::Sensitive::new(b"ping".to_vec()),
-        },
-    )
-    .await
-    .unwrap();
-    c.collect_until(|e| matches!(e, Event::Reply { noid, .. } if *noid == me))
-        .await
-        .unwrap()
 }
 
 fn said(events: &[Event], needle: &str) -> bool {

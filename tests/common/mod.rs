@@ -307,3 +307,88 @@ impl Drop for TestServer {
 pub fn contains_bytes(hay: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
 }
+
+/// The usual test password of `name`: its lowercase form and `-password`.
+pub fn pw(name: &str) -> String {
+    format!("{}-password", name.to_lowercase())
+}
+
+/// Logs `name` in with [`pw`] (auto_register makes the avatar) and leaves at once.
+pub async fn register(server: &TestServer, name: &str) {
+    let mut c = espmail::talk::Client::enter(&server.host(), name, Some(&pw(name)))
+        .await
+        .unwrap();
+    c.quit().await.unwrap();
+    c.wait_closed().await.unwrap();
+}
+
+/// The text lines among `events`, lossily decoded.
+pub fn texts(events: &[espmail::talk::Event]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| e.text())
+        .map(|t| String::from_utf8_lossy(t).into_owned())
+        .collect()
+}
+
+/// Everything `c` is told up to and including the reply to a SPEAK sent now. Whatever
+/// the server queued before (the debug notice, mail lines, a Ping) is among the events.
+pub async fn round_trip(c: &mut espmail::talk::Client) -> Vec<espmail::talk::Event> {
+    use espmail::talk::Event;
+    let me = c.me;
+    c.request(
+        me,
+        espmail::protocol::messages::ClientRequest::Speak {
+            audience: 0,
+            text: espmail::log_redact::Sensitive::new(b"ping".to_vec()),
+        },
+    )
+    .await
+    .unwrap();
+    c.collect_until(|e| matches!(e, Event::Reply { noid, .. } if *noid == me))
+        .await
+        .unwrap()
+}
+
+/// `sender` (online) leaves `text` as ESP Mail for the offline `to`: `TO:` keeps ESP on,
+/// the server says `to` is offline, the ESP line ends ESP mode and brings the
+/// `ESP Mail to ...? (Y/N) ` prompt, `Y` saves it and the sender is told so.
+pub async fn leave_esp_mail(sender: &mut espmail::talk::Client, to: &str, text: &[u8]) {
+    use espmail::talk::Event;
+    assert!(
+        sender.speak(format!("TO:{to}").as_bytes()).await.unwrap(),
+        "TO:{to} keeps ESP on"
+    );
+    sender
+        .wait_text(&format!(
+            "{to} is offline. Your ESP will be offered as ESP Mail."
+        ))
+        .await
+        .unwrap();
+    assert!(
+        !sender.esp(text).await.unwrap(),
+        "ESP to an offline avatar ends ESP mode before the prompt"
+    );
+    let question = format!("ESP Mail to {to}? (Y/N) ");
+    let prompt = sender
+        .wait_for(|e| matches!(e, Event::Prompt(_)))
+        .await
+        .unwrap();
+    assert_eq!(prompt.text().unwrap(), question.as_bytes());
+    sender.answer(question.as_bytes(), b"Y").await.unwrap();
+    sender
+        .wait_text(&format!("ESP Mail for {to} saved."))
+        .await
+        .unwrap();
+}
+
+/// Alice (a fresh session, so her line bucket is full) leaves `text` as ESP Mail for the
+/// offline Bob ([`leave_esp_mail`]) and leaves.
+pub async fn alice_mails_bob(server: &TestServer, text: &str) {
+    let mut alice = espmail::talk::Client::enter(&server.host(), "Alice", Some(&pw("Alice")))
+        .await
+        .unwrap();
+    leave_esp_mail(&mut alice, "Bob", text.as_bytes()).await;
+    alice.quit().await.unwrap();
+    alice.wait_closed().await.unwrap();
+}
