@@ -168,8 +168,14 @@ impl TestServer {
             .clone()
     }
 
-    /// Wait (bounded) until a log line contains `needle`; return that line.
-    pub fn wait_for_log(&self, needle: &str) -> String {
+    /// Wait (bounded) until `check` finds what it looks for in the log so far, waking at
+    /// each new line. Past the deadline, or once the server has exited without it,
+    /// panics with `failure(log text)`.
+    fn wait_until<T>(
+        &self,
+        mut check: impl FnMut(&Log) -> Option<T>,
+        failure: impl Fn(&str) -> String,
+    ) -> T {
         let deadline = Instant::now() + WAIT;
         let mut log = self
             .captured
@@ -177,12 +183,12 @@ impl TestServer {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         loop {
-            if let Some(line) = log.text.lines().find(|l| l.contains(needle)) {
-                return line.to_string();
+            if let Some(found) = check(&log) {
+                return found;
             }
             let now = Instant::now();
             if now >= deadline || log.closed {
-                panic!("server never logged {needle:?}; log so far:\n{}", log.text);
+                panic!("{}", failure(&log.text));
             }
             log = self
                 .captured
@@ -191,6 +197,19 @@ impl TestServer {
                 .unwrap()
                 .0;
         }
+    }
+
+    /// Wait (bounded) until a log line contains `needle`; return that line.
+    pub fn wait_for_log(&self, needle: &str) -> String {
+        self.wait_until(
+            |log| {
+                log.text
+                    .lines()
+                    .find(|l| l.contains(needle))
+                    .map(str::to_string)
+            },
+            |text| format!("server never logged {needle:?}; log so far:\n{text}"),
+        )
     }
 
     /// Count of log lines containing `needle`.
@@ -200,31 +219,14 @@ impl TestServer {
 
     /// Wait (bounded) until at least `n` log lines contain `needle`; returns the count.
     pub fn wait_for_log_count(&self, needle: &str, n: usize) -> usize {
-        let deadline = Instant::now() + WAIT;
-        let mut log = self
-            .captured
-            .state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        loop {
-            let count = log.text.lines().filter(|l| l.contains(needle)).count();
-            if count >= n {
-                return count;
-            }
-            let now = Instant::now();
-            if now >= deadline || log.closed {
-                panic!(
-                    "server logged {needle:?} {count} times, not {n}; log so far:\n{}",
-                    log.text
-                );
-            }
-            log = self
-                .captured
-                .bell
-                .wait_timeout(log, deadline - now)
-                .unwrap()
-                .0;
-        }
+        let count = |log: &Log| log.text.lines().filter(|l| l.contains(needle)).count();
+        self.wait_until(
+            |log| Some(count(log)).filter(|c| *c >= n),
+            |text| {
+                let seen = text.lines().filter(|l| l.contains(needle)).count();
+                format!("server logged {needle:?} {seen} times, not {n}; log so far:\n{text}")
+            },
+        )
     }
 
     /// Send a signal by name (TERM, INT, KILL) through kill(1); the crate forbids unsafe.
@@ -242,23 +244,10 @@ impl TestServer {
     /// Wait (bounded) for the server to exit, and return how it exited. The server's
     /// stderr closing is the event; the process is reaped right after.
     pub fn wait_exit(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + WAIT;
-        let mut log = self
-            .captured
-            .state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        while !log.closed {
-            let now = Instant::now();
-            assert!(now < deadline, "server did not exit; log:\n{}", log.text);
-            log = self
-                .captured
-                .bell
-                .wait_timeout(log, deadline - now)
-                .unwrap()
-                .0;
-        }
-        drop(log);
+        self.wait_until(
+            |log| log.closed.then_some(()),
+            |text| format!("server did not exit; log:\n{text}"),
+        );
         self.child.as_mut().unwrap().wait().unwrap()
     }
 
