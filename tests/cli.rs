@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod common;
+mod vault_support;
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -18,6 +19,7 @@ use espmail::espmail::MailHandle;
 use espmail::log_redact::Sensitive;
 use espmail::ops;
 use espmail::world::accounts::{Accounts, Password};
+use vault_support::flip_sealed_byte;
 
 const DAY: Duration = Duration::from_secs(86_400);
 
@@ -1029,17 +1031,7 @@ fn seed_with_damage(dir: &Path, mail: &[(&str, SystemTime)]) -> Vec<String> {
     let raw = rusqlite::Connection::open(&db).unwrap();
     for ((text, _), id) in mail.iter().zip(&ids) {
         if text.starts_with("bad") {
-            let mut sealed: Vec<u8> = raw
-                .query_row("SELECT sealed FROM mail WHERE id = ?1", [&id.0[..]], |r| {
-                    r.get(0)
-                })
-                .unwrap();
-            sealed[40] ^= 0x01;
-            raw.execute(
-                "UPDATE mail SET sealed = ?1 WHERE id = ?2",
-                rusqlite::params![sealed, &id.0[..]],
-            )
-            .unwrap();
+            flip_sealed_byte(&raw, id, 40, 0x01);
         }
     }
     ids.iter().map(ToString::to_string).collect()
