@@ -107,6 +107,17 @@ fn config_for(dir: &Path) -> Config {
     .unwrap()
 }
 
+/// The accounts of `dir`, opened with the key the server derives from its keyfile.
+fn accounts_of(dir: &Path) -> Accounts {
+    let c = config_for(dir);
+    let kf = keyfile::load(&c.data.keyfile_path()).unwrap();
+    Accounts::open(
+        &c.data.database_path(),
+        &ops::accounts_key(&kf, &c.data.database_path()).unwrap(),
+    )
+    .unwrap()
+}
+
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -244,13 +255,7 @@ fn account_add_list_passwd_remove_round_trip() {
 
     // The password really is stored, and passwd really changes it (case-insensitive name).
     in_dir(&dir, &["account", "passwd", "bob"], "second-password\n").ok();
-    let c = config_for(&dir);
-    let kf = keyfile::load(&c.data.keyfile_path()).unwrap();
-    let accounts = Accounts::open(
-        &c.data.database_path(),
-        &ops::accounts_key(&kf, &c.data.database_path()).unwrap(),
-    )
-    .unwrap();
+    let accounts = accounts_of(&dir);
     assert!(accounts
         .verify("Bob", &Password::from("second-password".to_owned()))
         .is_ok());
@@ -863,13 +868,7 @@ fn on_a_terminal_the_password_is_asked_twice_and_never_echoed() {
     assert!(!shown.contains("typed-secret"), "password echoed: {shown}");
 
     // The mismatch changed nothing: the first password still works.
-    let c = config_for(&dir);
-    let kf = keyfile::load(&c.data.keyfile_path()).unwrap();
-    let accounts = Accounts::open(
-        &c.data.database_path(),
-        &ops::accounts_key(&kf, &c.data.database_path()).unwrap(),
-    )
-    .unwrap();
+    let accounts = accounts_of(&dir);
     assert!(accounts
         .verify("Bob", &Password::from("typed-secret-1".to_owned()))
         .is_ok());
