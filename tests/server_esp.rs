@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{contains_bytes, pw, register, round_trip, TestServer};
+use common::{contains_bytes, pw, register, round_trip, speech_reaches, TestServer};
 use espmail::talk::{Client, Event};
 
 async fn enter(server: &TestServer, name: &str) -> Client {
@@ -95,18 +95,7 @@ async fn live_esp_reaches_the_recipient_and_echoes_to_the_sender() {
     alice.wait_text("ESP connection ended.").await.unwrap();
 
     // Plain speech reaches the others as SPEAK$ on the speaker's noid.
-    assert!(!alice.speak(b"Hi all").await.unwrap());
-    let sp = bob
-        .wait_for(|e| matches!(e, Event::Speak { .. }))
-        .await
-        .unwrap();
-    assert_eq!(
-        sp,
-        Event::Speak {
-            noid: alice.me,
-            text: b"Hi all".to_vec()
-        }
-    );
+    speech_reaches(&mut alice, &mut bob, b"Hi all").await;
 
     // Unknown names and oneself cannot be contacted.
     assert!(!alice.speak(b"TO:Nobody").await.unwrap());

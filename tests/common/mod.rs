@@ -381,3 +381,25 @@ pub async fn alice_mails_bob(server: &TestServer, text: &str) {
     alice.quit().await.unwrap();
     alice.wait_closed().await.unwrap();
 }
+
+/// `speaker` says `text` in the Plaza (ESP mode off); `listener` hears it as a SPEAK on
+/// the speaker's noid.
+pub async fn speech_reaches(
+    speaker: &mut espmail::talk::Client,
+    listener: &mut espmail::talk::Client,
+    text: &[u8],
+) {
+    use espmail::talk::Event;
+    assert!(!speaker.speak(text).await.unwrap());
+    let sp = listener
+        .wait_for(|e| matches!(e, Event::Speak { .. }))
+        .await
+        .unwrap();
+    assert_eq!(
+        sp,
+        Event::Speak {
+            noid: speaker.me,
+            text: text.to_vec()
+        }
+    );
+}
