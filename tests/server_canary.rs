@@ -296,17 +296,27 @@ fn stop_and_collect(mut server: TestServer, log_file: &Path) -> (String, String)
     (stderr, file)
 }
 
+/// One run with fresh [`Canaries`]: [`drive`], stop, and check stderr and the log file
+/// for leaks and for the structural lines. Returns (stderr, file) for the run's own
+/// checks.
+async fn drive_stop_and_check(server: TestServer, log_file: &Path) -> (String, String) {
+    let k = Canaries::new();
+    drive(&server, &k).await;
+    let (stderr, file) = stop_and_collect(server, log_file);
+    for (what, log) in [("stderr", &stderr), ("log file", &file)] {
+        assert_no_leak(what, log, &k);
+        assert_structure(what, log);
+    }
+    (stderr, file)
+}
+
 #[tokio::test]
 async fn trace_for_everything_logs_structure_and_never_a_canary() {
     let tmp = tempfile::tempdir().unwrap();
     let (server, log_file) = start_logging(tmp.path(), "trace");
-    let k = Canaries::new();
-    drive(&server, &k).await;
-    let (stderr, file) = stop_and_collect(server, &log_file);
+    let (stderr, file) = drive_stop_and_check(server, &log_file).await;
 
     for (what, log) in [("stderr", &stderr), ("log file", &file)] {
-        assert_no_leak(what, log, &k);
-        assert_structure(what, log);
         // At trace the Habitat layer is shown too, by its numbers.
         assert!(
             log.lines().any(|l| l.contains("hab=dir=in noid=")
@@ -344,12 +354,8 @@ async fn debug_switched_on_through_the_admin_socket_never_logs_a_canary() {
     assert!(switch.contains(&format!("who=\"uid={uid}\"")), "{switch}");
     leave(early).await;
 
-    let k = Canaries::new();
-    drive(&server, &k).await;
-    let (stderr, file) = stop_and_collect(server, &log_file);
+    let (stderr, file) = drive_stop_and_check(server, &log_file).await;
     for (what, log) in [("stderr", &stderr), ("log file", &file)] {
-        assert_no_leak(what, log, &k);
-        assert_structure(what, log);
         assert!(log.contains(&format!("who=\"uid={uid}\"")), "{what}");
         // Debug, not trace: the Habitat layer lines stay out.
         assert!(
