@@ -12,7 +12,10 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use criterion::measurement::WallTime;
+use criterion::{
+    criterion_group, criterion_main, BatchSize, BenchmarkGroup, Criterion, Throughput,
+};
 use tokio_util::codec::{Decoder, Encoder};
 
 use espmail::log_redact::Sensitive;
@@ -181,12 +184,33 @@ fn decode(c: &mut Criterion) {
     g.finish();
 }
 
+/// Benchmarks `run` by wall time and by CPU time ([`cpu_time`]), each reported per byte
+/// (`bytes` per run) and per frame (`frames` per run).
+fn wall_and_cpu(
+    g: &mut BenchmarkGroup<'_, WallTime>,
+    bytes: usize,
+    frames: u64,
+    mut run: impl FnMut(),
+) {
+    for (label, tp) in [
+        ("bytes", Throughput::Bytes(bytes as u64)),
+        ("frames", Throughput::Elements(frames)),
+    ] {
+        g.throughput(tp.clone());
+        g.bench_function(format!("wall/{label}"), |b| b.iter(&mut run));
+        g.throughput(tp);
+        g.bench_function(format!("cpu/{label}"), |b| {
+            b.iter_custom(|iters| cpu_time(iters, &mut run))
+        });
+    }
+}
+
 fn encode(c: &mut Criterion) {
     let frames: Vec<Frame> = (0..200).flat_map(|_| frames()).collect();
     let (wire, _) = stream(200);
     let mut g = c.benchmark_group("encode");
     let mut out = BytesMut::with_capacity(wire.len());
-    let mut run = || {
+    let run = || {
         out.clear();
         let mut codec = QLinkCodec::new();
         for f in &frames {
@@ -195,26 +219,16 @@ fn encode(c: &mut Criterion) {
         assert_eq!(out.len(), wire.len());
         black_box(&out);
     };
-    for (label, tp) in [
-        ("bytes", Throughput::Bytes(wire.len() as u64)),
-        ("frames", Throughput::Elements(frames.len() as u64)),
-    ] {
-        g.throughput(tp.clone());
-        g.bench_function(format!("wall/{label}"), |b| b.iter(&mut run));
-        g.throughput(tp);
-        g.bench_function(format!("cpu/{label}"), |b| {
-            b.iter_custom(|iters| cpu_time(iters, &mut run))
-        });
-    }
+    wall_and_cpu(&mut g, wire.len(), frames.len() as u64, run);
     g.finish();
 }
 
-fn encode_messages(c: &mut Criterion) {
-    let msgs: Vec<ServerMessage> = (0..200).flat_map(|_| server_messages()).collect();
-    let mut wire = BytesMut::new();
-    let mut n = 0u64;
+/// Cuts, escapes and frames every message as the server sends it, into `out`; returns
+/// how many frames that made.
+fn encode_all(msgs: &[ServerMessage], out: &mut BytesMut) -> u64 {
     let mut codec = QLinkCodec::new();
-    for m in &msgs {
+    let mut n = 0;
+    for m in msgs {
         for e in m.encode() {
             let f = Frame {
                 send: 0x11,
@@ -222,40 +236,26 @@ fn encode_messages(c: &mut Criterion) {
                 cmd: Command::ACTION,
                 payload: e,
             };
-            codec.encode(&f, &mut wire).unwrap();
+            codec.encode(&f, out).unwrap();
             n += 1;
         }
     }
+    n
+}
+
+fn encode_messages(c: &mut Criterion) {
+    let msgs: Vec<ServerMessage> = (0..200).flat_map(|_| server_messages()).collect();
+    let mut wire = BytesMut::new();
+    let n = encode_all(&msgs, &mut wire);
     let mut g = c.benchmark_group("encode_messages");
     let mut out = BytesMut::with_capacity(wire.len());
-    let mut run = || {
+    let run = || {
         out.clear();
-        let mut codec = QLinkCodec::new();
-        for m in &msgs {
-            for e in m.encode() {
-                let f = Frame {
-                    send: 0x11,
-                    recv: 0x10,
-                    cmd: Command::ACTION,
-                    payload: e,
-                };
-                codec.encode(&f, &mut out).unwrap();
-            }
-        }
+        encode_all(&msgs, &mut out);
         assert_eq!(out.len(), wire.len());
         black_box(&out);
     };
-    for (label, tp) in [
-        ("bytes", Throughput::Bytes(wire.len() as u64)),
-        ("frames", Throughput::Elements(n)),
-    ] {
-        g.throughput(tp.clone());
-        g.bench_function(format!("wall/{label}"), |b| b.iter(&mut run));
-        g.throughput(tp);
-        g.bench_function(format!("cpu/{label}"), |b| {
-            b.iter_custom(|iters| cpu_time(iters, &mut run))
-        });
-    }
+    wall_and_cpu(&mut g, wire.len(), n, run);
     g.finish();
 }
 

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod common;
+mod vault_support;
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -13,11 +14,13 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, SystemTime};
 
 use espmail::config::Config;
+use espmail::espmail::crypto::MailId;
 use espmail::espmail::keyfile;
 use espmail::espmail::MailHandle;
 use espmail::log_redact::Sensitive;
 use espmail::ops;
 use espmail::world::accounts::{Accounts, Password};
+use vault_support::flip_sealed_byte;
 
 const DAY: Duration = Duration::from_secs(86_400);
 
@@ -104,6 +107,17 @@ fn config_for(dir: &Path) -> Config {
     .unwrap()
 }
 
+/// The accounts of `dir`, opened with the key the server derives from its keyfile.
+fn accounts_of(dir: &Path) -> Accounts {
+    let c = config_for(dir);
+    let kf = keyfile::load(&c.data.keyfile_path()).unwrap();
+    Accounts::open(
+        &c.data.database_path(),
+        &ops::accounts_key(&kf, &c.data.database_path()).unwrap(),
+    )
+    .unwrap()
+}
+
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -111,36 +125,40 @@ fn rt() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// Saves ESP Mail as the server does: (recipient, sender, text, sent at).
-fn seed(dir: &Path, mail: &[(&str, &str, &str, SystemTime)]) {
+/// The mail vault of `dir`, opened as the server opens it (paths and limits from its
+/// configuration).
+fn mail_handle(dir: &Path) -> MailHandle {
     let c = config_for(dir);
-    let handle = MailHandle::open(
+    MailHandle::open(
         &c.data.database_path(),
         &c.data.keyfile_path(),
         ops::mail_limits(&c),
     )
-    .unwrap();
+    .unwrap()
+}
+
+/// Saves ESP Mail as the server does: (recipient, sender, text, sent at); returns the
+/// ids, in order.
+fn seed(dir: &Path, mail: &[(&str, &str, &str, SystemTime)]) -> Vec<MailId> {
+    let handle = mail_handle(dir);
     rt().block_on(async {
+        let mut ids = Vec::new();
         for (to, from, text, at) in mail {
-            handle
+            let id = handle
                 .save(to, from, Sensitive::new(text.as_bytes().to_vec()), *at)
                 .await
                 .unwrap();
+            ids.push(id);
         }
         handle.shutdown().await.unwrap();
-    });
+        ids
+    })
 }
 
 /// The texts waiting for `recipient`, oldest first, read (not confirmed) through the
 /// library with the keyfile now on disk.
 fn waiting_texts(dir: &Path, recipient: &str) -> Vec<String> {
-    let c = config_for(dir);
-    let handle = MailHandle::open(
-        &c.data.database_path(),
-        &c.data.keyfile_path(),
-        ops::mail_limits(&c),
-    )
-    .unwrap();
+    let handle = mail_handle(dir);
     rt().block_on(async {
         let mut mailbox = handle.open_mailbox(recipient).await.unwrap();
         let mut texts = Vec::new();
@@ -151,6 +169,23 @@ fn waiting_texts(dir: &Path, recipient: &str) -> Vec<String> {
         handle.shutdown().await.unwrap();
         texts
     })
+}
+
+/// `name` logs in to the real server at `host` with `password`, and leaves.
+fn logs_in(host: &str, name: &str, password: &str) {
+    rt().block_on(async {
+        let mut c = espmail::talk::Client::enter(host, name, Some(password))
+            .await
+            .unwrap();
+        c.quit().await.unwrap();
+        c.wait_closed().await.unwrap();
+    });
+}
+
+/// `name` cannot log in to the real server at `host` with `password`.
+fn refused(host: &str, name: &str, password: &str, why: &str) {
+    let result = rt().block_on(espmail::talk::Client::enter(host, name, Some(password)));
+    assert!(result.is_err(), "{why}");
 }
 
 fn mode(p: &Path) -> u32 {
@@ -220,13 +255,7 @@ fn account_add_list_passwd_remove_round_trip() {
 
     // The password really is stored, and passwd really changes it (case-insensitive name).
     in_dir(&dir, &["account", "passwd", "bob"], "second-password\n").ok();
-    let c = config_for(&dir);
-    let kf = keyfile::load(&c.data.keyfile_path()).unwrap();
-    let accounts = Accounts::open(
-        &c.data.database_path(),
-        &ops::accounts_key(&kf, &c.data.database_path()).unwrap(),
-    )
-    .unwrap();
+    let accounts = accounts_of(&dir);
     assert!(accounts
         .verify("Bob", &Password::from("second-password".to_owned()))
         .is_ok());
@@ -439,19 +468,13 @@ fn rotate_key_keeps_mail_readable_and_accounts_working() {
     // And Bob logs in to the real server, which derives the accounts key the same way.
     let server = common::TestServer::start_in(&dir, &[]);
     let host = server.host();
-    rt().block_on(async {
-        let mut bob = espmail::talk::Client::enter(&host, "Bob", Some("another-password"))
-            .await
-            .unwrap();
-        bob.quit().await.unwrap();
-        bob.wait_closed().await.unwrap();
-        assert!(
-            espmail::talk::Client::enter(&host, "Bob", Some("password123"))
-                .await
-                .is_err(),
-            "the old password must not let Bob in"
-        );
-    });
+    logs_in(&host, "Bob", "another-password");
+    refused(
+        &host,
+        "Bob",
+        "password123",
+        "the old password must not let Bob in",
+    );
     drop(server);
     assert_eq!(waiting_texts(&dir, "bob").len(), 2);
 }
@@ -663,28 +686,16 @@ fn avatars_made_offline_log_in_to_the_real_server() {
     in_dir(&dir, &["account", "add", "Bob"], "bob-password-1\n").ok();
     let server = common::TestServer::start_in(&dir, &[]);
     let host = server.host();
-    rt().block_on(async {
-        let mut bob = espmail::talk::Client::enter(&host, "Bob", Some("bob-password-1"))
-            .await
-            .unwrap();
-        bob.quit().await.unwrap();
-        bob.wait_closed().await.unwrap();
-        assert!(
-            espmail::talk::Client::enter(&host, "Bob", Some("wrong-password"))
-                .await
-                .is_err(),
-            "a wrong password must not let Bob in"
-        );
-    });
+    logs_in(&host, "Bob", "bob-password-1");
+    refused(
+        &host,
+        "Bob",
+        "wrong-password",
+        "a wrong password must not let Bob in",
+    );
     // A password changed beside the running server counts at the next login.
     in_dir(&dir, &["account", "passwd", "Bob"], "bob-password-2\n").ok();
-    rt().block_on(async {
-        let mut bob = espmail::talk::Client::enter(&host, "Bob", Some("bob-password-2"))
-            .await
-            .unwrap();
-        bob.quit().await.unwrap();
-        bob.wait_closed().await.unwrap();
-    });
+    logs_in(&host, "Bob", "bob-password-2");
 }
 
 #[test]
@@ -857,13 +868,7 @@ fn on_a_terminal_the_password_is_asked_twice_and_never_echoed() {
     assert!(!shown.contains("typed-secret"), "password echoed: {shown}");
 
     // The mismatch changed nothing: the first password still works.
-    let c = config_for(&dir);
-    let kf = keyfile::load(&c.data.keyfile_path()).unwrap();
-    let accounts = Accounts::open(
-        &c.data.database_path(),
-        &ops::accounts_key(&kf, &c.data.database_path()).unwrap(),
-    )
-    .unwrap();
+    let accounts = accounts_of(&dir);
     assert!(accounts
         .verify("Bob", &Password::from("typed-secret-1".to_owned()))
         .is_ok());
@@ -920,14 +925,8 @@ fn maintenance_beside_a_busy_writer_loses_nothing() {
             ("Old", "Ann", "stale", now - 60 * DAY),
         ],
     );
-    let c = config_for(&dir);
     // The same writer thread the server runs, saving continuously from another thread.
-    let handle = MailHandle::open(
-        &c.data.database_path(),
-        &c.data.keyfile_path(),
-        ops::mail_limits(&c),
-    )
-    .unwrap();
+    let handle = mail_handle(&dir);
     // Eight senders save until every command has finished, so each command runs beside
     // the writer's batches. Each returns the (recipient, text) pairs it was told are saved.
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -1011,35 +1010,16 @@ fn maintenance_beside_a_busy_writer_loses_nothing() {
 /// Saves bob's mail as the server does and flips a ciphertext byte of every message whose
 /// text starts with "bad", so it can no longer open. Returns the ids, in order, as hex.
 fn seed_with_damage(dir: &Path, mail: &[(&str, SystemTime)]) -> Vec<String> {
-    let c = config_for(dir);
-    let db = c.data.database_path();
-    let handle = MailHandle::open(&db, &c.data.keyfile_path(), ops::mail_limits(&c)).unwrap();
-    let ids = rt().block_on(async {
-        let mut ids = Vec::new();
-        for (text, at) in mail {
-            let id = handle
-                .save("Bob", "Ann", Sensitive::new(text.as_bytes().to_vec()), *at)
-                .await
-                .unwrap();
-            ids.push(id);
-        }
-        handle.shutdown().await.unwrap();
-        ids
-    });
+    let for_bob: Vec<(&str, &str, &str, SystemTime)> = mail
+        .iter()
+        .map(|(text, at)| ("Bob", "Ann", *text, *at))
+        .collect();
+    let ids = seed(dir, &for_bob);
+    let db = config_for(dir).data.database_path();
     let raw = rusqlite::Connection::open(&db).unwrap();
     for ((text, _), id) in mail.iter().zip(&ids) {
         if text.starts_with("bad") {
-            let mut sealed: Vec<u8> = raw
-                .query_row("SELECT sealed FROM mail WHERE id = ?1", [&id.0[..]], |r| {
-                    r.get(0)
-                })
-                .unwrap();
-            sealed[40] ^= 0x01;
-            raw.execute(
-                "UPDATE mail SET sealed = ?1 WHERE id = ?2",
-                rusqlite::params![sealed, &id.0[..]],
-            )
-            .unwrap();
+            flip_sealed_byte(&raw, id, 40, 0x01);
         }
     }
     ids.iter().map(ToString::to_string).collect()

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{contains_bytes, TestServer};
+use common::{contains_bytes, leave_esp_mail, TestServer};
 use espmail::talk::{Client, ClientError, Event};
 
 const CONFIG: &str = "[auth]\nauto_register = false\n";
@@ -64,17 +64,7 @@ async fn no_password_in_the_login_line_gets_the_prompt_and_no_mail_until_answere
     let mut alice = Client::enter(&server.host(), "Alice", Some("alice-password"))
         .await
         .unwrap();
-    assert!(alice.speak(b"TO:Bob").await.unwrap());
-    assert!(!alice.esp(b"secret plans").await.unwrap());
-    alice
-        .wait_for(|e| matches!(e, Event::Prompt(_)))
-        .await
-        .unwrap();
-    alice
-        .answer(b"ESP Mail to Bob? (Y/N) ", b"Y")
-        .await
-        .unwrap();
-    alice.wait_text("ESP Mail for Bob saved.").await.unwrap();
+    leave_esp_mail(&mut alice, "Bob", b"secret plans").await;
 
     // Bob's client sends only the name, as the real C64 launcher does.
     let mut bob = Client::connect(&server.host(), "bob", None).await.unwrap();

@@ -267,17 +267,21 @@ async fn drive(server: &TestServer, k: &Canaries) {
 }
 
 /// A config that logs at `level`, also into `log_file`.
-fn config(dir: &Path, level: &str, log_file: &Path) -> PathBuf {
-    let path = dir.join("espmail.toml");
+/// The real server on `dir/data`, logging at `level` to stderr and to `dir/espmail.log`
+/// (returned: the file is searched too).
+fn start_logging(dir: &Path, level: &str) -> (TestServer, PathBuf) {
+    let log_file = dir.join("espmail.log");
+    let cfg = dir.join("espmail.toml");
     std::fs::write(
-        &path,
+        &cfg,
         format!(
             "[logging]\nlevel = \"{level}\"\nfile = \"{}\"\n",
             log_file.display()
         ),
     )
     .unwrap();
-    path
+    let server = TestServer::start_in(&dir.join("data"), &["--config", cfg.to_str().unwrap()]);
+    (server, log_file)
 }
 
 /// Stops the server (SIGTERM, so everything is flushed) and returns stderr and the log
@@ -292,22 +296,27 @@ fn stop_and_collect(mut server: TestServer, log_file: &Path) -> (String, String)
     (stderr, file)
 }
 
-#[tokio::test]
-async fn trace_for_everything_logs_structure_and_never_a_canary() {
-    let tmp = tempfile::tempdir().unwrap();
-    let log_file = tmp.path().join("espmail.log");
-    let cfg = config(tmp.path(), "trace", &log_file);
-    let server = TestServer::start_in(
-        &tmp.path().join("data"),
-        &["--config", cfg.to_str().unwrap()],
-    );
+/// One run with fresh [`Canaries`]: [`drive`], stop, and check stderr and the log file
+/// for leaks and for the structural lines. Returns (stderr, file) for the run's own
+/// checks.
+async fn drive_stop_and_check(server: TestServer, log_file: &Path) -> (String, String) {
     let k = Canaries::new();
     drive(&server, &k).await;
-    let (stderr, file) = stop_and_collect(server, &log_file);
-
+    let (stderr, file) = stop_and_collect(server, log_file);
     for (what, log) in [("stderr", &stderr), ("log file", &file)] {
         assert_no_leak(what, log, &k);
         assert_structure(what, log);
+    }
+    (stderr, file)
+}
+
+#[tokio::test]
+async fn trace_for_everything_logs_structure_and_never_a_canary() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (server, log_file) = start_logging(tmp.path(), "trace");
+    let (stderr, file) = drive_stop_and_check(server, &log_file).await;
+
+    for (what, log) in [("stderr", &stderr), ("log file", &file)] {
         // At trace the Habitat layer is shown too, by its numbers.
         assert!(
             log.lines().any(|l| l.contains("hab=dir=in noid=")
@@ -327,12 +336,7 @@ async fn trace_for_everything_logs_structure_and_never_a_canary() {
 #[tokio::test]
 async fn debug_switched_on_through_the_admin_socket_never_logs_a_canary() {
     let tmp = tempfile::tempdir().unwrap();
-    let log_file = tmp.path().join("espmail.log");
-    let cfg = config(tmp.path(), "info", &log_file);
-    let server = TestServer::start_in(
-        &tmp.path().join("data"),
-        &["--config", cfg.to_str().unwrap()],
-    );
+    let (server, log_file) = start_logging(tmp.path(), "info");
     // Nothing at debug yet: no packet lines before the switch.
     let mut early = Client::enter(&server.host(), "Early", Some("early-password"))
         .await
@@ -350,12 +354,8 @@ async fn debug_switched_on_through_the_admin_socket_never_logs_a_canary() {
     assert!(switch.contains(&format!("who=\"uid={uid}\"")), "{switch}");
     leave(early).await;
 
-    let k = Canaries::new();
-    drive(&server, &k).await;
-    let (stderr, file) = stop_and_collect(server, &log_file);
+    let (stderr, file) = drive_stop_and_check(server, &log_file).await;
     for (what, log) in [("stderr", &stderr), ("log file", &file)] {
-        assert_no_leak(what, log, &k);
-        assert_structure(what, log);
         assert!(log.contains(&format!("who=\"uid={uid}\"")), "{what}");
         // Debug, not trace: the Habitat layer lines stay out.
         assert!(

@@ -13,9 +13,9 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{contains_bytes, TestServer, WAIT};
+use common::{alice_mails_bob, contains_bytes, register, round_trip, texts, TestServer, WAIT};
 use espmail::log_redact::DEBUG_NOTICE;
-use espmail::talk::{Client, Event};
+use espmail::talk::Client;
 
 const MAIL_COUNT: &str = "You have 1 ESP Mail (times UTC).";
 
@@ -29,32 +29,6 @@ fn start_with_file(dir: &Path, level: &str, extra: &str) -> (TestServer, PathBuf
     write_config(&cfg, level, extra);
     let server = TestServer::start_in(&dir.join("data"), &["--config", cfg.to_str().unwrap()]);
     (server, cfg)
-}
-
-fn texts(events: &[Event]) -> Vec<String> {
-    events
-        .iter()
-        .filter_map(|e| e.text())
-        .map(|t| String::from_utf8_lossy(t).into_owned())
-        .collect()
-}
-
-/// Everything `c` is told up to the reply to a SPEAK sent now: anything queued at login
-/// (the notice, mail lines) comes before that reply.
-async fn round_trip(c: &mut Client) -> Vec<Event> {
-    let me = c.me;
-    c.request(
-        me,
-        espmail::protocol::messages::ClientRequest::Speak {
-            audience: 0,
-            text: espmail::log_redact::Sensitive::new(b"ping".to_vec()),
-        },
-    )
-    .await
-    .unwrap();
-    c.collect_until(|e| matches!(e, Event::Reply { noid, .. } if *noid == me))
-        .await
-        .unwrap()
 }
 
 /// `espmail admin debug status` by the socket path alone (a SIGHUP test breaks the
@@ -143,24 +117,8 @@ async fn sighup_without_a_config_file_keeps_the_filter_and_the_server() {
 
 /// Alice leaves one ESP Mail for Bob (both registered by logging in).
 async fn mail_for_bob(server: &TestServer, text: &str) {
-    for (name, pw) in [("Bob", "bob-password")] {
-        leave(Client::enter(&server.host(), name, Some(pw)).await.unwrap()).await;
-    }
-    let mut alice = Client::enter(&server.host(), "Alice", Some("alice-password"))
-        .await
-        .unwrap();
-    assert!(alice.speak(b"TO:Bob").await.unwrap());
-    assert!(!alice.esp(text.as_bytes()).await.unwrap());
-    alice
-        .wait_for(|e| matches!(e, Event::Prompt(_)))
-        .await
-        .unwrap();
-    alice
-        .answer(b"ESP Mail to Bob? (Y/N) ", b"Y")
-        .await
-        .unwrap();
-    alice.wait_text("ESP Mail for Bob saved.").await.unwrap();
-    leave(alice).await;
+    register(server, "Bob").await;
+    alice_mails_bob(server, text).await;
 }
 
 /// Bob logs in, reads up to the mail text and acks it (it is deleted).

@@ -6,47 +6,10 @@
 
 mod common;
 
-use common::{contains_bytes, TestServer};
+use common::{alice_mails_bob, contains_bytes, pw, register, round_trip, texts, TestServer};
 use espmail::talk::{Client, Event};
 
 const DELETED: &str = "delivered ESP Mail acked and deleted";
-
-fn pw(name: &str) -> String {
-    format!("{}-password", name.to_lowercase())
-}
-
-/// Registers an avatar by logging in once (auto_register) and leaving.
-async fn register(server: &TestServer, name: &str) {
-    let mut c = Client::enter(&server.host(), name, Some(&pw(name)))
-        .await
-        .unwrap();
-    c.quit().await.unwrap();
-    c.wait_closed().await.unwrap();
-}
-
-/// Alice (a fresh session each time, so her line bucket is full) mails the offline Bob.
-async fn alice_mails_bob(server: &TestServer, text: &str) {
-    let mut alice = Client::enter(&server.host(), "Alice", Some(&pw("Alice")))
-        .await
-        .unwrap();
-    assert!(alice.speak(b"TO:Bob").await.unwrap());
-    alice
-        .wait_text("Bob is offline. Your ESP will be offered as ESP Mail.")
-        .await
-        .unwrap();
-    assert!(!alice.esp(text.as_bytes()).await.unwrap());
-    alice
-        .wait_for(|e| matches!(e, Event::Prompt(_)))
-        .await
-        .unwrap();
-    alice
-        .answer(b"ESP Mail to Bob? (Y/N) ", b"Y")
-        .await
-        .unwrap();
-    alice.wait_text("ESP Mail for Bob saved.").await.unwrap();
-    alice.quit().await.unwrap();
-    alice.wait_closed().await.unwrap();
-}
 
 /// Bob connects and goes in; `ack_mail` false plays a client that acks its login frames
 /// but none of what follows HERE_I_AM.
@@ -68,24 +31,6 @@ async fn until_prompt(c: &mut Client) -> Vec<Event> {
         .unwrap()
 }
 
-/// Events up to and including the reply to a SPEAK sent now. Every line the server
-/// queued before it is among them, and every frame before it (a Ping, say) was read.
-async fn round_trip(c: &mut Client) -> Vec<Event> {
-    let me = c.me;
-    c.request(
-        me,
-        espmail::protocol::messages::ClientRequest::Speak {
-            audience: 0,
-            text: espmail::log_redact::Sensitive::new(b"hello".to_vec()),
-        },
-    )
-    .await
-    .unwrap();
-    c.collect_until(|e| matches!(e, Event::Reply { noid, .. } if *noid == me))
-        .await
-        .unwrap()
-}
-
 /// Events left after the server closed the connection (bounded).
 async fn until_closed(c: &mut Client) -> Vec<Event> {
     let mut seen = Vec::new();
@@ -96,14 +41,6 @@ async fn until_closed(c: &mut Client) -> Vec<Event> {
             Err(_) => return seen,
         }
     }
-}
-
-fn texts(events: &[Event]) -> Vec<String> {
-    events
-        .iter()
-        .filter_map(|e| e.text())
-        .map(|t| String::from_utf8_lossy(t).into_owned())
-        .collect()
 }
 
 fn shows(events: &[Event], needle: &str) -> bool {
@@ -133,6 +70,54 @@ fn prompt_of(events: &[Event]) -> String {
     }
 }
 
+/// Alice and Bob exist, and Alice leaves each of `mails` for the offline Bob, in order.
+async fn bob_gets_mail(server: &TestServer, mails: &[&str]) {
+    register(server, "Alice").await;
+    register(server, "Bob").await;
+    for m in mails {
+        alice_mails_bob(server, m).await;
+    }
+}
+
+/// Answers the `Next ESP Mail (LEFT left)?` prompt with `answer`; reads up to the next
+/// prompt, which must count one fewer, and returns the one message of `candidates` shown
+/// on the way.
+async fn next_step<'a>(
+    c: &mut Client,
+    left: usize,
+    answer: &[u8],
+    candidates: &[&'a str],
+) -> &'a str {
+    let prompt = format!("Next ESP Mail ({left} left)? (Y/N) ");
+    c.answer(prompt.as_bytes(), answer).await.unwrap();
+    let seen = until_prompt(c).await;
+    let m = one_of(&seen, candidates);
+    assert_eq!(
+        prompt_of(&seen),
+        format!("Next ESP Mail ({} left)? (Y/N) ", left - 1)
+    );
+    m
+}
+
+/// The replaced first session: told it logged in elsewhere, then closed. Returns all it
+/// was shown from now on.
+async fn replaced(old: &mut Client) -> Vec<Event> {
+    let mut rest = old
+        .collect_until(|e| e.text() == Some(b"You have logged in elsewhere."))
+        .await
+        .unwrap();
+    rest.extend(until_closed(old).await);
+    rest
+}
+
+/// Waits for the `n`th delete, lets `c` leave, and checks no more were deleted.
+async fn leave_after_deletes(server: &TestServer, mut c: Client, n: usize) {
+    server.wait_for_log_count(DELETED, n);
+    c.quit().await.unwrap();
+    c.wait_closed().await.unwrap();
+    assert_eq!(server.log_count(DELETED), n, "each message deleted once");
+}
+
 /// Logs Bob in and proves no mail is waiting.
 async fn bob_has_no_mail(server: &TestServer) {
     let mut bob = bob_logs_in(server, true).await;
@@ -148,12 +133,8 @@ async fn bob_has_no_mail(server: &TestServer) {
 #[tokio::test]
 async fn a_second_login_during_delivery_gets_the_unacked_mail_and_nothing_is_deleted_twice() {
     let server = TestServer::start(&[]);
-    register(&server, "Alice").await;
-    register(&server, "Bob").await;
     let mails = ["first-3c1a", "second-3c2b", "third-3c3c"];
-    for m in mails {
-        alice_mails_bob(&server, m).await;
-    }
+    bob_gets_mail(&server, &mails).await;
 
     // The first session shows one message and holds at the Next prompt, unacked.
     let mut bob1 = bob_logs_in(&server, false).await;
@@ -165,11 +146,7 @@ async fn a_second_login_during_delivery_gets_the_unacked_mail_and_nothing_is_del
 
     // A second login replaces it; the old one is told and closed, and gets no more mail.
     let mut bob2 = bob_logs_in(&server, true).await;
-    let mut rest1 = bob1
-        .collect_until(|e| e.text() == Some(b"You have logged in elsewhere."))
-        .await
-        .unwrap();
-    rest1.extend(until_closed(&mut bob1).await);
+    let rest1 = replaced(&mut bob1).await;
     let others: Vec<&str> = mails.iter().copied().filter(|m| *m != held).collect();
     assert!(
         shown(&rest1, &others).is_empty(),
@@ -186,13 +163,8 @@ async fn a_second_login_during_delivery_gets_the_unacked_mail_and_nothing_is_del
         "unacked mail comes again first"
     );
     assert_eq!(prompt_of(&step1), "Next ESP Mail (2 left)? (Y/N) ");
-    bob2.answer(b"Next ESP Mail (2 left)? (Y/N) ", b"Y")
-        .await
-        .unwrap();
-    let step2 = until_prompt(&mut bob2).await;
-    let second = one_of(&step2, &others);
+    let second = next_step(&mut bob2, 2, b"Y", &others).await;
     assert_eq!(second, mails[1], "oldest first");
-    assert_eq!(prompt_of(&step2), "Next ESP Mail (1 left)? (Y/N) ");
     bob2.answer(b"Next ESP Mail (1 left)? (Y/N) ", b"")
         .await
         .unwrap();
@@ -203,22 +175,15 @@ async fn a_second_login_during_delivery_gets_the_unacked_mail_and_nothing_is_del
         .unwrap();
     step3.extend(round_trip(&mut bob2).await); // reads (and answers) the Ping after it
     assert_eq!(shown(&step3, &mails), vec![last]);
-    server.wait_for_log_count(DELETED, 3);
-    bob2.quit().await.unwrap();
-    bob2.wait_closed().await.unwrap();
-    assert_eq!(server.log_count(DELETED), 3, "each message deleted once");
+    leave_after_deletes(&server, bob2, 3).await;
     bob_has_no_mail(&server).await;
 }
 
 #[tokio::test]
 async fn mail_acked_by_the_replaced_session_is_not_delivered_again() {
     let server = TestServer::start(&[]);
-    register(&server, "Alice").await;
-    register(&server, "Bob").await;
     let mails = ["one-77a1", "two-77a2", "three-77a3"];
-    for m in mails {
-        alice_mails_bob(&server, m).await;
-    }
+    bob_gets_mail(&server, &mails).await;
 
     // The first session shows and acks one message, then holds at the prompt.
     let mut bob1 = bob_logs_in(&server, false).await;
@@ -228,11 +193,7 @@ async fn mail_acked_by_the_replaced_session_is_not_delivered_again() {
     server.wait_for_log_count(DELETED, 1);
 
     let mut bob2 = bob_logs_in(&server, true).await;
-    let mut rest1 = bob1
-        .collect_until(|e| e.text() == Some(b"You have logged in elsewhere."))
-        .await
-        .unwrap();
-    rest1.extend(until_closed(&mut bob1).await);
+    let rest1 = replaced(&mut bob1).await;
     let others: Vec<&str> = mails.iter().copied().filter(|m| *m != acked).collect();
     assert!(shown(&rest1, &others).is_empty(), "{rest1:?}");
 
@@ -251,22 +212,15 @@ async fn mail_acked_by_the_replaced_session_is_not_delivered_again() {
     );
     seen2.extend(round_trip(&mut bob2).await);
     assert!(!shows(&seen2, acked), "acked mail came again: {seen2:?}");
-    server.wait_for_log_count(DELETED, 3);
-    bob2.quit().await.unwrap();
-    bob2.wait_closed().await.unwrap();
-    assert_eq!(server.log_count(DELETED), 3);
+    leave_after_deletes(&server, bob2, 3).await;
     bob_has_no_mail(&server).await;
 }
 
 #[tokio::test]
 async fn empty_and_y_deliver_the_next_and_n_keeps_the_rest_for_later() {
     let server = TestServer::start(&[]);
-    register(&server, "Alice").await;
-    register(&server, "Bob").await;
     let mails = ["pace-1", "pace-2", "pace-3", "pace-4"];
-    for m in mails {
-        alice_mails_bob(&server, m).await;
-    }
+    bob_gets_mail(&server, &mails).await;
     let mut left: Vec<&str> = mails.to_vec();
 
     let mut bob = bob_logs_in(&server, true).await;
@@ -278,24 +232,14 @@ async fn empty_and_y_deliver_the_next_and_n_keeps_the_rest_for_later() {
     assert_eq!(prompt_of(&seen), "Next ESP Mail (3 left)? (Y/N) ");
 
     // An empty answer delivers the next, and only it.
-    bob.answer(b"Next ESP Mail (3 left)? (Y/N) ", b"")
-        .await
-        .unwrap();
-    let seen = until_prompt(&mut bob).await;
-    let m = one_of(&seen, &mails);
+    let m = next_step(&mut bob, 3, b"", &mails).await;
     assert_eq!(m, mails[1], "oldest first");
     left.retain(|x| *x != m);
-    assert_eq!(prompt_of(&seen), "Next ESP Mail (2 left)? (Y/N) ");
 
     // Y delivers the next.
-    bob.answer(b"Next ESP Mail (2 left)? (Y/N) ", b"Y")
-        .await
-        .unwrap();
-    let seen = until_prompt(&mut bob).await;
-    let m = one_of(&seen, &mails);
+    let m = next_step(&mut bob, 2, b"Y", &mails).await;
     assert_eq!(m, mails[2], "oldest first");
     left.retain(|x| *x != m);
-    assert_eq!(prompt_of(&seen), "Next ESP Mail (1 left)? (Y/N) ");
 
     // N keeps the rest, and says so.
     bob.answer(b"Next ESP Mail (1 left)? (Y/N) ", b"N")
@@ -310,10 +254,7 @@ async fn empty_and_y_deliver_the_next_and_n_keeps_the_rest_for_later() {
         shown(&seen, &mails).is_empty(),
         "N must keep the rest: {seen:?}"
     );
-    server.wait_for_log_count(DELETED, 3);
-    bob.quit().await.unwrap();
-    bob.wait_closed().await.unwrap();
-    assert_eq!(server.log_count(DELETED), 3);
+    leave_after_deletes(&server, bob, 3).await;
 
     // The next login gets the kept one, with no prompt after the last message.
     assert_eq!(left, [mails[3]]);
@@ -329,9 +270,7 @@ async fn empty_and_y_deliver_the_next_and_n_keeps_the_rest_for_later() {
         !seen.iter().any(|e| matches!(e, Event::Prompt(_))),
         "no Next prompt after the last message: {seen:?}"
     );
-    server.wait_for_log_count(DELETED, 4);
-    bob.quit().await.unwrap();
-    bob.wait_closed().await.unwrap();
+    leave_after_deletes(&server, bob, 4).await;
     bob_has_no_mail(&server).await;
 }
 
@@ -344,12 +283,8 @@ async fn no_answer_to_the_next_prompt_keeps_the_rest() {
     let short = tmp.path().join("short.toml");
     std::fs::write(&short, "[mail]\nprompt_timeout_secs = 1\n").unwrap();
     let mut server = TestServer::start_in(&dir, &[]);
-    register(&server, "Alice").await;
-    register(&server, "Bob").await;
     let mails = ["lapse-1", "lapse-2"];
-    for m in mails {
-        alice_mails_bob(&server, m).await;
-    }
+    bob_gets_mail(&server, &mails).await;
     server.signal("TERM");
     assert!(server.wait_exit().success());
     let server = TestServer::start_in(&dir, &["--config", short.to_str().unwrap()]);
@@ -372,10 +307,7 @@ async fn no_answer_to_the_next_prompt_keeps_the_rest() {
         !shows(&seen, second),
         "lapsed prompt must keep the rest: {seen:?}"
     );
-    server.wait_for_log_count(DELETED, 1);
-    bob.quit().await.unwrap();
-    bob.wait_closed().await.unwrap();
-    assert_eq!(server.log_count(DELETED), 1);
+    leave_after_deletes(&server, bob, 1).await;
 
     let mut bob = bob_logs_in(&server, true).await;
     let seen = bob
@@ -384,9 +316,7 @@ async fn no_answer_to_the_next_prompt_keeps_the_rest() {
         .unwrap();
     assert!(texts(&seen).contains(&"You have 1 ESP Mail (times UTC).".to_string()));
     round_trip(&mut bob).await;
-    server.wait_for_log_count(DELETED, 2);
-    bob.quit().await.unwrap();
-    bob.wait_closed().await.unwrap();
+    leave_after_deletes(&server, bob, 2).await;
     bob_has_no_mail(&server).await;
 }
 
@@ -396,9 +326,7 @@ async fn a_client_that_acks_only_when_pinged_still_gets_its_mail_deleted() {
     // (The server Pings right after the last line; the link's 3 s stall timer would Ping
     // too, later, so this does not tell the two apart: it shows the Ping path works.)
     let server = TestServer::start(&[]);
-    register(&server, "Alice").await;
-    register(&server, "Bob").await;
-    alice_mails_bob(&server, "ping-me-0a1").await;
+    bob_gets_mail(&server, &["ping-me-0a1"]).await;
 
     let mut bob = bob_logs_in(&server, true).await;
     bob.ack_actions = false;

@@ -4,20 +4,13 @@
 
 mod common;
 
-use common::{contains_bytes, TestServer};
+use common::{contains_bytes, pw, register, round_trip, speech_reaches, TestServer};
 use espmail::talk::{Client, Event};
 
 async fn enter(server: &TestServer, name: &str) -> Client {
-    let pw = format!("{}-password", name.to_lowercase());
-    Client::enter(&server.host(), name, Some(&pw))
+    Client::enter(&server.host(), name, Some(&pw(name)))
         .await
         .unwrap()
-}
-
-async fn register(server: &TestServer, name: &str) {
-    let mut c = enter(server, name).await;
-    c.quit().await.unwrap();
-    c.wait_closed().await.unwrap();
 }
 
 /// Alice starts ESP to the offline Bob and types `text`; returns the prompt she got.
@@ -29,23 +22,6 @@ async fn offer(alice: &mut Client, text: &str) -> Vec<u8> {
         .await
         .unwrap();
     prompt.text().unwrap().to_vec()
-}
-
-/// Everything Alice is told up to the reply to a SPEAK sent now (a round trip).
-async fn round_trip(c: &mut Client) -> Vec<Event> {
-    let me = c.me;
-    c.request(
-        me,
-        espmail::protocol::messages::ClientRequest::Speak {
-            audience: 0,
-            text: espmail::log_redact::Sensitive::new(b"ping".to_vec()),
-        },
-    )
-    .await
-    .unwrap();
-    c.collect_until(|e| matches!(e, Event::Reply { noid, .. } if *noid == me))
-        .await
-        .unwrap()
 }
 
 fn said(events: &[Event], needle: &str) -> bool {
@@ -119,18 +95,7 @@ async fn live_esp_reaches_the_recipient_and_echoes_to_the_sender() {
     alice.wait_text("ESP connection ended.").await.unwrap();
 
     // Plain speech reaches the others as SPEAK$ on the speaker's noid.
-    assert!(!alice.speak(b"Hi all").await.unwrap());
-    let sp = bob
-        .wait_for(|e| matches!(e, Event::Speak { .. }))
-        .await
-        .unwrap();
-    assert_eq!(
-        sp,
-        Event::Speak {
-            noid: alice.me,
-            text: b"Hi all".to_vec()
-        }
-    );
+    speech_reaches(&mut alice, &mut bob, b"Hi all").await;
 
     // Unknown names and oneself cannot be contacted.
     assert!(!alice.speak(b"TO:Nobody").await.unwrap());

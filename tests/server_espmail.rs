@@ -5,46 +5,10 @@
 
 mod common;
 
-use common::{contains_bytes, TestServer};
+use common::{alice_mails_bob, contains_bytes, register, round_trip, texts, TestServer};
 use espmail::talk::{Client, Event};
 
-const ALICE_PW: &str = "alice-password";
 const BOB_PW: &str = "bob-password";
-
-/// Registers an avatar by logging in once (auto_register) and leaving.
-async fn register(server: &TestServer, name: &str, pw: &str) {
-    let mut c = Client::enter(&server.host(), name, Some(pw)).await.unwrap();
-    c.quit().await.unwrap();
-    c.wait_closed().await.unwrap();
-}
-
-/// Alice sends one ESP Mail to the offline Bob and sees it saved.
-async fn alice_mails_bob(server: &TestServer, text: &str) {
-    let mut alice = Client::enter(&server.host(), "Alice", Some(ALICE_PW))
-        .await
-        .unwrap();
-    assert!(alice.speak(b"TO:Bob").await.unwrap(), "TO:Bob keeps ESP on");
-    alice
-        .wait_text("Bob is offline. Your ESP will be offered as ESP Mail.")
-        .await
-        .unwrap();
-    assert!(
-        !alice.esp(text.as_bytes()).await.unwrap(),
-        "ESP to an offline avatar ends ESP mode before the prompt"
-    );
-    let prompt = alice
-        .wait_for(|e| matches!(e, Event::Prompt(_)))
-        .await
-        .unwrap();
-    assert_eq!(prompt.text().unwrap(), b"ESP Mail to Bob? (Y/N) ");
-    alice
-        .answer(b"ESP Mail to Bob? (Y/N) ", b"Y")
-        .await
-        .unwrap();
-    alice.wait_text("ESP Mail for Bob saved.").await.unwrap();
-    alice.quit().await.unwrap();
-    alice.wait_closed().await.unwrap();
-}
 
 /// Bob logs in and reads everything up to the text `until`.
 async fn bob_reads(server: &TestServer, until: &str, ack: bool) -> (Client, Vec<Event>) {
@@ -69,20 +33,7 @@ async fn bob_has_no_mail(server: &TestServer) {
     let mut bob = Client::enter(&server.host(), "Bob", Some(BOB_PW))
         .await
         .unwrap();
-    let me = bob.me;
-    bob.request(
-        me,
-        espmail::protocol::messages::ClientRequest::Speak {
-            audience: 0,
-            text: espmail::log_redact::Sensitive::new(b"hello".to_vec()),
-        },
-    )
-    .await
-    .unwrap();
-    let seen = bob
-        .collect_until(|e| matches!(e, Event::Reply { noid, .. } if *noid == me))
-        .await
-        .unwrap();
+    let seen = round_trip(&mut bob).await;
     assert!(
         !seen
             .iter()
@@ -93,19 +44,11 @@ async fn bob_has_no_mail(server: &TestServer) {
     bob.wait_closed().await.unwrap();
 }
 
-fn texts(events: &[Event]) -> Vec<String> {
-    events
-        .iter()
-        .filter_map(|e| e.text())
-        .map(|t| String::from_utf8_lossy(t).into_owned())
-        .collect()
-}
-
 #[tokio::test]
 async fn esp_mail_is_offered_saved_delivered_acked_and_deleted() {
     let server = TestServer::start(&["-d"]); // debug logging on: the hardest case
-    register(&server, "Alice", ALICE_PW).await;
-    register(&server, "Bob", BOB_PW).await;
+    register(&server, "Alice").await;
+    register(&server, "Bob").await;
 
     let canary = "canary-7f3a9c meet me by the fountain";
     alice_mails_bob(&server, canary).await;
@@ -157,8 +100,8 @@ async fn esp_mail_is_offered_saved_delivered_acked_and_deleted() {
 #[tokio::test]
 async fn mail_read_but_not_acked_comes_again_then_is_deleted() {
     let server = TestServer::start(&[]);
-    register(&server, "Alice", ALICE_PW).await;
-    register(&server, "Bob", BOB_PW).await;
+    register(&server, "Alice").await;
+    register(&server, "Bob").await;
     let text = "at-least-once 41c2";
     alice_mails_bob(&server, text).await;
 
@@ -181,8 +124,8 @@ async fn mail_read_but_not_acked_comes_again_then_is_deleted() {
 #[tokio::test]
 async fn a_restart_between_sending_and_delivery_loses_nothing() {
     let server = TestServer::start(&[]);
-    register(&server, "Alice", ALICE_PW).await;
-    register(&server, "Bob", BOB_PW).await;
+    register(&server, "Alice").await;
+    register(&server, "Bob").await;
     let text = "survives-a-crash 9d01";
     alice_mails_bob(&server, text).await;
 

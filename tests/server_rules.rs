@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{contains_bytes, TestServer};
+use common::{contains_bytes, leave_esp_mail, TestServer};
 use espmail::log_redact::Sensitive;
 use espmail::protocol::messages::ClientRequest;
 use espmail::talk::{Client, ClientError, Event};
@@ -44,17 +44,7 @@ async fn trusted_mode_believes_the_listed_front_end_and_refuses_any_other_addres
     alice.im_alive().await.unwrap();
     alice.describe().await.unwrap();
     alice.here_i_am().await.unwrap();
-    assert!(alice.speak(b"TO:Bob").await.unwrap());
-    assert!(!alice.esp(b"trusted-mail-5e1").await.unwrap());
-    alice
-        .wait_for(|e| matches!(e, Event::Prompt(_)))
-        .await
-        .unwrap();
-    alice
-        .answer(b"ESP Mail to Bob? (Y/N) ", b"Y")
-        .await
-        .unwrap();
-    alice.wait_text("ESP Mail for Bob saved.").await.unwrap();
+    leave_esp_mail(&mut alice, "Bob", b"trusted-mail-5e1").await;
 
     // Another address claiming to be Bob: refused at IM_ALIVE, closed, and no mail.
     let mut fake = connect_from("127.0.0.2", &server, "Bob").await;

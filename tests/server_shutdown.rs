@@ -7,7 +7,7 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::{contains_bytes, TestServer};
+use common::{contains_bytes, round_trip, TestServer};
 use espmail::talk::{Client, ClientError, Event};
 
 /// Trusted front end on loopback: logins cost no scrypt, so many senders are quick.
@@ -19,20 +19,7 @@ const SENDERS: usize = 20;
 async fn bob_reads_all(server: &TestServer, prefix: &str) -> Vec<String> {
     let mut bob = Client::enter(&server.host(), "Bob", None).await.unwrap();
     // The mail count line, if any, comes before the reply to a SPEAK sent now.
-    let me = bob.me;
-    bob.request(
-        me,
-        espmail::protocol::messages::ClientRequest::Speak {
-            audience: 0,
-            text: espmail::log_redact::Sensitive::new(b"hi".to_vec()),
-        },
-    )
-    .await
-    .unwrap();
-    let seen = bob
-        .collect_until(|e| matches!(e, Event::Reply { noid, .. } if *noid == me))
-        .await
-        .unwrap();
+    let seen = round_trip(&mut bob).await;
     let waiting: usize = seen
         .iter()
         .filter_map(|e| e.text())

@@ -33,6 +33,16 @@ async fn wait_for_log(capture: &Capture, needle: &str, times: usize) {
     }
 }
 
+/// SIGHUP, then (bounded) the runtime debug switch changing; returns its new state.
+async fn hangup_and_switch(rx: &mut tokio::sync::watch::Receiver<bool>) -> bool {
+    hangup();
+    tokio::time::timeout(WAIT, rx.changed())
+        .await
+        .unwrap()
+        .unwrap();
+    *rx.borrow_and_update()
+}
+
 fn write_level(path: &Path, level: &str) {
     std::fs::write(path, format!("[logging]\nlevel = \"{level}\"\n")).unwrap();
 }
@@ -59,13 +69,8 @@ async fn sighup_rereads_the_level_and_survives_a_bad_file() {
     .unwrap();
     let task = tokio::spawn(task.with_subscriber(dispatch));
 
-    hangup();
-    tokio::time::timeout(WAIT, rx.changed())
-        .await
-        .unwrap()
-        .unwrap();
     assert!(
-        !*rx.borrow_and_update(),
+        !hangup_and_switch(&mut rx).await,
         "runtime debug ended by the reload"
     );
     assert_eq!(control.status().filter, "warn");
@@ -85,13 +90,8 @@ async fn sighup_rereads_the_level_and_survives_a_bad_file() {
     );
 
     write_level(&config, "debug");
-    hangup();
-    tokio::time::timeout(WAIT, rx.changed())
-        .await
-        .unwrap()
-        .unwrap();
     assert!(
-        *rx.borrow_and_update(),
+        hangup_and_switch(&mut rx).await,
         "debug from the file: players must be told"
     );
     assert_eq!(control.status().filter, "debug");

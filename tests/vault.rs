@@ -1,7 +1,7 @@
 //! ESP Mail vault: the promises, through the public API (MailHandle, Store, offline).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -9,36 +9,10 @@ use espmail::espmail::crypto::{Keyring, Letter, MailId};
 use espmail::espmail::keyfile::{self, Keyfile, Secret};
 use espmail::espmail::store::Store;
 use espmail::espmail::{offline, Limits, MailHandle, SaveError, StoreError};
-use espmail::log_redact::Sensitive;
 use rusqlite::Connection;
 
-struct Vault {
-    _dir: tempfile::TempDir,
-    db: PathBuf,
-    key: PathBuf,
-}
-
-impl Vault {
-    fn new() -> Vault {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("mail.db");
-        let key = dir.path().join("espmail.key");
-        keyfile::create(&key).unwrap();
-        Vault { _dir: dir, db, key }
-    }
-
-    fn open(&self, limits: Limits) -> MailHandle {
-        MailHandle::open(&self.db, &self.key, limits).unwrap()
-    }
-
-    fn raw(&self) -> Connection {
-        Connection::open(&self.db).unwrap()
-    }
-}
-
-fn text(s: &str) -> Sensitive<Vec<u8>> {
-    Sensitive::new(s.as_bytes().to_vec())
-}
+mod vault_support;
+use vault_support::{flip_sealed_byte, text, Vault};
 
 fn at(secs: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(secs)
@@ -276,7 +250,7 @@ async fn wrong_keyfile_refuses_start_and_plainly_says_so() {
     h.save("bob", "alice", text("hello"), now()).await.unwrap();
     h.shutdown().await.unwrap();
 
-    let other = v._dir.path().join("other.key");
+    let other = v.dir.path().join("other.key");
     keyfile::create(&other).unwrap();
     let err = MailHandle::open(&v.db, &other, Limits::default()).unwrap_err();
     assert!(
@@ -327,19 +301,7 @@ async fn tampered_moved_and_swapped_rows_are_quarantined_kept_and_counted() {
         })
         .unwrap();
     // Edit one byte of a ciphertext.
-    let mut sealed: Vec<u8> = raw
-        .query_row(
-            "SELECT sealed FROM mail WHERE id = ?1",
-            [&edited.0[..]],
-            |r| r.get(0),
-        )
-        .unwrap();
-    sealed[100] ^= 0x20;
-    raw.execute(
-        "UPDATE mail SET sealed = ?1 WHERE id = ?2",
-        rusqlite::params![sealed, &edited.0[..]],
-    )
-    .unwrap();
+    let sealed = flip_sealed_byte(&raw, &edited, 100, 0x20);
     // Move carol's message into bob's box.
     raw.execute(
         "UPDATE mail SET blind = ?1 WHERE id = ?2",

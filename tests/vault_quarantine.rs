@@ -3,77 +3,37 @@
 //! rows still name is refused retirement with a message that says how to resolve it.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use espmail::espmail::crypto::MailId;
 use espmail::espmail::keyfile;
 use espmail::espmail::store::day_of;
-use espmail::espmail::{
-    offline, Limits, MailHandle, Purged, QuarantineSelect, ReasonCode, RowId, StoreError,
-};
-use espmail::log_redact::Sensitive;
+use espmail::espmail::{offline, Limits, Purged, QuarantineSelect, ReasonCode, RowId, StoreError};
 use rusqlite::Connection;
+
+mod vault_support;
+use vault_support::{flip_sealed_byte, text, Vault};
 
 const DAY: u64 = 86_400;
 
-struct Vault {
-    _dir: tempfile::TempDir,
-    db: PathBuf,
-    key: PathBuf,
-}
-
-impl Vault {
-    fn new() -> Vault {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("mail.db");
-        let key = dir.path().join("espmail.key");
-        keyfile::create(&key).unwrap();
-        Vault { _dir: dir, db, key }
-    }
-
-    fn open(&self) -> MailHandle {
-        MailHandle::open(&self.db, &self.key, Limits::default()).unwrap()
-    }
-
-    /// Flips one ciphertext byte of a stored row, so it no longer authenticates.
-    fn tamper(&self, id: &MailId) {
-        let raw = Connection::open(&self.db).unwrap();
-        let mut sealed: Vec<u8> = raw
-            .query_row("SELECT sealed FROM mail WHERE id = ?1", [&id.0[..]], |r| {
-                r.get(0)
-            })
-            .unwrap();
-        sealed[40] ^= 0x01;
-        raw.execute(
-            "UPDATE mail SET sealed = ?1 WHERE id = ?2",
-            rusqlite::params![sealed, &id.0[..]],
-        )
+/// The quarantine table's ids, in order.
+fn quarantine_ids(v: &Vault) -> Vec<Vec<u8>> {
+    let raw = v.raw();
+    let mut st = raw
+        .prepare("SELECT id FROM quarantine ORDER BY id")
         .unwrap();
-    }
-
-    fn quarantine_ids(&self) -> Vec<Vec<u8>> {
-        let raw = Connection::open(&self.db).unwrap();
-        let mut st = raw
-            .prepare("SELECT id FROM quarantine ORDER BY id")
-            .unwrap();
-        let ids = st
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<Vec<Vec<u8>>, _>>()
-            .unwrap();
-        ids
-    }
-}
-
-fn text(s: &str) -> Sensitive<Vec<u8>> {
-    Sensitive::new(s.as_bytes().to_vec())
+    let ids = st
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<Vec<Vec<u8>>, _>>()
+        .unwrap();
+    ids
 }
 
 /// Saves `(text, sent)` for bob, tampers with those whose text starts with "bad", and
 /// logs bob in once so the tampered rows move to quarantine. Returns the ids in order.
 async fn seed_and_quarantine(v: &Vault, mail: &[(&str, SystemTime)]) -> Vec<MailId> {
-    let h = v.open();
+    let h = v.open(Limits::default());
     let mut ids = Vec::new();
     for (t, sent) in mail {
         ids.push(h.save("bob", "alice", text(t), *sent).await.unwrap());
@@ -81,10 +41,10 @@ async fn seed_and_quarantine(v: &Vault, mail: &[(&str, SystemTime)]) -> Vec<Mail
     h.shutdown().await.unwrap();
     for ((t, _), id) in mail.iter().zip(&ids) {
         if t.starts_with("bad") {
-            v.tamper(id);
+            flip_sealed_byte(&v.raw(), id, 40, 0x01);
         }
     }
-    let h = v.open();
+    let h = v.open(Limits::default());
     drop(h.open_mailbox("bob").await.unwrap());
     h.shutdown().await.unwrap();
     ids
@@ -124,7 +84,7 @@ async fn retention_purges_quarantined_rows_at_the_expiry_day_they_kept() {
     );
 
     // The server's retention task path: only the old quarantined row goes.
-    let h = v.open();
+    let h = v.open(Limits::default());
     assert_eq!(
         h.purge_expired(now).await.unwrap(),
         Purged {
@@ -138,7 +98,7 @@ async fn retention_purges_quarantined_rows_at_the_expiry_day_they_kept() {
         "nothing twice"
     );
     h.shutdown().await.unwrap();
-    assert_eq!(v.quarantine_ids(), vec![ids[1].0.to_vec()]);
+    assert_eq!(quarantine_ids(&v), vec![ids[1].0.to_vec()]);
 
     // The offline `espmail purge` path, 81 days on: the young quarantined row and the
     // young mail both reach their expiry day.
@@ -200,7 +160,7 @@ async fn operators_list_and_drop_quarantined_rows_without_seeing_content() {
     .unwrap_err();
     assert!(matches!(&err, StoreError::NotQuarantined(id) if *id == unknown));
     assert!(err.to_string().contains("espmail quarantine list"), "{err}");
-    assert_eq!(v.quarantine_ids().len(), 3);
+    assert_eq!(quarantine_ids(&v).len(), 3);
     // The waiting mail's id is not a quarantined row either.
     assert!(matches!(
         offline::quarantine_drop(
@@ -221,8 +181,8 @@ async fn operators_list_and_drop_quarantined_rows_without_seeing_content() {
         .unwrap(),
         1
     );
-    assert_eq!(v.quarantine_ids().len(), 2);
-    assert!(!v.quarantine_ids().contains(&ids[2].0.to_vec()));
+    assert_eq!(quarantine_ids(&v).len(), 2);
+    assert!(!quarantine_ids(&v).contains(&ids[2].0.to_vec()));
     assert_eq!(
         offline::quarantine_drop(&v.db, &limits, &QuarantineSelect::All).unwrap(),
         2
@@ -233,7 +193,7 @@ async fn operators_list_and_drop_quarantined_rows_without_seeing_content() {
     );
     let s = offline::stats(&v.db, &limits).unwrap();
     assert_eq!((s.waiting, s.quarantined), (1, 0));
-    let h = v.open();
+    let h = v.open(Limits::default());
     let mut mb = h.open_mailbox("bob").await.unwrap();
     assert_eq!(mb.next().unwrap().text.expose().as_slice(), b"good");
     drop(mb);
@@ -280,7 +240,7 @@ async fn quarantined_rows_hold_an_old_key_until_the_operator_drops_them() {
     );
     offline::retire(&v.db, &v.key, &limits, 1).unwrap();
     assert!(keyfile::load(&v.key).unwrap().get(1).is_none());
-    let h = v.open();
+    let h = v.open(Limits::default());
     let mut mb = h.open_mailbox("bob").await.unwrap();
     assert_eq!(mb.next().unwrap().text.expose().as_slice(), b"good");
     drop(mb);

@@ -1,30 +1,13 @@
 //! Key rotation and offline commands beside a running server.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::path::PathBuf;
 use std::time::SystemTime;
 
 use espmail::espmail::keyfile;
 use espmail::espmail::{offline, Limits, MailHandle, StoreError};
-use espmail::log_redact::Sensitive;
 
-struct Vault {
-    _dir: tempfile::TempDir,
-    db: PathBuf,
-    key: PathBuf,
-}
-
-fn vault() -> Vault {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("mail.db");
-    let key = dir.path().join("key");
-    keyfile::create(&key).unwrap();
-    Vault { _dir: dir, db, key }
-}
-
-fn text(s: &str) -> Sensitive<Vec<u8>> {
-    Sensitive::new(s.as_bytes().to_vec())
-}
+mod vault_support;
+use vault_support::{text, Vault};
 
 async fn fill(v: &Vault, n: usize) {
     let h = MailHandle::open(&v.db, &v.key, Limits::default()).unwrap();
@@ -58,7 +41,7 @@ async fn all_texts(v: &Vault) -> Vec<String> {
 
 #[tokio::test]
 async fn rotation_reencrypts_everything_then_allows_retiring_the_old_key() {
-    let v = vault();
+    let v = Vault::new();
     fill(&v, 20).await;
     let before = all_texts(&v).await;
     assert_eq!(before.len(), 20);
@@ -111,7 +94,7 @@ async fn rotation_reencrypts_everything_then_allows_retiring_the_old_key() {
 
 #[tokio::test]
 async fn a_keyfile_without_a_needed_key_is_refused() {
-    let v = vault();
+    let v = Vault::new();
     fill(&v, 4).await;
     offline::rotate_steps(&v.db, &v.key, &Limits::default(), 1, Some(1)).unwrap();
     // Drop key 1 from the keyfile by hand while 3 rows still need it.
@@ -128,7 +111,7 @@ async fn a_keyfile_without_a_needed_key_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offline_commands_work_beside_a_running_server() {
-    let v = vault();
+    let v = Vault::new();
     let h = MailHandle::open(&v.db, &v.key, Limits::default()).unwrap();
     for i in 0..5 {
         h.save("bob", "alice", text(&format!("m{i}")), SystemTime::now())

@@ -168,8 +168,14 @@ impl TestServer {
             .clone()
     }
 
-    /// Wait (bounded) until a log line contains `needle`; return that line.
-    pub fn wait_for_log(&self, needle: &str) -> String {
+    /// Wait (bounded) until `check` finds what it looks for in the log so far, waking at
+    /// each new line. Past the deadline, or once the server has exited without it,
+    /// panics with `failure(log text)`.
+    fn wait_until<T>(
+        &self,
+        mut check: impl FnMut(&Log) -> Option<T>,
+        failure: impl Fn(&str) -> String,
+    ) -> T {
         let deadline = Instant::now() + WAIT;
         let mut log = self
             .captured
@@ -177,12 +183,12 @@ impl TestServer {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         loop {
-            if let Some(line) = log.text.lines().find(|l| l.contains(needle)) {
-                return line.to_string();
+            if let Some(found) = check(&log) {
+                return found;
             }
             let now = Instant::now();
             if now >= deadline || log.closed {
-                panic!("server never logged {needle:?}; log so far:\n{}", log.text);
+                panic!("{}", failure(&log.text));
             }
             log = self
                 .captured
@@ -191,6 +197,19 @@ impl TestServer {
                 .unwrap()
                 .0;
         }
+    }
+
+    /// Wait (bounded) until a log line contains `needle`; return that line.
+    pub fn wait_for_log(&self, needle: &str) -> String {
+        self.wait_until(
+            |log| {
+                log.text
+                    .lines()
+                    .find(|l| l.contains(needle))
+                    .map(str::to_string)
+            },
+            |text| format!("server never logged {needle:?}; log so far:\n{text}"),
+        )
     }
 
     /// Count of log lines containing `needle`.
@@ -200,31 +219,14 @@ impl TestServer {
 
     /// Wait (bounded) until at least `n` log lines contain `needle`; returns the count.
     pub fn wait_for_log_count(&self, needle: &str, n: usize) -> usize {
-        let deadline = Instant::now() + WAIT;
-        let mut log = self
-            .captured
-            .state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        loop {
-            let count = log.text.lines().filter(|l| l.contains(needle)).count();
-            if count >= n {
-                return count;
-            }
-            let now = Instant::now();
-            if now >= deadline || log.closed {
-                panic!(
-                    "server logged {needle:?} {count} times, not {n}; log so far:\n{}",
-                    log.text
-                );
-            }
-            log = self
-                .captured
-                .bell
-                .wait_timeout(log, deadline - now)
-                .unwrap()
-                .0;
-        }
+        let count = |log: &Log| log.text.lines().filter(|l| l.contains(needle)).count();
+        self.wait_until(
+            |log| Some(count(log)).filter(|c| *c >= n),
+            |text| {
+                let seen = text.lines().filter(|l| l.contains(needle)).count();
+                format!("server logged {needle:?} {seen} times, not {n}; log so far:\n{text}")
+            },
+        )
     }
 
     /// Send a signal by name (TERM, INT, KILL) through kill(1); the crate forbids unsafe.
@@ -242,23 +244,10 @@ impl TestServer {
     /// Wait (bounded) for the server to exit, and return how it exited. The server's
     /// stderr closing is the event; the process is reaped right after.
     pub fn wait_exit(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + WAIT;
-        let mut log = self
-            .captured
-            .state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        while !log.closed {
-            let now = Instant::now();
-            assert!(now < deadline, "server did not exit; log:\n{}", log.text);
-            log = self
-                .captured
-                .bell
-                .wait_timeout(log, deadline - now)
-                .unwrap()
-                .0;
-        }
-        drop(log);
+        self.wait_until(
+            |log| log.closed.then_some(()),
+            |text| format!("server did not exit; log:\n{text}"),
+        );
         self.child.as_mut().unwrap().wait().unwrap()
     }
 
@@ -306,4 +295,111 @@ impl Drop for TestServer {
 /// Whether `hay` contains `needle` as bytes.
 pub fn contains_bytes(hay: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The usual test password of `name`: its lowercase form and `-password`.
+pub fn pw(name: &str) -> String {
+    format!("{}-password", name.to_lowercase())
+}
+
+/// Logs `name` in with [`pw`] (auto_register makes the avatar) and leaves at once.
+pub async fn register(server: &TestServer, name: &str) {
+    let mut c = espmail::talk::Client::enter(&server.host(), name, Some(&pw(name)))
+        .await
+        .unwrap();
+    c.quit().await.unwrap();
+    c.wait_closed().await.unwrap();
+}
+
+/// The text lines among `events`, lossily decoded.
+pub fn texts(events: &[espmail::talk::Event]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| e.text())
+        .map(|t| String::from_utf8_lossy(t).into_owned())
+        .collect()
+}
+
+/// Everything `c` is told up to and including the reply to a SPEAK sent now. Whatever
+/// the server queued before (the debug notice, mail lines, a Ping) is among the events.
+pub async fn round_trip(c: &mut espmail::talk::Client) -> Vec<espmail::talk::Event> {
+    use espmail::talk::Event;
+    let me = c.me;
+    c.request(
+        me,
+        espmail::protocol::messages::ClientRequest::Speak {
+            audience: 0,
+            text: espmail::log_redact::Sensitive::new(b"ping".to_vec()),
+        },
+    )
+    .await
+    .unwrap();
+    c.collect_until(|e| matches!(e, Event::Reply { noid, .. } if *noid == me))
+        .await
+        .unwrap()
+}
+
+/// `sender` (online) leaves `text` as ESP Mail for the offline `to`: `TO:` keeps ESP on,
+/// the server says `to` is offline, the ESP line ends ESP mode and brings the
+/// `ESP Mail to ...? (Y/N) ` prompt, `Y` saves it and the sender is told so.
+pub async fn leave_esp_mail(sender: &mut espmail::talk::Client, to: &str, text: &[u8]) {
+    use espmail::talk::Event;
+    assert!(
+        sender.speak(format!("TO:{to}").as_bytes()).await.unwrap(),
+        "TO:{to} keeps ESP on"
+    );
+    sender
+        .wait_text(&format!(
+            "{to} is offline. Your ESP will be offered as ESP Mail."
+        ))
+        .await
+        .unwrap();
+    assert!(
+        !sender.esp(text).await.unwrap(),
+        "ESP to an offline avatar ends ESP mode before the prompt"
+    );
+    let question = format!("ESP Mail to {to}? (Y/N) ");
+    let prompt = sender
+        .wait_for(|e| matches!(e, Event::Prompt(_)))
+        .await
+        .unwrap();
+    assert_eq!(prompt.text().unwrap(), question.as_bytes());
+    sender.answer(question.as_bytes(), b"Y").await.unwrap();
+    sender
+        .wait_text(&format!("ESP Mail for {to} saved."))
+        .await
+        .unwrap();
+}
+
+/// Alice (a fresh session, so her line bucket is full) leaves `text` as ESP Mail for the
+/// offline Bob ([`leave_esp_mail`]) and leaves.
+pub async fn alice_mails_bob(server: &TestServer, text: &str) {
+    let mut alice = espmail::talk::Client::enter(&server.host(), "Alice", Some(&pw("Alice")))
+        .await
+        .unwrap();
+    leave_esp_mail(&mut alice, "Bob", text.as_bytes()).await;
+    alice.quit().await.unwrap();
+    alice.wait_closed().await.unwrap();
+}
+
+/// `speaker` says `text` in the Plaza (ESP mode off); `listener` hears it as a SPEAK on
+/// the speaker's noid.
+pub async fn speech_reaches(
+    speaker: &mut espmail::talk::Client,
+    listener: &mut espmail::talk::Client,
+    text: &[u8],
+) {
+    use espmail::talk::Event;
+    assert!(!speaker.speak(text).await.unwrap());
+    let sp = listener
+        .wait_for(|e| matches!(e, Event::Speak { .. }))
+        .await
+        .unwrap();
+    assert_eq!(
+        sp,
+        Event::Speak {
+            noid: speaker.me,
+            text: text.to_vec()
+        }
+    );
 }
