@@ -145,29 +145,30 @@ impl fmt::Debug for Fingerprint {
 /// Computes fingerprints under one key. The process has one ([`Fingerprinter::process`]);
 /// tests make their own to show that keys matter.
 pub struct Fingerprinter {
-    key: PKey<openssl::pkey::Private>,
+    /// `None` when no key could be had: every fingerprint is then `00000000`, which tells
+    /// an admin nothing but, unlike a guessable fallback key, cannot reveal short texts.
+    key: Option<PKey<openssl::pkey::Private>>,
 }
 
 impl Fingerprinter {
-    /// A fingerprinter under a fresh random key. If the system's random source fails (it
-    /// does not on Linux), fingerprints fall back to a key of zeros, which still hides
-    /// the text: they only become comparable across runs.
+    /// A fingerprinter under a fresh random key (see the `key` field for what happens if
+    /// the system's random source fails; it does not on Linux).
     pub fn random() -> Fingerprinter {
         let mut key = [0u8; 32];
-        if openssl::rand::rand_bytes(&mut key).is_err() {
-            key = [0u8; 32];
-        }
-        Fingerprinter::with_key(&key)
+        let fingerprinter = match openssl::rand::rand_bytes(&mut key) {
+            Ok(()) => Fingerprinter::with_key(&key),
+            Err(_) => Fingerprinter { key: None },
+        };
+        key.fill(0);
+        fingerprinter
     }
 
     /// A fingerprinter under a given key.
     pub fn with_key(key: &[u8]) -> Fingerprinter {
-        // An HMAC key of any length is valid, so this cannot fail in practice; should
-        // openssl refuse anyway, an empty key is still a keyed hash over the text.
-        let key = PKey::hmac(key)
-            .or_else(|_| PKey::hmac(&[]))
-            .unwrap_or_else(|_| unreachable_hmac_key());
-        Fingerprinter { key }
+        // openssl accepts an HMAC key of any length; a refusal leaves fingerprints blank.
+        Fingerprinter {
+            key: PKey::hmac(key).ok(),
+        }
     }
 
     /// The fingerprinter of this process, with its key drawn at first use.
@@ -176,13 +177,16 @@ impl Fingerprinter {
         PROCESS.get_or_init(Fingerprinter::random)
     }
 
-    /// The fingerprint of `data`.
+    /// The fingerprint of `data` (`00000000` if there is no key or the HMAC fails).
     pub fn fingerprint(&self, data: &[u8]) -> Fingerprint {
         let mut out = [0u8; 4];
-        let mac = Signer::new(MessageDigest::sha256(), &self.key)
-            .and_then(|mut s| {
-                s.update(data)?;
-                s.sign_to_vec()
+        let mac = self
+            .key
+            .as_ref()
+            .and_then(|key| {
+                let mut s = Signer::new(MessageDigest::sha256(), key).ok()?;
+                s.update(data).ok()?;
+                s.sign_to_vec().ok()
             })
             .unwrap_or_default();
         for (o, m) in out.iter_mut().zip(mac) {
@@ -190,12 +194,6 @@ impl Fingerprinter {
         }
         Fingerprint(out)
     }
-}
-
-#[allow(clippy::panic)]
-fn unreachable_hmac_key() -> PKey<openssl::pkey::Private> {
-    // openssl accepts every HMAC key length, the empty one included.
-    panic!("openssl refused an empty HMAC key")
 }
 
 /// Fingerprint of arbitrary bytes under the process key, for values that are not held in
@@ -220,6 +218,13 @@ mod tests {
             assert!(shown.contains("len=23"), "{shown}");
             assert!(shown.contains(&secret.fingerprint().to_string()), "{shown}");
         }
+    }
+
+    #[test]
+    fn without_a_key_fingerprints_are_blank_never_guessable() {
+        let blank = Fingerprinter { key: None };
+        assert_eq!(blank.fingerprint(b"hello").to_string(), "00000000");
+        assert_eq!(blank.fingerprint(b"other").to_string(), "00000000");
     }
 
     #[test]
