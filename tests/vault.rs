@@ -628,3 +628,57 @@ async fn shutdown_flushes_queued_saves_and_refuses_later_ones() {
     assert!(matches!(h.stats().await, Err(StoreError::Closed)));
     h.shutdown().await.unwrap(); // idempotent
 }
+
+/// R1 (issue 10): a save racing the writer's shutdown must always be answered. Before the
+/// fix, a job pushed by a sender that held a queue permit just after the writer dropped its
+/// receiver sat in the channel for good and its caller never woke. Raced many times; each
+/// round is bounded, so a hang fails in seconds instead of stalling CI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn saves_racing_shutdown_are_always_answered() {
+    let v = Vault::new();
+    let rounds: usize = std::env::var("ESPMAIL_SHUTDOWN_RACE_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(300);
+    let limits = Limits {
+        queue_len: 2, // a tiny queue: senders wait for permits while the writer stops
+        ..Limits::default()
+    };
+    for round in 0..rounds {
+        let h = v.open(limits.clone());
+        let mut tasks = Vec::new();
+        for i in 0..12 {
+            let h = h.clone();
+            tasks.push(tokio::spawn(async move {
+                h.save(&format!("r{}", i % 3), "alice", text("race"), now())
+                    .await
+            }));
+        }
+        let stopper = {
+            let h = h.clone();
+            tokio::spawn(async move { h.shutdown().await })
+        };
+        for t in tasks {
+            let answered = tokio::time::timeout(Duration::from_secs(10), t)
+                .await
+                .unwrap_or_else(|_| panic!("round {round}: a save was never answered"))
+                .unwrap();
+            match answered {
+                Ok(_) | Err(SaveError::Store(StoreError::Closed)) => {}
+                Err(e) => panic!("round {round}: unexpected {e}"),
+            }
+        }
+        tokio::time::timeout(Duration::from_secs(10), stopper)
+            .await
+            .unwrap_or_else(|_| panic!("round {round}: shutdown never returned"))
+            .unwrap()
+            .unwrap();
+        // Keep the database small so later rounds stay quick.
+        offline::purge(
+            &v.db,
+            &Limits::default(),
+            now() + Duration::from_secs(86_400 * 400),
+        )
+        .unwrap();
+    }
+}

@@ -1230,6 +1230,7 @@ pub(crate) fn run_writer(mut store: Store, mut rx: mpsc::Receiver<Job>) {
         if let Some(reply) = shutdown {
             // Everything queued before the shutdown job has been committed and answered.
             let r = store.checkpoint_truncate().map(drop);
+            close_and_refuse(&mut rx);
             let _ = reply.send(r);
             info!("ESP Mail writer stopped");
             return;
@@ -1237,6 +1238,19 @@ pub(crate) fn run_writer(mut store: Store, mut rx: mpsc::Receiver<Job>) {
     }
     let _ = store.checkpoint_truncate();
     info!("ESP Mail writer stopped (no handles left)");
+}
+
+/// Closes the queue and answers every job still in it "closed". Dropping the receiver is
+/// not enough: tokio drains the channel once on drop, but a sender that already held a
+/// permit can push its job after that drain, and the job (with the oneshot its caller
+/// awaits) would then sit in the channel for as long as any handle lives, so that
+/// caller's `.await` would never return. After `close`, no new permit is granted, and
+/// receiving until `None` reaches every job a permit holder can still push.
+fn close_and_refuse(rx: &mut mpsc::Receiver<Job>) {
+    rx.close();
+    while let Some(job) = rx.blocking_recv() {
+        refuse(job, &StoreError::Closed);
+    }
 }
 
 /// Runs a batch in one transaction and answers every job after the commit. Returns the
@@ -1420,6 +1434,48 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    /// R1 (issue 10), deterministically: a sender holding a queue permit while the writer
+    /// stops still gets an answer. Dropping the receiver instead (as before) leaves the
+    /// job in the channel and this test's wait times out.
+    #[test]
+    fn a_job_pushed_with_a_permit_held_across_shutdown_is_answered_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let keyfile = crate::espmail::keyfile::Keyfile::generate().unwrap();
+        let keys = Arc::new(Keyring::new(&keyfile).unwrap());
+        let store = Store::open(&dir.path().join("m.db"), keys, Limits::default()).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let (tx, rx) = mpsc::channel(4);
+            let permit = tx.reserve().await.unwrap();
+            let (stop_tx, stop_rx) = oneshot::channel();
+            tx.send(Job::Shutdown { reply: stop_tx }).await.unwrap();
+            let writer = std::thread::spawn(move || run_writer(store, rx));
+            // The writer has taken the shutdown job and closed the queue.
+            let closed = async {
+                while !tx.is_closed() {
+                    tokio::task::yield_now().await;
+                }
+            };
+            tokio::time::timeout(Duration::from_secs(10), closed)
+                .await
+                .expect("the writer never closed its queue");
+            let (count_tx, count_rx) = oneshot::channel();
+            permit.send(Job::Count {
+                blinds: Vec::new(),
+                reply: count_tx,
+            });
+            let answer = tokio::time::timeout(Duration::from_secs(10), count_rx)
+                .await
+                .expect("a job pushed with a held permit was never answered");
+            assert!(matches!(answer, Ok(Err(StoreError::Closed))), "{answer:?}");
+            stop_rx.await.unwrap().unwrap();
+            writer.join().unwrap();
+        });
     }
 
     #[test]
