@@ -44,10 +44,16 @@ pub enum Command {
 #[derive(Debug, Clone, Default, Args)]
 pub struct DataArgs {
     /// Configuration file (TOML); without it, the embedded defaults are used.
-    #[arg(short, long, value_name = "FILE", global = true)]
+    #[arg(
+        short,
+        long,
+        value_name = "FILE",
+        global = true,
+        env = "ESPMAIL_CONFIG"
+    )]
     pub config: Option<PathBuf>,
     /// Data directory (database, and the keyfile unless the config puts it elsewhere).
-    #[arg(long, value_name = "DIR", global = true)]
+    #[arg(long, value_name = "DIR", global = true, env = "ESPMAIL_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
 }
 
@@ -58,7 +64,7 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub data: DataArgs,
     /// Address to listen on (overrides the config file); port 0 picks a free port.
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", env = "ESPMAIL_LISTEN")]
     pub listen: Option<SocketAddr>,
     /// Start with debug logging on (players are told at login).
     #[arg(short, long, conflicts_with = "quiet")]
