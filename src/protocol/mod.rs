@@ -7,7 +7,8 @@
 //! 3. [`link`]: the Q-Link session state machine (sequence numbers, acks, NAK, resend);
 //! 4. [`habitat`]: Habitat escaping, packets, splitting and reassembly;
 //! 5. [`messages`]: typed client requests and server messages;
-//! 6. [`preamble`]: the login line that precedes the Q-Link session.
+//! 6. [`preamble`]: the login line that precedes the Q-Link session;
+//! 7. [`proxy`]: the PROXY protocol header a listed front end puts before all of it.
 //!
 //! Time, where it matters, is passed in by the caller, so all of it is tested without a
 //! runtime and fuzzed alone.
@@ -18,4 +19,5 @@ pub mod habitat;
 pub mod link;
 pub mod messages;
 pub mod preamble;
+pub mod proxy;
 pub mod qlink;
