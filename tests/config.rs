@@ -51,9 +51,15 @@ fn every_documented_default_is_the_real_default() {
     assert_eq!(parsed.data.database_path(), default.data.database_path());
     assert_eq!(parsed.data.keyfile_path(), default.data.keyfile_path());
     assert_eq!(parsed.admin_socket_path(), default.admin_socket_path());
+    // The level's default is written out too (unset means RUST_LOG, then this).
+    assert_eq!(
+        parsed.logging.level_or_default(),
+        default.logging.level_or_default()
+    );
     parsed.data.database = None;
     parsed.data.keyfile = None;
     parsed.logging.admin_socket = None;
+    parsed.logging.level = None;
     assert_eq!(parsed, default);
 }
 
@@ -62,6 +68,7 @@ fn every_key_of_config_is_documented_in_its_section() {
     let mut full = Config::default();
     full.data.database = Some("x".into());
     full.data.keyfile = Some("x".into());
+    full.logging.level = Some("info".into());
     full.logging.file = Some("x".into());
     full.logging.admin_socket = Some("x".into());
     let value = toml::Value::try_from(&full).unwrap();
