@@ -75,7 +75,7 @@ fn a_notify_socket_nobody_listens_on_does_not_stop_the_server() {
 }
 
 #[test]
-fn settings_show_absolute_paths_for_a_relative_data_dir() {
+fn settings_show_absolute_paths_for_a_relative_data_dir_and_a_service_is_warned() {
     let tmp = tempfile::tempdir().unwrap();
     let cwd = tmp.path().canonicalize().unwrap();
     let server = TestServer::start_with(
@@ -83,8 +83,16 @@ fn settings_show_absolute_paths_for_a_relative_data_dir() {
         &[],
         Launch {
             cwd: Some(&cwd),
-            ..Launch::default()
+            // As systemd sets it for every unit: a relative path there is worth a warning.
+            env: &[("INVOCATION_ID", "0123456789abcdef")],
         },
+    );
+    let warning = server.wait_for_log("relative paths resolved against the working directory");
+    assert!(warning.contains("WARN"), "{warning}");
+    assert!(warning.contains("keys=data.dir"), "{warning}");
+    assert!(
+        warning.contains(&format!("cwd={}", cwd.display())),
+        "{warning}"
     );
     let line = server.wait_for_log("config data: ");
     let dir = cwd.join("rel");
