@@ -259,12 +259,14 @@ pub struct Overrides {
 #[non_exhaustive]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read config file {}: {source}", path.display())]
+    // The system's words are in the message, so `cause` is not a `source`: a chain printed
+    // with `{:#}` would say them twice.
+    #[error("cannot read config file {}: {cause}", path.display())]
     Read {
         /// The file.
         path: PathBuf,
         /// What the system said.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The file is not valid TOML, has an unknown key, or a value of the wrong kind.
     #[error("config file {}, line {line}, column {column}{}: {message}", path.display(), section_suffix(.section))]
@@ -317,9 +319,9 @@ fn origin_prefix(path: &Option<PathBuf>) -> String {
 impl Config {
     /// Reads and checks a config file. Keys left out take their defaults.
     pub fn read(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
             path: path.to_owned(),
-            source,
+            cause,
         })?;
         Config::parse(&text, path)
     }
@@ -463,6 +465,19 @@ impl Config {
             fix("logging.admin_socket", p);
         }
         relative
+    }
+
+    /// The defaults with every optional key set (to `"x"`, or the default level), so that
+    /// serializing it names every key there is: for tests that walk all keys.
+    #[doc(hidden)]
+    pub fn with_every_key() -> Config {
+        let mut full = Config::default();
+        full.data.database = Some("x".into());
+        full.data.keyfile = Some("x".into());
+        full.logging.level = Some(DEFAULT_LOG_LEVEL.into());
+        full.logging.file = Some("x".into());
+        full.logging.admin_socket = Some("x".into());
+        full
     }
 
     /// The admin socket path in effect.
@@ -764,13 +779,7 @@ mod tests {
 
     #[test]
     fn every_type_error_is_in_words_and_names_its_key() {
-        let mut full = Config::default();
-        full.data.database = Some("x".into());
-        full.data.keyfile = Some("x".into());
-        full.logging.level = Some("info".into());
-        full.logging.file = Some("x".into());
-        full.logging.admin_socket = Some("x".into());
-        let value = toml::Value::try_from(&full).unwrap();
+        let value = toml::Value::try_from(Config::with_every_key()).unwrap();
         let wrong = [
             "\"text\"",
             "\"\"",

@@ -4,7 +4,8 @@
 //! names every subcommand's page, and groff reads it without a warning where it is present.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::io::Write;
+mod common;
+
 use std::process::{Command, Stdio};
 
 /// Every subcommand name, nested ones included (from the definitions, so a new command
@@ -44,20 +45,7 @@ fn installed(program: &str) -> bool {
 
 /// Runs `program ARGS` with `input` on stdin; returns (success, stderr).
 fn check_with(program: &str, args: &[&str], input: &str) -> (bool, String) {
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = common::run_with_stdin(Command::new(program).args(args), input);
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stderr).into_owned(),

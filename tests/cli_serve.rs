@@ -223,3 +223,19 @@ fn a_host_name_in_the_config_gets_an_example() {
         "{line}"
     );
 }
+
+#[test]
+fn a_missing_config_file_is_named_and_the_cause_said_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("nowhere.toml");
+    let line = serve_fails(&["--config", missing.to_str().unwrap()]);
+    assert!(
+        line.contains(&format!("cannot read config file {}", missing.display())),
+        "{line}"
+    );
+    assert_eq!(
+        line.matches("No such file or directory").count(),
+        1,
+        "{line}"
+    );
+}

@@ -76,25 +76,12 @@ impl TestServer {
     /// Runs another `espmail` command on this server's data directory (and config, if
     /// any), feeding `stdin`; returns (exit code, stdout, stderr).
     pub fn cli(&self, args: &[&str], stdin: &str) -> (i32, String, String) {
-        use std::io::Write;
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_espmail"));
         cmd.args(args).arg("--data-dir").arg(&self.data_dir);
         if let Some(i) = self.args.iter().position(|a| a == "--config") {
             cmd.arg("--config").arg(&self.args[i + 1]);
         }
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
+        let out = run_with_stdin(&mut cmd, stdin);
         (
             out.status.code().unwrap_or(-1),
             String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -313,6 +300,24 @@ impl Drop for TestServer {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Runs `cmd` to its end with `stdin` as its input and its stdout and stderr captured.
+pub fn run_with_stdin(cmd: &mut Command, stdin: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
 }
 
 /// Whether `hay` contains `needle` as bytes.
