@@ -175,7 +175,7 @@ fn serve(args: ServeArgs) -> Result<()> {
             mail.spawn_purge_task(std::time::Duration::from_secs(3600), shutdown.clone());
         eprintln!("espmail listening on {local}");
         supervisor::notify_ready(local);
-        tokio::spawn(supervisor::notify_stopping_on(shutdown.clone()));
+        let stopping_task = tokio::spawn(supervisor::notify_stopping_on(shutdown.clone()));
         let result = server::run(listener, deps, shutdown.clone()).await;
         shutdown.cancel();
         // Every session has finished (their saves and deletes included); now the writer
@@ -186,6 +186,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         let _ = admin_task.await;
         let _ = purge_task.await;
         let _ = sighup_task.await;
+        let _ = stopping_task.await;
         result?;
         tracing::info!("shut down cleanly");
         Ok(())
