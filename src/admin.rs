@@ -37,8 +37,8 @@
 //! tokio::spawn(socket.serve(control.clone(), stats, shutdown.clone()));
 //!
 //! let reread = move || match &config_file {
-//!     Some(path) => Config::read(path).map(|c| c.logging.level),
-//!     None => Ok(Config::default().logging.level),
+//!     Some(path) => Config::read(path).and_then(|c| c.logging.starting_level(None)),
+//!     None => Ok(Config::default().logging.level_or_default().to_owned()),
 //! };
 //! tokio::spawn(log_redact::reload_on_sighup(control.clone(), reread, shutdown.clone())?);
 //!

@@ -14,10 +14,42 @@ use clap::{Args, Parser, Subcommand};
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
-    pub command: Command,
+    pub command: TopCommand,
 }
 
-/// The subcommands.
+/// Every subcommand: the world's ([`Command`]), then the ones about the program itself,
+/// generated from these definitions (`src/cli_docs.rs`).
+#[derive(Debug, Subcommand)]
+pub enum TopCommand {
+    /// The server, its operator commands and the text client.
+    #[command(flatten)]
+    World(Command),
+    /// Print a shell completion script on stdout (bash, zsh, fish, elvish, powershell).
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff) on stdout, or write every page to a directory.
+    Man(ManArgs),
+}
+
+/// `espmail completions SHELL`.
+#[derive(Debug, Clone, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// `espmail man [COMMAND...] [--out-dir DIR]`.
+#[derive(Debug, Clone, Args)]
+pub struct ManArgs {
+    /// The page of one command, e.g. `serve` or `account add` (default: espmail(1)).
+    #[arg(value_name = "COMMAND", conflicts_with = "out_dir")]
+    pub command: Vec<String>,
+    /// Write every page (espmail.1, espmail-serve.1, ...) into DIR instead.
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: Option<std::path::PathBuf>,
+}
+
+/// The world's subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the world server (defaults: listen 127.0.0.1:1986, data in ./data).
@@ -233,7 +265,7 @@ mod tests {
             "/tmp/x",
         ])
         .unwrap();
-        let Command::Serve(args) = cli.command else {
+        let TopCommand::World(Command::Serve(args)) = cli.command else {
             panic!("not serve")
         };
         assert_eq!(args.listen, Some("127.0.0.1:0".parse().unwrap()));
@@ -258,28 +290,28 @@ mod tests {
             Cli::try_parse_from(["espmail", "account", "add", "Bob", "--data-dir", "d"]).unwrap();
         assert!(matches!(
             cli.command,
-            Command::Account(AccountArgs { op: AccountOp::Add { ref name }, .. }) if name == "Bob"
+            TopCommand::World(Command::Account(AccountArgs { op: AccountOp::Add { ref name }, .. })) if name == "Bob"
         ));
         let cli = Cli::try_parse_from(["espmail", "admin", "debug", "on"]).unwrap();
         assert!(matches!(
             cli.command,
-            Command::Admin(AdminArgs {
+            TopCommand::World(Command::Admin(AdminArgs {
                 op: AdminOp::Debug {
                     state: DebugSwitch::On
                 },
                 ..
-            })
+            }))
         ));
         let cli = Cli::try_parse_from(["espmail", "quarantine", "drop", "ab01", "cd02"]).unwrap();
         assert!(matches!(
             cli.command,
-            Command::Quarantine(QuarantineArgs { op: QuarantineOp::Drop { ref ids, all: false }, .. })
+            TopCommand::World(Command::Quarantine(QuarantineArgs { op: QuarantineOp::Drop { ref ids, all: false }, .. }))
                 if ids == &["ab01", "cd02"]
         ));
         let cli = Cli::try_parse_from(["espmail", "quarantine", "drop", "--all"]).unwrap();
         assert!(matches!(
             cli.command,
-            Command::Quarantine(QuarantineArgs { op: QuarantineOp::Drop { ref ids, all: true }, .. })
+            TopCommand::World(Command::Quarantine(QuarantineArgs { op: QuarantineOp::Drop { ref ids, all: true }, .. }))
                 if ids.is_empty()
         ));
         for bad in [
@@ -293,10 +325,31 @@ mod tests {
         let cli = Cli::try_parse_from(["espmail", "purge", "--older-than", "30"]).unwrap();
         assert!(matches!(
             cli.command,
-            Command::Purge(PurgeArgs {
+            TopCommand::World(Command::Purge(PurgeArgs {
                 older_than: Some(30),
                 ..
+            }))
+        ));
+    }
+
+    #[test]
+    fn completions_and_man_parse() {
+        let cli = Cli::try_parse_from(["espmail", "completions", "zsh"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            TopCommand::Completions(CompletionsArgs {
+                shell: clap_complete::Shell::Zsh
             })
         ));
+        let err = Cli::try_parse_from(["espmail", "completions", "tcsh"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        let cli = Cli::try_parse_from(["espmail", "man", "account", "add"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            TopCommand::Man(ManArgs { ref command, out_dir: None }) if command == &["account", "add"]
+        ));
+        let err =
+            Cli::try_parse_from(["espmail", "man", "serve", "--out-dir", "/tmp/m"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
     }
 }

@@ -11,7 +11,7 @@
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -189,13 +189,18 @@ impl Default for MailConfig {
     }
 }
 
+/// The log filter when neither the config file nor `RUST_LOG` sets one.
+pub const DEFAULT_LOG_LEVEL: &str = "info";
+
 /// `[logging]`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LoggingConfig {
     /// A tracing filter: `error`, `warn`, `info`, `debug`, `trace`, or directives such
-    /// as `info,espmail::store=debug`. SIGHUP re-reads it.
-    pub level: String,
+    /// as `info,espmail::store=debug`. SIGHUP re-reads it. Unset: `RUST_LOG` if set,
+    /// else [`DEFAULT_LOG_LEVEL`] (see [`LoggingConfig::starting_level`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub level: Option<String>,
     /// Also append logs to this file (created with mode 0600). Default: stderr only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub file: Option<PathBuf>,
@@ -204,22 +209,37 @@ pub struct LoggingConfig {
     pub admin_socket: Option<PathBuf>,
 }
 
-impl Default for LoggingConfig {
-    fn default() -> Self {
-        LoggingConfig {
-            level: "info".to_owned(),
-            file: None,
-            admin_socket: None,
-        }
-    }
-}
-
 impl LoggingConfig {
     /// What [`crate::log_redact::init`] needs from this section.
     pub fn log_options(&self) -> crate::log_redact::LogOptions {
         crate::log_redact::LogOptions {
-            level: self.level.clone(),
+            level: self.level_or_default().to_owned(),
             file: self.file.clone(),
+        }
+    }
+
+    /// `level` if set, else [`DEFAULT_LOG_LEVEL`].
+    pub fn level_or_default(&self) -> &str {
+        self.level.as_deref().unwrap_or(DEFAULT_LOG_LEVEL)
+    }
+
+    /// The filter `serve` starts with and SIGHUP returns to: `level` when the file sets
+    /// it; else `rust_log` (the `RUST_LOG` variable, as Rust programs read it) when it is
+    /// set and not empty; else [`DEFAULT_LOG_LEVEL`]. `RUST_LOG` is checked as strictly as
+    /// the file's level, so a typo there is an error, not quiet logs.
+    pub fn starting_level(&self, rust_log: Option<&str>) -> Result<String, ConfigError> {
+        if let Some(level) = &self.level {
+            return Ok(level.clone());
+        }
+        match rust_log.map(str::trim).filter(|v| !v.is_empty()) {
+            Some(value) => match crate::log_redact::check_filter(value) {
+                Ok(()) => Ok(value.to_owned()),
+                Err(e) => Err(ConfigError::Env {
+                    name: "RUST_LOG",
+                    message: e.to_string(),
+                }),
+            },
+            None => Ok(DEFAULT_LOG_LEVEL.to_owned()),
         }
     }
 }
@@ -239,12 +259,14 @@ pub struct Overrides {
 #[non_exhaustive]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read config file {}: {source}", path.display())]
+    // The system's words are in the message, so `cause` is not a `source`: a chain printed
+    // with `{:#}` would say them twice.
+    #[error("cannot read config file {}: {cause}", path.display())]
     Read {
         /// The file.
         path: PathBuf,
         /// What the system said.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The file is not valid TOML, has an unknown key, or a value of the wrong kind.
     #[error("config file {}, line {line}, column {column}{}: {message}", path.display(), section_suffix(.section))]
@@ -258,6 +280,14 @@ pub enum ConfigError {
         /// The `[table]` the line is in, when there is one.
         section: Option<String>,
         /// What is wrong, with the allowed keys or values.
+        message: String,
+    },
+    /// An environment variable read as configuration has a value that cannot be used.
+    #[error("environment variable {name}: {message}")]
+    Env {
+        /// The variable, e.g. `RUST_LOG`.
+        name: &'static str,
+        /// What is wrong and what is allowed.
         message: String,
     },
     /// Parsed, but a value is out of its allowed range or contradicts another.
@@ -289,16 +319,18 @@ fn origin_prefix(path: &Option<PathBuf>) -> String {
 impl Config {
     /// Reads and checks a config file. Keys left out take their defaults.
     pub fn read(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
             path: path.to_owned(),
-            source,
+            cause,
         })?;
         Config::parse(&text, path)
     }
 
     /// Parses and checks config text; `path` is only used in messages.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| parse_error(text, path, &e))?;
+        // Through serde_path_to_error, so a value of the wrong kind is reported with its key.
+        let config: Config = serde_path_to_error::deserialize(toml::Deserializer::new(text))
+            .map_err(|e| parse_error(text, path, &e.path().to_string(), e.inner()))?;
         config.validate().map_err(|e| match e {
             ConfigError::Invalid { key, message, .. } => ConfigError::Invalid {
                 path: Some(path.to_owned()),
@@ -395,10 +427,57 @@ impl Config {
         if self.mail.prompt_timeout_secs == 0 {
             return invalid("mail.prompt_timeout_secs", "must be at least 1");
         }
-        if let Err(e) = crate::log_redact::check_filter(&self.logging.level) {
-            return invalid("logging.level", &e.to_string());
+        if let Some(level) = &self.logging.level {
+            if let Err(e) = crate::log_redact::check_filter(level) {
+                return invalid("logging.level", &e.to_string());
+            }
         }
         Ok(())
+    }
+
+    /// Makes every configured path absolute against `cwd` (the working directory), so that
+    /// what `serve` prints and opens does not depend on where a service manager started it.
+    /// `.` components are dropped; `..` and symbolic links are left as they are. Returns the
+    /// keys whose value was relative (paths derived from `data.dir` follow it).
+    pub fn make_paths_absolute(&mut self, cwd: &Path) -> Vec<&'static str> {
+        let mut relative = Vec::new();
+        let mut fix = |key: &'static str, path: &mut PathBuf| {
+            if path.is_relative() {
+                relative.push(key);
+            }
+            *path = cwd
+                .join(&*path)
+                .components()
+                .filter(|c| !matches!(c, Component::CurDir))
+                .collect();
+        };
+        fix("data.dir", &mut self.data.dir);
+        if let Some(p) = &mut self.data.database {
+            fix("data.database", p);
+        }
+        if let Some(p) = &mut self.data.keyfile {
+            fix("data.keyfile", p);
+        }
+        if let Some(p) = &mut self.logging.file {
+            fix("logging.file", p);
+        }
+        if let Some(p) = &mut self.logging.admin_socket {
+            fix("logging.admin_socket", p);
+        }
+        relative
+    }
+
+    /// The defaults with every optional key set (to `"x"`, or the default level), so that
+    /// serializing it names every key there is: for tests that walk all keys.
+    #[doc(hidden)]
+    pub fn with_every_key() -> Config {
+        let mut full = Config::default();
+        full.data.database = Some("x".into());
+        full.data.keyfile = Some("x".into());
+        full.logging.level = Some(DEFAULT_LOG_LEVEL.into());
+        full.logging.file = Some("x".into());
+        full.logging.admin_socket = Some("x".into());
+        full
     }
 
     /// The admin socket path in effect.
@@ -453,7 +532,7 @@ impl Config {
             m.retention_days,
             m.send_rate_per_minute,
             m.prompt_timeout_secs,
-            self.logging.level,
+            self.logging.level_or_default(),
             self.logging
                 .file
                 .as_ref()
@@ -463,8 +542,10 @@ impl Config {
     }
 }
 
-/// Turns toml's multi-line error into one line naming the file, line, column and table.
-fn parse_error(text: &str, path: &Path, e: &toml::de::Error) -> ConfigError {
+/// Turns toml's multi-line error into one line naming the file, line, column and table,
+/// with serde's wording put into words an operator reads (see [`in_words`]). `key` is the
+/// dotted path of the value that failed (`mail.retention_days`), empty at the top.
+fn parse_error(text: &str, path: &Path, key: &str, e: &toml::de::Error) -> ConfigError {
     let offset = e.span().map_or(0, |r| r.start).min(text.len());
     let before = &text[..offset];
     let line = before.matches('\n').count() + 1;
@@ -477,13 +558,130 @@ fn parse_error(text: &str, path: &Path, e: &toml::de::Error) -> ConfigError {
         .find(|l| l.starts_with('[') && !l.starts_with("[["))
         .and_then(|l| l.strip_prefix('['))
         .and_then(|l| l.split(']').next())
-        .map(|s| s.trim().to_owned());
+        .map(|s| s.trim().to_owned())
+        // The error may point inside the header itself (`[mial]`): no table yet.
+        .filter(|s| !s.is_empty());
     ConfigError::Parse {
         path: path.to_owned(),
         line,
         column,
+        message: in_words(e.message().trim(), key, section.as_deref()),
         section,
-        message: e.message().trim().to_owned(),
+    }
+}
+
+/// What `listen` must look like (serde says "socket address").
+const LISTEN_WORDS: &str = "an IP address and port, such as 127.0.0.1:1986 or [::]:1986 \
+                            (host names are not accepted)";
+
+/// What each of `trusted_peers` must look like (serde says "IP address").
+const PEER_WORDS: &str = "an IP address in quotes, such as \"127.0.0.1\" or \"::1\" \
+                          (host names are not accepted)";
+
+/// serde's messages name Rust types ("expected u32", "expected socket address") and use
+/// Rust words ("variant", "field"); an operator editing a TOML file should read what the
+/// value must be, in words: "retention_days must be a whole number from 0 to 4294967295,
+/// not \"ninety\"". Messages of other shapes (TOML syntax errors) pass through.
+fn in_words(message: &str, key: &str, section: Option<&str>) -> String {
+    // The key as the operator wrote it: the section is named separately ("in [mail]").
+    let name = match key.rsplit_once('.') {
+        Some((_, last)) => last,
+        None if key.is_empty() || key == "?" => "this value",
+        None => key,
+    };
+    match message {
+        "invalid socket address syntax" => return format!("{name} must be {LISTEN_WORDS}"),
+        "invalid IP address syntax" => return format!("{name} must be {PEER_WORDS}"),
+        // toml's words for a non-string where a choice of words (an enum) belongs.
+        "wanted string or table" => {
+            let choices = match name {
+                "mode" => "\"password\" or \"trusted\"",
+                _ => "one of the words config/espmail.toml lists for it, in quotes",
+            };
+            return format!("{name} must be {choices}");
+        }
+        _ => {}
+    }
+    let kinds = message
+        .strip_prefix("invalid type: ")
+        .or_else(|| message.strip_prefix("invalid value: "))
+        .and_then(|rest| rest.rsplit_once(", expected "));
+    if let Some((found, expected)) = kinds {
+        return format!(
+            "{name} must be {}, not {}",
+            expected_in_words(expected),
+            found_in_words(found)
+        );
+    }
+    if let Some(rest) = message.strip_prefix("unknown variant ") {
+        if let Some((found, allowed)) = rest.split_once(", expected ") {
+            let allowed = allowed.strip_prefix("one of ").unwrap_or(allowed);
+            return format!("{name} must be {allowed}, not {found}");
+        }
+    }
+    if let Some(rest) = message.strip_prefix("unknown field ") {
+        let (found, allowed) = rest.split_once(", expected ").unwrap_or((rest, ""));
+        let allowed = allowed.strip_prefix("one of ").unwrap_or(allowed);
+        // The path ends in the unknown key itself: a top-level one is a section.
+        let table = key.rsplit_once('.').map(|(table, _)| table);
+        return match table {
+            None => format!("unknown section {found} (the sections are {allowed})"),
+            // Already named by the `(in [table])` of the message.
+            Some(t) if Some(t) == section => {
+                format!("unknown key {found} (the keys allowed here are {allowed})")
+            }
+            Some(t) => {
+                format!("unknown key {found} in [{t}] (the keys allowed there are {allowed})")
+            }
+        };
+    }
+    message.to_owned()
+}
+
+/// serde's name for what was expected, in words.
+fn expected_in_words(expected: &str) -> String {
+    let words = match expected {
+        "u8" => "a whole number from 0 to 255",
+        "u16" => "a whole number from 0 to 65535",
+        "u32" => "a whole number from 0 to 4294967295",
+        // TOML integers stop at 2^63-1, so only negative numbers can miss these.
+        "u64" | "u128" | "usize" => "a whole number, 0 or more",
+        "i8" | "i16" | "i32" | "i64" | "i128" | "isize" => "a whole number",
+        "a boolean" => "true or false",
+        "a string" => "text in quotes",
+        "path string" => "a path in quotes",
+        "a sequence" => "a list in brackets, such as [\"127.0.0.1\"]",
+        "socket address" => LISTEN_WORDS,
+        "IP address" => PEER_WORDS,
+        "enum AuthMode" => "\"password\" or \"trusted\"",
+        other if other.starts_with("struct ") => "a section (a table)",
+        other => other,
+    };
+    words.to_owned()
+}
+
+/// serde's description of the value found, in words.
+fn found_in_words(found: &str) -> String {
+    let quoted = |kind: &str| {
+        found
+            .strip_prefix(kind)
+            .and_then(|v| v.strip_prefix(" `"))
+            .and_then(|v| v.strip_suffix('`'))
+            .map(str::to_owned)
+    };
+    if let Some(v) = quoted("integer")
+        .or_else(|| quoted("floating point"))
+        .or_else(|| quoted("boolean"))
+    {
+        return v;
+    }
+    if let Some(text) = found.strip_prefix("string ") {
+        return text.to_owned();
+    }
+    match found {
+        "sequence" => "a list".to_owned(),
+        "map" => "a table".to_owned(),
+        other => other.to_owned(),
     }
 }
 
@@ -535,6 +733,208 @@ mod tests {
         let shown = err.to_string();
         assert!(shown.contains("line 4"), "{shown}");
         assert!(shown.contains("[mail]"), "{shown}");
+    }
+
+    /// Words of serde's and Rust's that an operator editing TOML should never meet.
+    const RUST_WORDS: [&str; 27] = [
+        "u8",
+        "u16",
+        "u32",
+        "u64",
+        "u128",
+        "usize",
+        "i8",
+        "i16",
+        "i32",
+        "i64",
+        "isize",
+        "f32",
+        "f64",
+        "String",
+        "PathBuf",
+        "SocketAddr",
+        "IpAddr",
+        "Vec",
+        "Option",
+        "struct",
+        "enum",
+        "variant",
+        "sequence",
+        "syntax",
+        "wanted",
+        "invalid",
+        "field",
+    ];
+
+    fn rust_words_in(message: &str) -> Vec<&'static str> {
+        let tokens: Vec<&str> = message
+            .split(|c: char| !c.is_ascii_alphanumeric())
+            .collect();
+        RUST_WORDS
+            .iter()
+            .copied()
+            .filter(|w| tokens.contains(w))
+            .collect()
+    }
+
+    #[test]
+    fn every_type_error_is_in_words_and_names_its_key() {
+        let value = toml::Value::try_from(Config::with_every_key()).unwrap();
+        let wrong = [
+            "\"text\"",
+            "\"\"",
+            "-1",
+            "1.5",
+            "true",
+            "99999999999",
+            "[1]",
+            "[\"a\", 2]",
+            "{ a = 1 }",
+            "1979-05-27",
+        ];
+        let mut refused = 0;
+        for (section, keys) in value.as_table().unwrap() {
+            for bad in &wrong {
+                // serde lets a list fill a table's keys in order (`mail = [1]`): not a
+                // type error, so nothing to word here.
+                let Err(err) = parse(&format!("{section} = {bad}\n")) else {
+                    continue;
+                };
+                let err = err.to_string();
+                assert!(rust_words_in(&err).is_empty(), "{section} = {bad}: {err}");
+                assert!(err.contains(section.as_str()), "{section} = {bad}: {err}");
+            }
+            for key in keys.as_table().unwrap().keys() {
+                for bad in &wrong {
+                    let Err(err) = parse(&format!("[{section}]\n{key} = {bad}\n")) else {
+                        continue; // e.g. a path may be any text
+                    };
+                    let err = err.to_string();
+                    refused += 1;
+                    assert!(
+                        rust_words_in(&err).is_empty(),
+                        "[{section}] {key} = {bad}: {:?} in {err}",
+                        rust_words_in(&err)
+                    );
+                    assert!(
+                        err.contains(key.as_str()),
+                        "[{section}] {key} = {bad}: {err}"
+                    );
+                }
+            }
+        }
+        assert!(refused > 100, "only {refused} refusals checked");
+    }
+
+    #[test]
+    fn numbers_say_whole_number_and_the_range() {
+        let err = parse("[mail]\nretention_days = \"ninety\"\n").unwrap_err();
+        assert!(
+            err.to_string().ends_with(
+                "retention_days must be a whole number from 0 to 4294967295, not \"ninety\""
+            ),
+            "{err}"
+        );
+        let err = parse("[server]\nmax_connections = -3\n").unwrap_err();
+        assert!(
+            err.to_string()
+                .ends_with("max_connections must be a whole number, 0 or more, not -3"),
+            "{err}"
+        );
+        let err = parse("[auth]\nauto_register = 1\n").unwrap_err();
+        assert!(
+            err.to_string()
+                .ends_with("auto_register must be true or false, not 1"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn listen_and_peers_give_an_example_and_refuse_host_names() {
+        let err = parse("[server]\nlisten = \"localhost:1986\"\n").unwrap_err();
+        let shown = err.to_string();
+        assert!(
+            shown.contains(
+                "listen must be an IP address and port, such as 127.0.0.1:1986 or [::]:1986 \
+                 (host names are not accepted)"
+            ),
+            "{shown}"
+        );
+        assert!(shown.contains("line 2"), "{shown}");
+        let err = parse("[server]\nlisten = 1986\n").unwrap_err();
+        assert!(err.to_string().contains("such as 127.0.0.1:1986"), "{err}");
+        let err = parse("[auth]\ntrusted_peers = [\"127.0.0.1\", \"gw.example\"]\n").unwrap_err();
+        let shown = err.to_string();
+        assert!(
+            shown.contains("trusted_peers[1] must be an IP address in quotes"),
+            "{shown}"
+        );
+        assert!(shown.contains("host names are not accepted"), "{shown}");
+        let ok = parse("[server]\nlisten = \"[::]:1986\"\n").unwrap();
+        assert!(ok.server.listen.is_ipv6());
+    }
+
+    #[test]
+    fn unknown_sections_and_words_are_named() {
+        let err = parse("[mial]\n").unwrap_err().to_string();
+        assert!(err.contains("unknown section `mial`"), "{err}");
+        assert!(!err.contains("(in ["), "no table yet: {err}");
+        let err = parse("[auth]\nmode = 5\n").unwrap_err().to_string();
+        assert!(
+            err.ends_with("mode must be \"password\" or \"trusted\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn starting_level_is_the_file_then_rust_log_then_info() {
+        let none = LoggingConfig::default();
+        assert_eq!(none.starting_level(None).unwrap(), "info");
+        assert_eq!(none.starting_level(Some("  ")).unwrap(), "info");
+        assert_eq!(none.starting_level(Some("debug")).unwrap(), "debug");
+        assert_eq!(
+            none.starting_level(Some("info,espmail::store=debug"))
+                .unwrap(),
+            "info,espmail::store=debug"
+        );
+        let err = none.starting_level(Some("inof")).unwrap_err().to_string();
+        assert!(
+            err.starts_with("environment variable RUST_LOG: log filter \"inof\""),
+            "{err}"
+        );
+        let file = parse("[logging]\nlevel = \"warn\"\n").unwrap().logging;
+        assert_eq!(file.starting_level(Some("debug")).unwrap(), "warn");
+        assert_eq!(file.starting_level(Some("inof")).unwrap(), "warn");
+    }
+
+    #[test]
+    fn paths_are_made_absolute_against_the_working_directory() {
+        let mut c = parse(
+            "[data]\nkeyfile = \"/etc/espmail/keyfile\"\ndatabase = \"db/espmail.db\"\n\
+             [logging]\nfile = \"./log/espmail.log\"\n",
+        )
+        .unwrap();
+        let relative = c.make_paths_absolute(Path::new("/srv/world"));
+        assert_eq!(relative, ["data.dir", "data.database", "logging.file"]);
+        assert_eq!(c.data.dir, PathBuf::from("/srv/world/data"));
+        assert_eq!(
+            c.data.database_path(),
+            PathBuf::from("/srv/world/db/espmail.db")
+        );
+        assert_eq!(c.data.keyfile_path(), PathBuf::from("/etc/espmail/keyfile"));
+        assert_eq!(
+            c.admin_socket_path(),
+            PathBuf::from("/srv/world/data/admin.sock")
+        );
+        assert_eq!(
+            c.logging.file.as_deref(),
+            Some(Path::new("/srv/world/log/espmail.log"))
+        );
+        assert!(c
+            .summary()
+            .contains("dir=/srv/world/data database=/srv/world/db/espmail.db"));
+        assert!(c.make_paths_absolute(Path::new("/elsewhere")).is_empty());
+        assert_eq!(c.data.dir, PathBuf::from("/srv/world/data"));
     }
 
     #[test]

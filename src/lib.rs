@@ -11,18 +11,24 @@
 //! - [`espmail`]: ESP Mail: keyfile, encryption, the durable store, delivery and deletion.
 //! - [`log_redact`]: beside them all: the only code that decides how sensitive values show
 //!   in logs.
-//! - [`cli`]: the command line (clap derive), used by the `espmail` binary.
+//! - [`cli`]: the command line (clap derive), used by the `espmail` binary;
+//!   [`cli_docs`]: completions and man pages generated from it.
 //! - [`ops`]: the operator commands beside `serve` (init, account, admin, stats, purge,
 //!   rotate-key).
 //! - [`talk`]: a text client speaking the real protocol (`espmail talk`, and the tests').
+//! - [`listen`] and [`supervisor`]: `serve` at the system's edge: binding the players'
+//!   socket with a refusal in words; readiness for systemd (`Type=notify`).
 
 pub mod admin;
 pub mod cli;
+pub mod cli_docs;
 pub mod config;
 pub mod espmail;
+pub mod listen;
 pub mod log_redact;
 pub mod ops;
 pub mod protocol;
 pub mod server;
+pub mod supervisor;
 pub mod talk;
 pub mod world;

@@ -14,12 +14,14 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use espmail::admin;
-use espmail::cli::{Cli, Command, DataArgs, ServeArgs};
+use espmail::cli::{Cli, Command, DataArgs, ServeArgs, TopCommand};
+use espmail::cli_docs;
 use espmail::config::{Config, Overrides};
 use espmail::espmail::MailHandle;
 use espmail::log_redact;
 use espmail::ops;
 use espmail::server::{self, Deps, ServerStats, Settings};
+use espmail::supervisor;
 use espmail::world::accounts::{Accounts, AccountsHandle, ThrottleLimits};
 use espmail::world::esp::MailRate;
 use espmail::world::Registry;
@@ -37,7 +39,17 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    match cli.command {
+    let cmd = match cli.command {
+        TopCommand::World(cmd) => cmd,
+        TopCommand::Completions(args) => {
+            return Ok(cli_docs::completions(
+                args.shell,
+                &mut std::io::stdout().lock(),
+            )?)
+        }
+        TopCommand::Man(args) => return Ok(cli_docs::man(&args, &mut std::io::stdout().lock())?),
+    };
+    match cmd {
         Command::Serve(args) => serve(args),
         // The operator commands live in the library (`espmail::ops`), tested there.
         cmd @ (Command::Init(_)
@@ -94,21 +106,22 @@ fn warn_new_keyfile(path: &Path) {
 #[allow(clippy::print_stderr)] // the listening line is part of the product (ESPMAIL.md §5)
 fn serve(args: ServeArgs) -> Result<()> {
     let mut config = load_config(&args.data, args.listen)?;
-    if args.debug {
-        config.logging.level = "debug".to_owned();
-    } else if args.quiet {
-        config.logging.level = "warn".to_owned();
-    }
+    // -d/-q, else the file's level, else RUST_LOG, else info.
+    let flag = (args.debug.then_some("debug")).or(args.quiet.then_some("warn"));
+    let rust_log = std::env::var("RUST_LOG").ok();
+    let level = match flag {
+        Some(level) => level.to_owned(),
+        None => config.logging.starting_level(rust_log.as_deref())?,
+    };
+    config.logging.level = Some(level);
+    // Absolute from here on: what is logged and opened does not depend on the cwd.
+    let cwd = std::env::current_dir().context("cannot read the working directory")?;
+    let relative = config.make_paths_absolute(&cwd);
     let control =
         log_redact::init(&config.logging.log_options()).context("cannot set up logging")?;
+    supervisor::warn_relative_paths(&relative, &cwd);
     // Bind first: a port in use is refused before any data is opened or created.
-    let listen = config.server.listen;
-    let std_listener = std::net::TcpListener::bind(listen).with_context(|| {
-        format!("cannot listen on {listen} (is another server using it? change --listen or [server] listen)")
-    })?;
-    std_listener
-        .set_nonblocking(true)
-        .context("listening socket")?;
+    let std_listener = espmail::listen::bind(config.server.listen)?;
     create_data_dir(&config.data.dir)?;
     let keyfile_path = config.data.keyfile_path();
     let db_path = config.data.database_path();
@@ -140,7 +153,7 @@ fn serve(args: ServeArgs) -> Result<()> {
     let admin_path = config.admin_socket_path();
     let admin_socket = admin::AdminSocket::bind(&admin_path)?;
 
-    let reread_level = level_reader(args.data.config.clone());
+    let reread_level = level_reader(args.data.config.clone(), rust_log);
 
     let rt = runtime()?;
     rt.block_on(async move {
@@ -161,6 +174,8 @@ fn serve(args: ServeArgs) -> Result<()> {
         let purge_task =
             mail.spawn_purge_task(std::time::Duration::from_secs(3600), shutdown.clone());
         eprintln!("espmail listening on {local}");
+        supervisor::notify_ready(local);
+        let stopping_task = tokio::spawn(supervisor::notify_stopping_on(shutdown.clone()));
         let result = server::run(listener, deps, shutdown.clone()).await;
         shutdown.cancel();
         // Every session has finished (their saves and deletes included); now the writer
@@ -171,22 +186,25 @@ fn serve(args: ServeArgs) -> Result<()> {
         let _ = admin_task.await;
         let _ = purge_task.await;
         let _ = sighup_task.await;
+        let _ = stopping_task.await;
         result?;
         tracing::info!("shut down cleanly");
         Ok(())
     })
 }
 
-/// What SIGHUP re-reads: `[logging] level` from the config file given at start. The
-/// `--debug`/`--quiet` flags set only the starting level (their help says "start with"),
-/// so a SIGHUP puts the file's level in force. Without a config file there is nothing to
-/// re-read: the reload is refused with a reason and the filter in effect stays.
+/// What SIGHUP re-reads: `[logging] level` from the config file given at start (or, when
+/// the file sets none, `RUST_LOG` as it was at start). The `--debug`/`--quiet` flags set
+/// only the starting level (their help says "start with"), so a SIGHUP puts the file's
+/// level in force. Without a config file there is nothing to re-read: the reload is
+/// refused with a reason and the filter in effect stays.
 fn level_reader(
     config: Option<std::path::PathBuf>,
+    rust_log: Option<String>,
 ) -> impl Fn() -> std::result::Result<String, String> + Send + 'static {
     move || match &config {
         Some(path) => Config::read(path)
-            .map(|c| c.logging.level)
+            .and_then(|c| c.logging.starting_level(rust_log.as_deref()))
             .map_err(|e| e.to_string()),
         None => Err(
             "the server was started without --config; there is no file to re-read \

@@ -1,5 +1,5 @@
 //! `espmail serve` refusing to start: a wrong or example keyfile, a damaged database, a
-//! config typo, a port in use. Each ends with one clear `espmail: …` line on stderr that
+//! config typo, a bad `RUST_LOG`, a port in use, an address not on this host. Each ends with one clear `espmail: …` line on stderr that
 //! names the problem and the fix, and exit code 1; nothing listens.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -11,10 +11,16 @@ use std::time::Duration;
 
 /// Runs `espmail serve ARGS` and waits (bounded) for it to exit on its own.
 fn serve_fails(args: &[&str]) -> String {
+    serve_fails_env(args, &[])
+}
+
+/// [`serve_fails`] with extra environment variables.
+fn serve_fails_env(args: &[&str], env: &[(&str, &str)]) -> String {
     let mut child = Command::new(env!("CARGO_BIN_EXE_espmail"))
         .arg("serve")
         .args(args)
         .env_remove("RUST_LOG")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -158,7 +164,78 @@ fn a_port_in_use_is_refused() {
         &addr,
     ]);
     assert!(
-        line.contains(&format!("cannot listen on {addr}")) && line.contains("change --listen"),
+        line.contains(&format!(
+            "cannot listen on {addr}: the port is already in use"
+        )) && line.contains("another server")
+            && line.contains("change --listen"),
+        "{line}"
+    );
+}
+
+#[test]
+fn an_address_not_on_this_host_is_not_blamed_on_another_server() {
+    // 192.0.2.0/24 is TEST-NET-1 (RFC 5737): no host has it, so bind fails with
+    // EADDRNOTAVAIL. Binding sends nothing on any network.
+    let tmp = tempfile::tempdir().unwrap();
+    let line = serve_fails(&[
+        "--data-dir",
+        tmp.path().join("d").to_str().unwrap(),
+        "--listen",
+        "192.0.2.1:1986",
+    ]);
+    assert!(
+        line.contains("cannot listen on 192.0.2.1:1986: 192.0.2.1 is not an address of this host")
+            && line.contains("0.0.0.0")
+            && line.contains("change --listen"),
+        "{line}"
+    );
+    assert!(!line.contains("another server"), "{line}");
+    assert!(
+        !tmp.path().join("d").exists(),
+        "nothing is created before the bind succeeds"
+    );
+}
+
+#[test]
+fn a_bad_rust_log_is_refused_like_a_bad_level() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("d");
+    let args = data_args(&dir);
+    let line = serve_fails_env(&strs(&args), &[("RUST_LOG", "inof")]);
+    assert!(
+        line.contains("environment variable RUST_LOG: log filter \"inof\" is not valid"),
+        "{line}"
+    );
+}
+
+#[test]
+fn a_host_name_in_the_config_gets_an_example() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("espmail.toml");
+    std::fs::write(&config, "[server]\nlisten = \"localhost:1986\"\n").unwrap();
+    let line = serve_fails(&["--config", config.to_str().unwrap()]);
+    assert!(
+        line.contains("line 2")
+            && line.contains(
+                "listen must be an IP address and port, such as 127.0.0.1:1986 or [::]:1986 \
+                 (host names are not accepted)"
+            ),
+        "{line}"
+    );
+}
+
+#[test]
+fn a_missing_config_file_is_named_and_the_cause_said_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("nowhere.toml");
+    let line = serve_fails(&["--config", missing.to_str().unwrap()]);
+    assert!(
+        line.contains(&format!("cannot read config file {}", missing.display())),
+        "{line}"
+    );
+    assert_eq!(
+        line.matches("No such file or directory").count(),
+        1,
         "{line}"
     );
 }

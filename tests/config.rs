@@ -51,20 +51,21 @@ fn every_documented_default_is_the_real_default() {
     assert_eq!(parsed.data.database_path(), default.data.database_path());
     assert_eq!(parsed.data.keyfile_path(), default.data.keyfile_path());
     assert_eq!(parsed.admin_socket_path(), default.admin_socket_path());
+    // The level's default is written out too (unset means RUST_LOG, then this).
+    assert_eq!(
+        parsed.logging.level_or_default(),
+        default.logging.level_or_default()
+    );
     parsed.data.database = None;
     parsed.data.keyfile = None;
     parsed.logging.admin_socket = None;
+    parsed.logging.level = None;
     assert_eq!(parsed, default);
 }
 
 #[test]
 fn every_key_of_config_is_documented_in_its_section() {
-    let mut full = Config::default();
-    full.data.database = Some("x".into());
-    full.data.keyfile = Some("x".into());
-    full.logging.file = Some("x".into());
-    full.logging.admin_socket = Some("x".into());
-    let value = toml::Value::try_from(&full).unwrap();
+    let value = toml::Value::try_from(Config::with_every_key()).unwrap();
     let text = shipped();
     let tables = value.as_table().unwrap();
     assert_eq!(tables.len(), 5);
@@ -109,4 +110,79 @@ fn missing_file_names_the_path() {
         err.to_string().contains("/nonexistent/espmail.toml"),
         "{err}"
     );
+}
+
+fn repo_file(path: &str) -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(path)).unwrap()
+}
+
+/// The systemd unit, its config and its tmpfiles snippet agree: the config the unit passes
+/// parses, every path in it is absolute, the database is in the unit's StateDirectory,
+/// the admin socket in its RuntimeDirectory, and the keyfile outside the data directory,
+/// in a directory tmpfiles makes for the service user alone.
+#[test]
+fn the_systemd_files_agree_with_each_other() {
+    let unit = repo_file("dist/systemd/espmail.service");
+    let tmpfiles = repo_file("dist/systemd/espmail.tmpfiles");
+    let text = repo_file("dist/systemd/espmail.toml");
+    let c = Config::parse(&text, Path::new("dist/systemd/espmail.toml")).unwrap();
+    assert!(unit
+        .contains("\nExecStart=/usr/local/bin/espmail serve --config /etc/espmail/espmail.toml\n"));
+    assert!(
+        unit.contains("\nType=notify\n"),
+        "readiness through sd_notify"
+    );
+    assert!(unit.contains("\nExecReload=/bin/kill -HUP $MAINPID\n"));
+    assert!(unit.contains("\nStateDirectory=espmail\n"));
+    assert!(unit.contains("\nRuntimeDirectory=espmail\n"));
+    assert!(unit.contains("\nProtectSystem=strict\n"));
+    assert_eq!(c.data.dir, PathBuf::from("/var/lib/espmail"));
+    assert_eq!(
+        c.admin_socket_path(),
+        PathBuf::from("/run/espmail/admin.sock")
+    );
+    let keyfile = c.data.keyfile_path();
+    assert!(!c.data.keyfile_inside_data_dir(), "{}", keyfile.display());
+    let key_dir = keyfile.parent().unwrap().display().to_string();
+    assert!(
+        tmpfiles
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>()[..]
+                == ["d", key_dir.as_str(), "0700", "espmail", "espmail", "-"]),
+        "tmpfiles makes {key_dir}"
+    );
+    for path in [c.data.dir.clone(), c.data.database_path(), keyfile] {
+        assert!(path.is_absolute(), "{}", path.display());
+    }
+}
+
+/// The image's config and the Dockerfile agree: the data directory is the volume and
+/// ESPMAIL_DATA_DIR, and the keyfile is a mounted secret outside it.
+#[test]
+fn the_container_files_agree_with_each_other() {
+    let dockerfile = repo_file("Dockerfile");
+    let text = repo_file("dist/container/espmail.toml");
+    let c = Config::parse(&text, Path::new("dist/container/espmail.toml")).unwrap();
+    assert!(dockerfile.contains("COPY dist/container/espmail.toml /etc/espmail/espmail.toml"));
+    assert!(dockerfile.contains("ESPMAIL_CONFIG=/etc/espmail/espmail.toml"));
+    let dir = c.data.dir.display().to_string();
+    assert!(
+        dockerfile.contains(&format!("ESPMAIL_DATA_DIR={dir}")),
+        "{dir}"
+    );
+    assert!(dockerfile.contains(&format!("VOLUME [\"{dir}\"]")), "{dir}");
+    assert!(dockerfile.contains("ESPMAIL_LISTEN=0.0.0.0:1986"));
+    assert!(dockerfile.contains("\nUSER espmail\n"), "not root");
+    assert_eq!(
+        c.data.keyfile_path(),
+        PathBuf::from("/run/secrets/espmail-keyfile")
+    );
+    assert!(!c.data.keyfile_inside_data_dir());
+    let ignore = repo_file(".dockerignore");
+    for never in ["target", "data", "secrets", "**/keyfile", "**/*.db"] {
+        assert!(
+            ignore.lines().any(|l| l == never),
+            "{never} not in .dockerignore"
+        );
+    }
 }

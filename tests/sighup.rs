@@ -63,7 +63,7 @@ async fn sighup_rereads_the_level_and_survives_a_bad_file() {
     let path = config.clone();
     let task = log_redact::reload_on_sighup(
         control.clone(),
-        move || Config::read(&path).map(|c| c.logging.level),
+        move || Config::read(&path).and_then(|c| c.logging.starting_level(None)),
         shutdown.clone(),
     )
     .unwrap();

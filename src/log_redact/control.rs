@@ -6,16 +6,21 @@
 //! asked, and is announced on a watch channel: the world subscribes to it and tells every
 //! connected avatar [`DEBUG_NOTICE`] when debug logging goes on.
 //!
-//! May touch: the tracing filter. Nothing else.
+//! It also holds the log file, if there is one, so that SIGHUP can reopen it (logrotate
+//! moves the file away, then signals).
+//!
+//! May touch: the tracing filter and, on SIGHUP, the log file's path. Nothing else.
 
 use std::any::Any;
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use tokio::sync::watch;
 use tracing::level_filters::LevelFilter;
 use tracing_subscriber::{reload, EnvFilter, Registry};
 
+use super::layer::LogFile;
 use super::LogError;
 
 /// What every avatar is told when debug logging is on: at login after HERE_I_AM, and when
@@ -43,6 +48,8 @@ struct Inner {
     handle: FilterHandle,
     state: Mutex<State>,
     debug_tx: watch::Sender<bool>,
+    /// The log file, when logs also go to one: SIGHUP reopens it.
+    log_file: OnceLock<LogFile>,
     /// For [`LogControl::standalone`]: keeps the reloadable layer alive, since a handle
     /// whose layer is gone cannot reload.
     _layer: Option<Box<dyn Any + Send + Sync>>,
@@ -93,6 +100,7 @@ impl LogControl {
                     current: directive.to_owned(),
                 }),
                 debug_tx,
+                log_file: OnceLock::new(),
                 _layer: layer,
             }),
         })
@@ -135,6 +143,25 @@ impl LogControl {
         let status = self.install(&mut state, level.to_owned(), who, "reload from config")?;
         state.base = level.to_owned();
         Ok(status)
+    }
+
+    /// Makes `file` the log file that [`LogControl::reopen_log_file`] reopens. Only the
+    /// first call counts: a process has one log file.
+    pub(crate) fn attach_log_file(&self, file: LogFile) {
+        let _ = self.inner.log_file.set(file);
+    }
+
+    /// Reopens the log file at its configured path (after logrotate moved it away), and
+    /// returns that path; `Ok(None)` when logs go to stderr only. On failure the old file
+    /// stays in use.
+    pub fn reopen_log_file(&self) -> Result<Option<PathBuf>, LogError> {
+        match self.inner.log_file.get() {
+            Some(file) => {
+                file.reopen()?;
+                Ok(Some(file.path().to_owned()))
+            }
+            None => Ok(None),
+        }
     }
 
     /// The status now.
@@ -208,10 +235,12 @@ impl fmt::Debug for LogControl {
     }
 }
 
-/// Re-reads the log level on every SIGHUP and installs it through `control` (ending any
-/// runtime `debug on`), until `shutdown` is cancelled. `read_level` reads the level from
-/// the config file; when it fails (a typo in the file), the error is logged and the
-/// filter in effect is kept.
+/// On every SIGHUP, until `shutdown` is cancelled: reopens the log file (if there is one)
+/// at its path, so logrotate's move-then-signal starts a new file; then re-reads the log
+/// level and installs it through `control` (ending any runtime `debug on`). `read_level`
+/// reads the level from the config file; when it fails (a typo in the file), the error is
+/// logged and the filter in effect is kept. A log file that cannot be reopened is logged
+/// too, and the old one stays in use.
 ///
 /// The signal handler is installed when this function is called, before the returned
 /// future first runs, so a SIGHUP sent right after cannot kill the process. Call it
@@ -232,6 +261,15 @@ where
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 got = hangups.recv() => if got.is_none() { return },
+            }
+            match control.reopen_log_file() {
+                Ok(Some(path)) => {
+                    tracing::info!(path = %path.display(), "SIGHUP: log file reopened")
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "SIGHUP: log file not reopened; still writing to the old one")
+                }
             }
             let level = match read_level() {
                 Ok(level) => level,

@@ -8,16 +8,19 @@
 //! so the change reaches every thread at once (a test in `tests/logging.rs` proves it).
 //!
 //! Logs go to stderr; with a log file configured, also to that file, created with mode
-//! 0600 and appended to. No ANSI colours: lines must stay greppable, in files and in the
-//! canary tests that search them.
+//! 0600 (its directory, when missing, 0700) and appended to. The file is a [`LogFile`],
+//! which SIGHUP reopens at the same path, so logrotate can move it away and signal (see
+//! [`super::control::reload_on_sighup`]). No ANSI colours: lines must stay greppable, in
+//! files and in the canary tests that search them.
 //!
-//! May touch: stderr, the log file, the global default subscriber (only in `init*`).
+//! May touch: stderr, the log file and its directory, the global default subscriber (only
+//! in `init*`).
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use tracing::Dispatch;
 use tracing_subscriber::fmt::writer::{BoxMakeWriter, MakeWriterExt};
@@ -50,14 +53,16 @@ impl Default for LogOptions {
 /// Installs the process-wide subscriber: stderr, plus the log file if one is configured.
 /// Returns the one [`LogControl`] of the process. Fails if a subscriber is already set.
 pub fn init(opts: &LogOptions) -> Result<LogControl, LogError> {
-    let writer = match &opts.file {
-        Some(path) => {
-            let file = Arc::new(open_log_file(path)?);
-            BoxMakeWriter::new(io::stderr.and(file))
-        }
+    let file = opts.file.as_deref().map(LogFile::open).transpose()?;
+    let writer = match &file {
+        Some(file) => BoxMakeWriter::new(io::stderr.and(file.clone())),
         None => BoxMakeWriter::new(io::stderr),
     };
-    init_with_writer(&opts.level, writer)
+    let control = init_with_writer(&opts.level, writer)?;
+    if let Some(file) = file {
+        control.attach_log_file(file);
+    }
+    Ok(control)
 }
 
 /// Installs the process-wide subscriber writing to `writer` (tests: a [`Capture`]).
@@ -102,12 +107,26 @@ where
 }
 
 /// Opens (creating if needed) a log file for appending, readable and writable by the
-/// server's user only. A file that exists with wider permissions is narrowed to 0600.
+/// server's user only. A file that exists with wider permissions is narrowed to 0600. A
+/// missing directory is created with mode 0700, as the data directory is; an existing
+/// one is left as it is (it may be a shared `/var/log`).
 pub fn open_log_file(path: &Path) -> Result<File, LogError> {
     let err = |source: io::Error| LogError::LogFile {
         path: path.to_owned(),
         source,
     };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.is_dir() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(err)?;
+            // mkdir's mode is narrowed by the umask, never widened: set it so the result
+            // does not depend on the umask.
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(err)?;
+        }
+    }
     let file = OpenOptions::new()
         .create(true)
         .append(true)
@@ -120,6 +139,90 @@ pub fn open_log_file(path: &Path) -> Result<File, LogError> {
             .map_err(err)?;
     }
     Ok(file)
+}
+
+/// The log file, as a [`MakeWriter`] that [`LogFile::reopen`] points at a freshly opened
+/// file at the same path: logrotate moves the file away, sends SIGHUP, and the next line
+/// goes to a new file (mode 0600) where the old one was. Clones share the file.
+#[derive(Clone)]
+pub struct LogFile {
+    inner: Arc<LogFileInner>,
+}
+
+struct LogFileInner {
+    path: PathBuf,
+    /// The open file. Each event takes a clone of the `Arc` (a read lock held for that
+    /// clone only), so a reopen never waits for a slow write, and a write in progress
+    /// finishes on the file it started on.
+    current: RwLock<Arc<File>>,
+}
+
+impl LogFile {
+    /// Opens the file as [`open_log_file`] does.
+    pub fn open(path: &Path) -> Result<LogFile, LogError> {
+        Ok(LogFile {
+            inner: Arc::new(LogFileInner {
+                path: path.to_owned(),
+                current: RwLock::new(Arc::new(open_log_file(path)?)),
+            }),
+        })
+    }
+
+    /// The configured path.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Opens the path again (creating the file, and its directory, if they were moved
+    /// away) and writes there from now on. On failure, the old file stays in use.
+    pub fn reopen(&self) -> Result<(), LogError> {
+        let fresh = Arc::new(open_log_file(&self.inner.path)?);
+        // An Arc<File> cannot be left half-replaced by a panic elsewhere.
+        *self
+            .inner
+            .current
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = fresh;
+        Ok(())
+    }
+
+    fn current(&self) -> Arc<File> {
+        self.inner
+            .current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl std::fmt::Debug for LogFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogFile")
+            .field("path", &self.inner.path)
+            .finish()
+    }
+}
+
+/// One event's writer: the file that was current when the event began.
+#[derive(Debug)]
+pub struct LogFileWriter(Arc<File>);
+
+impl io::Write for LogFileWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        (&*self.0).write(data)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        (&*self.0).flush()
+    }
+}
+
+impl<'w> MakeWriter<'w> for LogFile {
+    type Writer = LogFileWriter;
+
+    fn make_writer(&'w self) -> LogFileWriter {
+        LogFileWriter(self.current())
+    }
 }
 
 /// A [`MakeWriter`] that keeps everything written in memory, for tests that must read
@@ -291,8 +394,58 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_log_directory_is_created_0700() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("logs/espmail/espmail.log");
+        open_log_file(&path).unwrap();
+        for d in [dir.path().join("logs"), dir.path().join("logs/espmail")] {
+            let mode = std::fs::metadata(&d).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o700, "{}", d.display());
+        }
+        // An existing directory keeps its mode.
+        let shared = dir.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755)).unwrap();
+        open_log_file(&shared.join("x.log")).unwrap();
+        let mode = std::fs::metadata(&shared).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o755);
+    }
+
+    #[test]
+    fn reopen_writes_to_a_new_file_where_the_old_one_was_moved_from() {
+        use std::io::Write as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("espmail.log");
+        let file = LogFile::open(&path).unwrap();
+        file.make_writer().write_all(b"before\n").unwrap();
+        let rotated = dir.path().join("espmail.log.1");
+        std::fs::rename(&path, &rotated).unwrap();
+        file.make_writer().write_all(b"still old\n").unwrap();
+        file.reopen().unwrap();
+        file.make_writer().write_all(b"after\n").unwrap();
+        assert_eq!(std::fs::read(&rotated).unwrap(), b"before\nstill old\n");
+        assert_eq!(std::fs::read(&path).unwrap(), b"after\n");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        // A reopen that fails keeps the old file in use.
+        let blocked = tempfile::tempdir().unwrap();
+        let inside = blocked.path().join("d/espmail.log");
+        let file = LogFile::open(&inside).unwrap();
+        std::fs::remove_file(&inside).unwrap();
+        std::fs::remove_dir(blocked.path().join("d")).unwrap();
+        std::fs::write(blocked.path().join("d"), b"a file where the directory was").unwrap();
+        assert!(file.reopen().is_err());
+        file.make_writer().write_all(b"kept\n").unwrap();
+    }
+
+    #[test]
     fn log_file_error_names_the_path() {
-        let err = open_log_file(Path::new("/nonexistent-dir/x.log")).unwrap_err();
-        assert!(err.to_string().contains("/nonexistent-dir/x.log"), "{err}");
+        // The "directory" is a file: neither it nor the log can be made.
+        let dir = tempfile::tempdir().unwrap();
+        let not_a_dir = dir.path().join("plain-file");
+        std::fs::write(&not_a_dir, b"").unwrap();
+        let path = not_a_dir.join("x.log");
+        let err = open_log_file(&path).unwrap_err();
+        assert!(err.to_string().contains(path.to_str().unwrap()), "{err}");
     }
 }

@@ -28,7 +28,9 @@ pub mod layer;
 mod packet;
 
 pub use control::{check_filter, reload_on_sighup, LogControl, LogStatus, DEBUG_NOTICE};
-pub use layer::{dispatch_with_writer, init, init_with_writer, leak_forms, Capture, LogOptions};
+pub use layer::{
+    dispatch_with_writer, init, init_with_writer, leak_forms, Capture, LogFile, LogOptions,
+};
 pub use packet::{habitat, packet, Dir, HabitatSummary, PacketSummary};
 
 /// Why logging could not be set up or switched.

@@ -29,6 +29,15 @@ struct Log {
     closed: bool,
 }
 
+/// What [`TestServer::start_with`] adds to the server's process.
+#[derive(Default, Clone, Copy)]
+pub struct Launch<'a> {
+    /// Extra environment variables (`RUST_LOG`, `NOTIFY_SOCKET`).
+    pub env: &'a [(&'a str, &'a str)],
+    /// The working directory (default: the test's).
+    pub cwd: Option<&'a Path>,
+}
+
 /// A running `espmail serve`. Drop kills it.
 pub struct TestServer {
     child: Option<Child>,
@@ -67,25 +76,12 @@ impl TestServer {
     /// Runs another `espmail` command on this server's data directory (and config, if
     /// any), feeding `stdin`; returns (exit code, stdout, stderr).
     pub fn cli(&self, args: &[&str], stdin: &str) -> (i32, String, String) {
-        use std::io::Write;
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_espmail"));
         cmd.args(args).arg("--data-dir").arg(&self.data_dir);
         if let Some(i) = self.args.iter().position(|a| a == "--config") {
             cmd.arg("--config").arg(&self.args[i + 1]);
         }
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
+        let out = run_with_stdin(&mut cmd, stdin);
         (
             out.status.code().unwrap_or(-1),
             String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -100,8 +96,19 @@ impl TestServer {
 
     /// Start on a given data directory (e.g. again after a kill).
     pub fn start_in(data_dir: &Path, extra: &[&str]) -> TestServer {
+        TestServer::start_with(data_dir, extra, Launch::default())
+    }
+
+    /// Start on a given data directory (relative to `launch.cwd`, if given) with what
+    /// `launch` adds to the process. `RUST_LOG` is removed first, so the caller's never
+    /// leaks in.
+    pub fn start_with(data_dir: &Path, extra: &[&str], launch: Launch<'_>) -> TestServer {
         let args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_espmail"))
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_espmail"));
+        if let Some(cwd) = launch.cwd {
+            cmd.current_dir(cwd);
+        }
+        let mut child = cmd
             .arg("serve")
             .arg("--listen")
             .arg("127.0.0.1:0")
@@ -109,6 +116,7 @@ impl TestServer {
             .arg(data_dir)
             .args(&args)
             .env_remove("RUST_LOG")
+            .envs(launch.env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -142,7 +150,9 @@ impl TestServer {
             addr: "0.0.0.0:0".parse().unwrap(),
             captured,
             _tmp: None,
-            data_dir: data_dir.to_path_buf(),
+            data_dir: launch
+                .cwd
+                .map_or_else(|| data_dir.to_path_buf(), |cwd| cwd.join(data_dir)),
             args,
         };
         let line = server.wait_for_log("espmail listening on ");
@@ -290,6 +300,24 @@ impl Drop for TestServer {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Runs `cmd` to its end with `stdin` as its input and its stdout and stderr captured.
+pub fn run_with_stdin(cmd: &mut Command, stdin: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
 }
 
 /// Whether `hay` contains `needle` as bytes.
