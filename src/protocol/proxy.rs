@@ -124,9 +124,7 @@ fn parse_v1(input: &[u8]) -> Result<Option<(ProxyHeader, usize)>, ProxyError> {
     if words.next() != Some("PROXY") {
         return Err(ProxyError::V1Malformed("does not start with PROXY"));
     }
-    let proto = words
-        .next()
-        .ok_or(ProxyError::V1Malformed("no protocol"))?;
+    let proto = words.next().ok_or(ProxyError::V1Malformed("no protocol"))?;
     let header = match proto {
         // The front end does not know (or will not say) who the client is: whatever
         // follows on the line is to be ignored, as the format says.
@@ -151,7 +149,11 @@ fn parse_v1(input: &[u8]) -> Result<Option<(ProxyHeader, usize)>, ProxyError> {
                 destination: Some(SocketAddr::new(dst, dport)),
             }
         }
-        _ => return Err(ProxyError::V1Malformed("protocol is not TCP4, TCP6 or UNKNOWN")),
+        _ => {
+            return Err(ProxyError::V1Malformed(
+                "protocol is not TCP4, TCP6 or UNKNOWN",
+            ))
+        }
     };
     Ok(Some((header, end + 2)))
 }
@@ -286,7 +288,11 @@ mod tests {
     #[test]
     fn every_prefix_of_a_header_asks_for_more() {
         let v1 = b"PROXY TCP4 192.0.2.7 198.51.100.1 51000 1986\r\n".to_vec();
-        let v2 = v2(1, 0x11, &[192, 0, 2, 7, 198, 51, 100, 1, 0xC7, 0x38, 0x07, 0xC2]);
+        let v2 = v2(
+            1,
+            0x11,
+            &[192, 0, 2, 7, 198, 51, 100, 1, 0xC7, 0x38, 0x07, 0xC2],
+        );
         for whole in [v1, v2] {
             for cut in 0..whole.len() {
                 assert_eq!(parse(&whole[..cut]), Ok(None), "cut at {cut}");
@@ -326,10 +332,7 @@ mod tests {
         long.resize(V1_MAX_LEN - 1, b'x');
         assert_eq!(parse(&long), Ok(None));
         long.push(b'x');
-        assert_eq!(
-            parse(&long),
-            Err(ProxyError::V1TooLong { max: V1_MAX_LEN })
-        );
+        assert_eq!(parse(&long), Err(ProxyError::V1TooLong { max: V1_MAX_LEN }));
     }
 
     #[test]
