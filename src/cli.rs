@@ -230,16 +230,20 @@ pub enum QuarantineOp {
     },
 }
 
-/// `espmail talk`.
+/// `espmail talk`. Exit codes: 0 when you leave (`/quit`, Ctrl-D, Ctrl-C) or the server
+/// ends the session saying why ("The server is shutting down. Goodbye.", "You have logged
+/// in elsewhere."); 1 when it cannot connect, the login is refused or the connection is
+/// lost; 2 for a bad command line (a name breaking the rules included).
 #[derive(Debug, Args)]
 pub struct TalkArgs {
     /// Server address, HOST:PORT.
     #[arg(value_name = "HOST:PORT")]
     pub server: String,
-    /// Avatar name to log in as.
-    #[arg(long)]
+    /// Avatar name: 1-16 characters from A-Z a-z 0-9 space - _ .
+    #[arg(long, value_parser = crate::talk::ui::parse_name)]
     pub name: String,
-    /// Password (otherwise asked on the terminal). Prefer the environment to the command line.
+    /// Password, to answer the server's password questions without asking (otherwise
+    /// asked at the terminal, not shown). Prefer the environment to the command line.
     #[arg(long, env = "ESPMAIL_PASSWORD", hide_env_values = true)]
     pub password: Option<String>,
 }
