@@ -383,3 +383,49 @@ fn errors_are_said_once_in_plain_words() {
     );
     assert_eq!(stderr.matches("cannot be used").count(), 1, "{stderr}");
 }
+
+#[test]
+fn waiting_mail_and_its_question_come_after_the_plaza_line() {
+    let server = TestServer::start(&[]);
+    // Bob is registered, and Alice leaves him two ESP Mails (through the protocol client).
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        tokio::time::timeout(WAIT, async {
+            common::register(&server, "Bob").await;
+            common::alice_mails_bob(&server, "first of two").await;
+            common::alice_mails_bob(&server, "second of two").await;
+        })
+        .await
+        .unwrap()
+    });
+    let mut bob = Talk::start(&server, "Bob", None);
+    bob.type_line(&common::pw("Bob"));
+    let shown = bob.lines_until("?? Next ESP Mail (1 left)? (Y/N)");
+    let plaza = shown
+        .iter()
+        .position(|l| l.starts_with("-- In the Plaza as Bob."));
+    let count = shown
+        .iter()
+        .position(|l| l == "* You have 2 ESP Mail (times UTC).");
+    assert!(plaza.is_some() && plaza < count, "{shown:?}");
+    assert!(
+        shown.iter().any(|l| l.ends_with(": first of two")),
+        "{shown:?}"
+    );
+    bob.type_line("Y");
+    let second = bob.expect("ESP Mail from Alice, ");
+    assert!(second.ends_with(": second of two"), "{second}");
+}
+
+#[test]
+fn a_trusted_front_end_needs_no_password() {
+    let server = TestServer::start_with_config(
+        "[auth]\nmode = \"trusted\"\ntrusted_peers = [\"127.0.0.1\"]\n",
+        &[],
+    );
+    let mut t = Talk::start(&server, "Dora", None);
+    t.expect("-- In the Plaza as Dora.");
+    assert!(!t.screen().contains("password"));
+    t.type_line("/quit");
+    assert_eq!(t.exits().0, 0);
+}

@@ -126,6 +126,9 @@ pub enum TalkError {
     /// The server did not answer in time.
     #[error("the server did not answer within {} s", .0.as_secs())]
     NoAnswer(Duration),
+    /// The input ended where a password was wanted.
+    #[error("the input ended before a password was typed (ESPMAIL_PASSWORD can give it)")]
+    NoPassword,
     /// Standard input failed.
     #[error("cannot read the keyboard: {0}")]
     Keyboard(String),
@@ -222,12 +225,12 @@ async fn login<S: Transport>(
     let mut new_avatar = false;
     let mut answered = 0usize;
     let mut last_line: Option<String> = None;
+    let mut held = Vec::new();
     loop {
         // Ask TO: ourselves; see the module doc.
         client
             .send_speak(format!("TO:{}", opts.name).as_bytes())
             .await?;
-        let mut held = Vec::new();
         let mut inside = false;
         loop {
             let ev = match client.next_event().await {
@@ -292,7 +295,7 @@ async fn login<S: Transport>(
                 };
                 match keyboard.secret(shown).await? {
                     Some(s) => s,
-                    None => return Err(TalkError::Keyboard("input ended at the password".into())),
+                    None => return Err(TalkError::NoPassword),
                 }
             }
         };
