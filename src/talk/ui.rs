@@ -28,6 +28,7 @@ use zeroize::Zeroizing;
 
 use super::client::{io_words, Client, ClientError, Event, Transport};
 use super::screen::{help, printable, read_typed, Command, Screen, Typed};
+use crate::protocol::habitat::MAX_REASSEMBLED_ARGS;
 use crate::protocol::preamble::{check_name, MAX_NAME_CHARS};
 use crate::server::session::SHUTTING_DOWN;
 use crate::terminal;
@@ -126,6 +127,9 @@ pub enum TalkError {
     /// The server did not answer in time.
     #[error("the server did not answer within {} s", .0.as_secs())]
     NoAnswer(Duration),
+    /// A password longer than the in-world question can carry.
+    #[error("that password is too long to send at the server's question (at most {0} characters)")]
+    PasswordTooLong(usize),
     /// The input ended where a password was wanted.
     #[error("the input ended before a password was typed (ESPMAIL_PASSWORD can give it)")]
     NoPassword,
@@ -299,6 +303,12 @@ async fn login<S: Transport>(
                 }
             }
         };
+        // The C64 sends the question (less its last character) before the answer, and
+        // the server puts a split answer back together only up to its limit.
+        let room = MAX_REASSEMBLED_ARGS.saturating_sub(prompt.len().saturating_sub(1));
+        if secret.len() > room {
+            return Err(TalkError::PasswordTooLong(room));
+        }
         client.answer(&prompt, secret.as_bytes()).await?;
         answered += 1;
     }
