@@ -232,14 +232,22 @@ pub enum QuarantineOp {
 
 /// `espmail talk`.
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Type to talk; TO:NAME starts ESP to NAME (an empty line ends it); \
+/help, /who and /quit stay on your screen (// says a line starting with /).\n\n\
+Exit codes: 0 when you leave (/quit, Ctrl-D, Ctrl-C) or the server ends the session saying why \
+(shutting down, logged in elsewhere); 1 when it cannot connect, the login is refused or the \
+connection is lost; 2 for a bad command line, a name outside the rules included."
+)]
 pub struct TalkArgs {
     /// Server address, HOST:PORT.
     #[arg(value_name = "HOST:PORT")]
     pub server: String,
-    /// Avatar name to log in as.
-    #[arg(long)]
+    /// Avatar name: 1-16 characters (A-Z a-z 0-9, space, '-', '_' and '.')
+    #[arg(long, value_parser = crate::talk::ui::parse_name)]
     pub name: String,
-    /// Password (otherwise asked on the terminal). Prefer the environment to the command line.
+    /// Password, to answer the server's password questions without asking (otherwise
+    /// asked at the terminal, not shown). Prefer the environment to the command line.
     #[arg(long, env = "ESPMAIL_PASSWORD", hide_env_values = true)]
     pub password: Option<String>,
 }

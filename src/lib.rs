@@ -15,7 +15,9 @@
 //!   [`cli_docs`]: completions and man pages generated from it.
 //! - [`ops`]: the operator commands beside `serve` (init, account, admin, stats, purge,
 //!   rotate-key).
-//! - [`talk`]: a text client speaking the real protocol (`espmail talk`, and the tests').
+//! - [`talk`]: a text client speaking the real protocol (`espmail talk`, and the tests'):
+//!   the protocol client, the pure screen, the terminal front end.
+//! - [`terminal`]: echo off for secrets typed at a terminal, and putting it back.
 //! - [`listen`] and [`supervisor`]: `serve` at the system's edge: binding the players'
 //!   socket with a refusal in words; readiness for systemd (`Type=notify`).
 
@@ -31,4 +33,5 @@ pub mod protocol;
 pub mod server;
 pub mod supervisor;
 pub mod talk;
+pub mod terminal;
 pub mod world;

@@ -60,8 +60,10 @@ fn run(cli: Cli) -> Result<()> {
         | Command::RotateKey(_)
         | Command::Quarantine(_)) => Ok(espmail::ops::run(cmd)?),
         Command::Talk(args) => {
+            let opts = espmail::talk::TalkOptions::new(args.server, &args.name, args.password)?;
             let rt = runtime()?;
-            rt.block_on(espmail::talk::run(args))?;
+            // Ok is an orderly end (exit 0): the player left, or the server said why.
+            rt.block_on(espmail::talk::run(opts))?;
             Ok(())
         }
     }

@@ -18,8 +18,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use espmail::log_redact::Sensitive;
-use espmail::protocol::messages::ClientRequest;
 use espmail::talk::{Client, Event};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -217,7 +215,7 @@ async fn main() -> Result<(), Failure> {
                             let at = Instant::now();
                             sent_at.lock().ok()?.insert(id, at);
                             pending.push_back(at);
-                            c.request(me, ClientRequest::Esp { audience: 0, text: Sensitive::new(format!("ESP:t{id}").into_bytes()) }).await.ok()?;
+                            c.send_esp(format!("t{id}").as_bytes()).await.ok()?;
                         }
                         ev = c.next_event_unbounded() => {
                             if let Event::Reply { noid, .. } = ev.ok()? {

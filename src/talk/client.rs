@@ -1,31 +1,33 @@
-//! `espmail talk`: a text client that speaks the real protocol (login line, Q-Link
-//! frames, Habitat packets), so an operator can try the world without a C64 emulator.
+//! The protocol side of `espmail talk`: one Habilink connection (login line, Q-Link
+//! frames, Habitat packets) turned into [`Event`]s, and requests sent the way a C64 sends
+//! them. The integration tests and the load generator drive the world through it.
 //!
-//! [`Client`] is the protocol side, also used by the integration tests: it logs in as a
-//! Habilink client would, sends requests, acks the server's frames (unless told not to,
-//! to play a client that drops the line), and turns server packets into [`Event`]s.
-//! [`run`] is the terminal around it.
+//! [`Client`] logs in as a Habilink client would, sends requests (split into START..END
+//! packets when the escaped request would not fit one frame, as the C64 splits them),
+//! acks the server's frames (unless told not to, to play a client that drops the line),
+//! and reassembles server packets into events. It is generic over its transport: a
+//! [`TcpStream`] by default, or any byte stream (a TLS stream) handed to
+//! [`Client::handshake`].
 //!
 //! The Q-Link rules (sequence numbers, acks, NAK and Ping answers, duplicate dropping,
 //! go-back-1 resends) are the server's own [`Link`], run from the other end: the client
 //! only decides which of the frames the link wants sent actually go out, which is how it
 //! plays the C64 (acks only when Pinged) or a dropped line (sends nothing unasked).
 //!
-//! May touch: one TCP connection, the terminal.
+//! May touch: its one connection. Nothing here prints or reads the terminal.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
-use crate::cli::TalkArgs;
 use crate::log_redact::Sensitive;
 use crate::protocol::frame::{Command, Frame};
-use crate::protocol::habitat::Packet;
+use crate::protocol::habitat::{self, Packet, MAX_REASSEMBLED_ARGS};
 use crate::protocol::link::{Link, LinkError};
 use crate::protocol::messages::{ClientMsg, ClientRequest};
 use crate::protocol::qlink::QLinkCodec;
@@ -33,25 +35,78 @@ use crate::protocol::qlink::QLinkCodec;
 /// How long one wait for the server may take by default.
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(10);
 
-/// Why the client stopped.
+/// A byte stream the client can speak over: a [`TcpStream`], a TLS stream, an in-memory
+/// duplex in a test.
+pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Transport for T {}
+
+/// Why the client stopped. Each message is whole: none repeats its cause.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
-    /// The connection failed.
-    #[error("connection failed: {0}")]
-    Io(#[from] std::io::Error),
+    /// The connection failed (reset, broken pipe, ...).
+    #[error("the connection failed: {}", io_words(.0))]
+    Io(std::io::Error),
     /// The server closed the connection.
     #[error("the server closed the connection")]
     Closed,
     /// Nothing expected arrived in time.
-    #[error("no answer from the server within {0:?}")]
+    #[error("no answer from the server within {} s", .0.as_secs_f32())]
     Timeout(Duration),
-    /// IM_ALIVE said no.
-    #[error("refused: {0}")]
+    /// IM_ALIVE said no; the server's words.
+    #[error("the server refused the login: {0}")]
     Refused(String),
-    /// The payload cannot go in one Action frame (too long, or an unescaped `0D`).
-    #[error("cannot send that Action: {0}")]
-    Link(#[from] LinkError),
+    /// The request is larger than the server puts back together (its args, unescaped).
+    #[error("that request is {len} bytes; the server takes at most {max}")]
+    TooLong {
+        /// Argument bytes offered.
+        len: usize,
+        /// The most the server reassembles.
+        max: usize,
+    },
+    /// A raw frame payload that cannot go in one Action (too long, or an unescaped `0D`).
+    #[error("cannot send that frame: {0}")]
+    Link(LinkError),
+}
+
+impl From<std::io::Error> for ClientError {
+    fn from(e: std::io::Error) -> ClientError {
+        ClientError::Io(e)
+    }
+}
+
+impl From<LinkError> for ClientError {
+    fn from(e: LinkError) -> ClientError {
+        ClientError::Link(e)
+    }
+}
+
+/// An I/O error in plain words, without Rust's "(os error N)" suffix.
+pub fn io_words(e: &std::io::Error) -> String {
+    use std::io::ErrorKind as K;
+    let words = match e.kind() {
+        K::ConnectionRefused => "connection refused",
+        K::ConnectionReset => "connection reset by the other side",
+        K::ConnectionAborted => "connection aborted",
+        K::BrokenPipe => "the other side is gone",
+        K::TimedOut => "timed out",
+        K::NotFound => "not found",
+        K::AddrNotAvailable => "address not available",
+        K::PermissionDenied => "permission denied",
+        K::UnexpectedEof => "the other side closed the connection",
+        _ => "",
+    };
+    if !words.is_empty() {
+        return words.to_string();
+    }
+    // Other errors: the OS text, lower-cased at the start, without the code.
+    let text = e.to_string();
+    let text = text.split(" (os error").next().unwrap_or(&text).to_string();
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(c) => c.to_lowercase().chain(chars).collect(),
+        None => text,
+    }
 }
 
 /// What the server said, one packet (reassembled when split) at a time.
@@ -134,9 +189,10 @@ impl Event {
     }
 }
 
-/// A protocol client on one connection.
-pub struct Client {
-    framed: Framed<TcpStream, QLinkCodec>,
+/// A protocol client on one connection; `S` is the transport (TCP unless a caller hands
+/// [`Client::handshake`] another stream).
+pub struct Client<S = TcpStream> {
+    framed: Framed<S, QLinkCodec>,
     /// The Q-Link state, seen from the client's end.
     link: Link,
     /// Frames the link asked for that are not yet handed to the socket. Kept here so a
@@ -159,40 +215,16 @@ pub struct Client {
     pub actions_received: u64,
 }
 
-impl Client {
-    /// Connects and sends the Habilink login line (with a password when given), then the
-    /// empty line the preamble throws away.
+impl Client<TcpStream> {
+    /// Connects over TCP and sends the Habilink login line (with a password when given),
+    /// then the empty line the preamble throws away.
     pub async fn connect(
         addr: &str,
         name: &str,
         password: Option<&str>,
     ) -> Result<Client, ClientError> {
-        let mut stream = TcpStream::connect(addr).await?;
-        let mut line = serde_json::json!({"to": "bridge", "op": "LOGIN", "name": name});
-        if let Some(p) = password {
-            line["password"] = serde_json::Value::from(p);
-        }
-        let mut bytes = line.to_string().into_bytes();
-        bytes.extend_from_slice(b"\r\r");
-        stream.write_all(&bytes).await?;
-        Ok(Client::from_stream(stream))
-    }
-
-    /// A client on a connection whose preamble was already sent.
-    pub fn from_stream(stream: TcpStream) -> Client {
-        Client {
-            framed: Framed::new(stream, QLinkCodec::new()),
-            link: Link::new(),
-            outbox: VecDeque::new(),
-            req_seq: 0,
-            auto_ack: true,
-            ack_actions: true,
-            events: VecDeque::new(),
-            split: None,
-            me: 0xFF,
-            wait: DEFAULT_WAIT,
-            actions_received: 0,
-        }
+        let stream = TcpStream::connect(addr).await?;
+        Client::handshake(stream, name, password).await
     }
 
     /// Connects and goes all the way in: IM_ALIVE, DESCRIBE, FINGER_IN_QUE when others
@@ -207,6 +239,48 @@ impl Client {
         c.describe().await?;
         c.here_i_am().await?;
         Ok(c)
+    }
+}
+
+/// The Habilink login line (WIRE.md 1.3.1) and the extra line the preamble throws away.
+/// `password` is this server's addition; without it, the server asks in-world.
+pub fn login_line(name: &str, password: Option<&str>) -> Vec<u8> {
+    let mut line = serde_json::json!({"to": "bridge", "op": "LOGIN", "name": name});
+    if let Some(p) = password {
+        line["password"] = serde_json::Value::from(p);
+    }
+    let mut bytes = line.to_string().into_bytes();
+    bytes.extend_from_slice(b"\r\r");
+    bytes
+}
+
+impl<S: Transport> Client<S> {
+    /// Sends the login line on an open stream (TCP, TLS, ...) and returns the client.
+    pub async fn handshake(
+        mut stream: S,
+        name: &str,
+        password: Option<&str>,
+    ) -> Result<Client<S>, ClientError> {
+        stream.write_all(&login_line(name, password)).await?;
+        stream.flush().await?;
+        Ok(Client::from_stream(stream))
+    }
+
+    /// A client on a connection whose preamble was already sent.
+    pub fn from_stream(stream: S) -> Client<S> {
+        Client {
+            framed: Framed::new(stream, QLinkCodec::new()),
+            link: Link::new(),
+            outbox: VecDeque::new(),
+            req_seq: 0,
+            auto_ack: true,
+            ack_actions: true,
+            events: VecDeque::new(),
+            split: None,
+            me: 0xFF,
+            wait: DEFAULT_WAIT,
+            actions_received: 0,
+        }
     }
 
     /// Sends IM_ALIVE and waits for its answer; a refusal is an error carrying the text.
@@ -249,27 +323,38 @@ impl Client {
 
     /// SPEAK on its own avatar; returns the reply's esp flag.
     pub async fn speak(&mut self, text: &[u8]) -> Result<bool, ClientError> {
-        let req = ClientRequest::Speak {
-            audience: 0,
-            text: Sensitive::new(text.to_vec()),
-        };
-        self.object_request(req).await
+        self.send_speak(text).await?;
+        self.object_reply().await
     }
 
     /// ESP (the `ESP:` prefix is added, as the C64 sends it); returns the reply's esp flag.
     pub async fn esp(&mut self, text: &[u8]) -> Result<bool, ClientError> {
-        let mut t = b"ESP:".to_vec();
-        t.extend_from_slice(text);
-        let req = ClientRequest::Esp {
-            audience: 0,
-            text: Sensitive::new(t),
-        };
-        self.object_request(req).await
+        self.send_esp(text).await?;
+        self.object_reply().await
     }
 
-    async fn object_request(&mut self, req: ClientRequest) -> Result<bool, ClientError> {
+    /// Sends SPEAK on its own avatar without waiting: the reply comes as an
+    /// [`Event::Reply`] (the terminal client reads it among the other events).
+    pub async fn send_speak(&mut self, text: &[u8]) -> Result<(), ClientError> {
+        let req = ClientRequest::Speak {
+            audience: 0,
+            text: Sensitive::new(text.to_vec()),
+        };
+        self.request(self.me, req).await
+    }
+
+    /// Sends ESP (adding the `ESP:` prefix) without waiting for the reply.
+    pub async fn send_esp(&mut self, text: &[u8]) -> Result<(), ClientError> {
+        let req = ClientRequest::Esp {
+            audience: 0,
+            text: Sensitive::new([b"ESP:".as_slice(), text].concat()),
+        };
+        self.request(self.me, req).await
+    }
+
+    /// Waits for the reply to this client's own SPEAK or ESP: its esp flag.
+    async fn object_reply(&mut self) -> Result<bool, ClientError> {
         let me = self.me;
-        self.request(me, req).await?;
         let ev = self
             .take(|e| matches!(e, Event::Reply { noid, .. } if *noid == me))
             .await?;
@@ -308,16 +393,29 @@ impl Client {
         .await
     }
 
-    /// Sends one request as a Habitat packet in a Q-Link Action.
+    /// Sends one request as a Habitat packet in Q-Link Actions. A request whose escaped
+    /// packet would not fit one frame goes as START..END packets, as the C64 splits it
+    /// (WIRE.md §2); the server puts SPEAK, ESP and PROMPT_REPLY back together, up to
+    /// [`MAX_REASSEMBLED_ARGS`] bytes, so a larger request is refused here, unsent.
     pub async fn request(&mut self, noid: u8, request: ClientRequest) -> Result<(), ClientError> {
         let msg = ClientMsg {
             seq: self.req_seq,
             noid,
             request,
         };
+        let packet = msg.to_packet();
+        let packets = habitat::fit(&packet);
+        if packets.len() > 1 && packet.payload.len() > MAX_REASSEMBLED_ARGS {
+            return Err(ClientError::TooLong {
+                len: packet.payload.len(),
+                max: MAX_REASSEMBLED_ARGS,
+            });
+        }
         self.req_seq = (self.req_seq + 1) & 0x0F;
-        let payload = msg.to_packet().escaped();
-        self.send_action(payload).await
+        for p in packets {
+            self.send_action(p.escaped()).await?;
+        }
+        Ok(())
     }
 
     /// Sends one Action frame with this payload (already Habitat-escaped); it is kept for
@@ -455,8 +553,8 @@ impl Client {
         .map_err(|_| ClientError::Timeout(wait))?
     }
 
-    /// The socket, to send raw bytes (the recorded C64 handshake).
-    pub fn stream(&mut self) -> &mut TcpStream {
+    /// The transport, to send raw bytes (the recorded C64 handshake).
+    pub fn stream(&mut self) -> &mut S {
         self.framed.get_mut()
     }
 
@@ -575,105 +673,21 @@ impl Client {
 
 /// Avatars (class 1) listed in a DESCRIBE contents vector.
 pub fn avatars_in(vector: &[u8]) -> usize {
-    let list = vector.get(9..).unwrap_or_default();
+    avatar_noids(vector.get(9..).unwrap_or_default()).len()
+}
+
+/// The avatar (class 1) noids in an object list `(noid, class)* 00`: a HEREIS vector, or
+/// a DESCRIBE vector after its 9-byte region state.
+pub fn avatar_noids(list: &[u8]) -> Vec<u8> {
     list.chunks(2)
         .take_while(|pair| pair.first().is_some_and(|n| *n != 0))
         .filter(|pair| pair.get(1) == Some(&1))
-        .count()
+        .filter_map(|pair| pair.first().copied())
+        .collect()
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     needle.is_empty() || hay.windows(needle.len()).any(|w| w == needle)
-}
-
-/// `espmail talk HOST:PORT --name NAME`: log in and relay between the terminal and the
-/// world. Lines typed are speech; after `TO:NAME` they are ESP (an empty line ends ESP);
-/// while the server prompts, the next line is the answer.
-#[allow(clippy::print_stdout, clippy::print_stderr)] // a terminal client's job is printing
-pub async fn run(args: TalkArgs) -> Result<(), ClientError> {
-    let password = match args.password.clone() {
-        Some(p) => Some(p),
-        None => ask_password()?,
-    };
-    let mut c = Client::connect(&args.server, &args.name, password.as_deref()).await?;
-    c.im_alive().await?;
-    c.describe().await?;
-    c.here_i_am().await?;
-    println!(
-        "-- in the Plaza as {} (noid {}); type to talk, TO:NAME for ESP, Ctrl-D to leave",
-        args.name, c.me
-    );
-    let mut stdin = BufReader::new(tokio::io::stdin()).lines();
-    let mut prompt: Option<Vec<u8>> = None;
-    let mut in_esp = false;
-    loop {
-        tokio::select! {
-            line = stdin.next_line() => {
-                let Some(line) = line? else {
-                    c.quit().await?;
-                    return Ok(());
-                };
-                if let Some(p) = prompt.take() {
-                    c.answer(&p, line.as_bytes()).await?;
-                } else if in_esp {
-                    c.request(c.me, ClientRequest::Esp {
-                        audience: 0,
-                        text: Sensitive::new([b"ESP:".as_slice(), line.as_bytes()].concat()),
-                    }).await?;
-                } else {
-                    c.request(c.me, ClientRequest::Speak {
-                        audience: 0,
-                        text: Sensitive::new(line.into_bytes()),
-                    }).await?;
-                }
-            }
-            ev = c.next_event_unbounded() => {
-                match ev? {
-                    Event::Talk { speaker, text } => {
-                        let who = if speaker == 0 { "*".to_string() } else if speaker == c.me { "you".to_string() } else { format!("avatar {speaker}") };
-                        println!("[{who}] {}", String::from_utf8_lossy(&text));
-                    }
-                    Event::Speak { noid, text } => println!("<avatar {noid}> {}", String::from_utf8_lossy(&text)),
-                    Event::Prompt(text) => {
-                        println!("?? {}", String::from_utf8_lossy(&text));
-                        prompt = Some(text);
-                    }
-                    Event::Reply { noid, args, .. } if noid == c.me => {
-                        let now = args.first().copied().unwrap_or(0) != 0;
-                        if now != in_esp {
-                            println!("-- ESP mode {}", if now { "on (empty line ends it)" } else { "off" });
-                        }
-                        in_esp = now;
-                    }
-                    Event::HereIs(_) => println!("-- someone arrived"),
-                    Event::GoAway(n) => println!("-- avatar {n} left"),
-                    _ => {}
-                }
-            }
-        }
-    }
-}
-
-/// The password from the terminal (echo off), or none when stdin is not a terminal (the
-/// server then asks in-world).
-#[allow(clippy::print_stderr)]
-fn ask_password() -> Result<Option<String>, ClientError> {
-    use std::io::{BufRead, IsTerminal, Write};
-    let stdin = std::io::stdin();
-    if !stdin.is_terminal() {
-        return Ok(None);
-    }
-    eprint!("Password (empty: asked in-world): ");
-    let _ = std::io::stderr().flush();
-    // `stty` keeps this free of unsafe terminal calls.
-    let _ = std::process::Command::new("stty").arg("-echo").status();
-    let mut line = String::new();
-    let read = stdin.lock().read_line(&mut line);
-    let _ = std::process::Command::new("stty").arg("echo").status();
-    eprintln!();
-    read?;
-    let p = line.trim_end_matches(['\r', '\n']).to_string();
-    Ok((!p.is_empty()).then_some(p))
 }
 
 #[cfg(test)]
@@ -726,6 +740,51 @@ mod tests {
             server.feed(f.clone()).await.unwrap();
         }
         SinkExt::<Frame>::flush(server).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_request_too_long_for_one_frame_goes_split_over_any_transport() {
+        use crate::protocol::frame::MAX_ESCAPED_PACKET;
+        use crate::protocol::habitat::Reassembler;
+        let (near, far) = tokio::io::duplex(4096);
+        let mut c = Client::from_stream(near);
+        c.me = 2;
+        let mut server = Framed::new(far, QLinkCodec::new());
+        let text = vec![b']'; 114]; // 228 bytes once escaped
+        c.send_esp(&text).await.unwrap();
+        let mut reasm = Reassembler::new();
+        let mut frames = 0;
+        let whole = loop {
+            let f = tokio::time::timeout(Duration::from_secs(5), server.next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            assert!(f.payload.len() <= MAX_ESCAPED_PACKET);
+            frames += 1;
+            if let Some(p) = reasm
+                .push(Packet::parse_escaped(&f.payload).unwrap())
+                .unwrap()
+            {
+                break p;
+            }
+        };
+        assert!(frames >= 2, "split, not cut");
+        let msg = ClientMsg::parse(&whole).unwrap();
+        assert_eq!(msg.noid, 2);
+        assert_eq!(
+            msg.request,
+            ClientRequest::Esp {
+                audience: 0,
+                text: Sensitive::new([b"ESP:".as_slice(), &text].concat()),
+            }
+        );
+        // More than the server reassembles: refused here, nothing sent.
+        assert!(matches!(
+            c.send_speak(&[b'x'; 250]).await,
+            Err(ClientError::TooLong { len: 251, .. })
+        ));
     }
 
     #[tokio::test]
