@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -29,13 +29,14 @@ use tokio_util::codec::{Framed, FramedParts};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, trace, warn};
 
-use super::pace::{LineBucket, Pacer};
+use super::outbound::{Outbound, SendError};
+use super::pace::LineBucket;
 use super::Deps;
 use crate::espmail::{MailId, Mailbox, SaveError};
 use crate::log_redact::{self, Dir, Sensitive};
 use crate::protocol::frame::{BadFrame, Frame};
 use crate::protocol::habitat::{Packet, Reassembler};
-use crate::protocol::link::{IdRange, Link, LinkError, OutFrameId};
+use crate::protocol::link::{IdRange, OutFrameId};
 use crate::protocol::messages::{
     AvatarState, ClientMsg, ClientRequest, CommonState, ContentsVector, RegionState, ServerMessage,
     IM_ALIVE_OK_TEXT, REGION_NOID, UNASSIGNED_NOID,
@@ -66,8 +67,6 @@ const CLOSE_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 /// this; the connection closes right after it).
 pub const SHUTTING_DOWN: &str = "The server is shutting down. Goodbye.";
 
-/// Packets waiting for room in the link's window before the client counts as stuck.
-const MAX_QUEUED_PACKETS: usize = 512;
 /// After a refusal, how long to wait for the client to ack the IM_ALIVE before closing
 /// (ESPMAIL.md §1: "once the reply is flushed (and acked, or after 2 s)").
 const REFUSAL_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
@@ -105,9 +104,9 @@ pub enum SessionError {
     /// The login preamble was unusable.
     #[error("bad login preamble: {0}")]
     Preamble(#[from] crate::protocol::preamble::PreambleError),
-    /// The client stopped acking while the server had more to send.
-    #[error("client stopped acknowledging ({0} packets queued)")]
-    Stuck(usize),
+    /// Writing to the client failed, or the client stopped acking.
+    #[error(transparent)]
+    Send(#[from] SendError),
 }
 
 /// How the connection is bound to an avatar (DESIGN.md promise 6).
@@ -137,17 +136,12 @@ struct Prompt {
     deadline: Option<tokio::time::Instant>,
 }
 
-/// One outbound packet waiting for room in the link window. `mail` tags the packet that
-/// carries a delivered message's last line.
-struct Queued {
-    payload: Bytes,
-    mail: Option<MailId>,
-}
-
 /// Login-time delivery: the leased mailbox and the messages waiting for their ack.
 struct Delivery {
     mailbox: Mailbox,
     pacer: DeliveryPacer,
+    /// Messages whose last line is queued but not yet framed.
+    unframed: Vec<MailId>,
     /// (frame carrying the last line, message): deleted once the frame is acked.
     awaiting: Vec<(OutFrameId, MailId)>,
     /// The player said N, or stopped answering: deliver no more this login.
@@ -213,10 +207,8 @@ impl Session {
             peer: self.peer,
             deps: self.deps.clone(),
             framed,
-            link: Link::new(),
-            pacer: Pacer::new(self.deps.settings.out_bytes_per_sec),
+            out: Outbound::new(self.deps.settings.out_bytes_per_sec),
             reasm: Reassembler::new(),
-            queue: VecDeque::new(),
             auth,
             member,
             outbox_tx: tx,
@@ -360,10 +352,8 @@ struct Live {
     peer: SocketAddr,
     deps: Arc<Deps>,
     framed: Framed<TcpStream, QLinkCodec>,
-    link: Link,
-    pacer: Pacer,
+    out: Outbound,
     reasm: Reassembler,
-    queue: VecDeque<Queued>,
     auth: Auth,
     member: Member<Push>,
     outbox_tx: mpsc::Sender<Push>,
@@ -395,14 +385,11 @@ impl Live {
         let kicked = self.member.kicked().clone();
         loop {
             if let Some(at) = self.closing {
-                if self.link.window_len() == 0 || tokio::time::Instant::now() >= at {
+                if self.out.link().window_len() == 0 || tokio::time::Instant::now() >= at {
                     return Ok(());
                 }
             }
-            let link_at = self
-                .link
-                .next_deadline()
-                .map(tokio::time::Instant::from_std);
+            let link_at = self.out.next_deadline().map(tokio::time::Instant::from_std);
             let prompt_at = self.prompt.as_ref().and_then(|p| p.deadline);
             let flow = tokio::select! {
                 _ = shutdown.cancelled() => {
@@ -428,9 +415,7 @@ impl Live {
                 }
                 _ = sleep_opt(self.closing) => return Ok(()),
                 _ = sleep_opt(link_at) => {
-                    if let Some(frame) = self.link.poll(Instant::now()) {
-                        self.write(frame).await?;
-                    }
+                    self.out.poll(&mut self.framed).await?;
                     Flow::Continue
                 }
                 _ = sleep_opt(prompt_at) => self.on_prompt_timeout().await?,
@@ -492,9 +477,9 @@ impl Live {
             Err(BadFrame::Crc { probe: true, .. }) => debug!("handshake probe"),
             Err(bad) => info!(error = %bad, "bad frame"),
         }
-        let out = self.link.receive(item, now);
+        let out = self.out.receive(item, now);
         for frame in out.send {
-            self.write(frame).await?;
+            self.out.write(&mut self.framed, frame).await?;
         }
         if let Some(range) = out.dropped {
             self.on_dropped(range);
@@ -1149,6 +1134,7 @@ impl Live {
         self.delivery = Some(Delivery {
             mailbox,
             pacer,
+            unframed: Vec::new(),
             awaiting: Vec::new(),
             stopped: false,
         });
@@ -1212,7 +1198,7 @@ impl Live {
         };
         let mut still = Vec::new();
         for (frame, mail) in std::mem::take(&mut d.awaiting) {
-            if self.link.is_acked(frame) {
+            if self.out.link().is_acked(frame) {
                 match d.mailbox.confirm(mail).await {
                     Ok(_) => info!("delivered ESP Mail acked and deleted"),
                     Err(e) => {
@@ -1247,9 +1233,7 @@ impl Live {
     /// an ack, so a later login can open it again.
     fn release_mailbox_if_done(&mut self) {
         let done = self.delivery.as_ref().is_some_and(|d| {
-            (d.stopped || d.mailbox.is_empty())
-                && d.awaiting.is_empty()
-                && !self.queue.iter().any(|q| q.mail.is_some())
+            (d.stopped || d.mailbox.is_empty()) && d.awaiting.is_empty() && d.unframed.is_empty()
         });
         if done {
             self.delivery = None;
@@ -1271,62 +1255,29 @@ impl Live {
 
     /// Queues a message; [`Live::pump`] writes it when the window has room.
     fn send(&mut self, msg: ServerMessage) {
-        for packet in msg.packets() {
-            let h = packet.header;
-            trace!(hab = %log_redact::habitat(Dir::Out, h.ctrl, h.noid, h.reqnum, &packet.payload), "packet");
-            self.queue.push_back(Queued {
-                payload: packet.escaped(),
-                mail: None,
-            });
-        }
+        self.out.send(&msg);
     }
 
     /// Queues a message whose last packet carries delivered mail `id`.
     fn send_tagged(&mut self, msg: ServerMessage, id: MailId) {
-        self.send(msg);
-        if let Some(last) = self.queue.back_mut() {
-            last.mail = Some(id);
+        self.out.send_tagged(&msg, id);
+        if let Some(d) = self.delivery.as_mut() {
+            d.unframed.push(id);
         }
     }
 
-    /// Writes queued packets while the link window has room; a Ping follows a packet that
-    /// finished a delivered message, since the C64 acks only when asked (WIRE.md 1.3.3).
+    /// Writes what the window has room for; a delivered message's tagged frame now waits
+    /// for its ack.
     async fn pump(&mut self) -> Result<(), SessionError> {
-        let mut ping = false;
-        while self.link.can_send() {
-            let Some(q) = self.queue.pop_front() else {
-                break;
-            };
-            let len = q.payload.len();
-            match self.link.send_action(q.payload, Instant::now()) {
-                Ok(out) => {
-                    if let (Some(mail), Some(d)) = (q.mail, self.delivery.as_mut()) {
-                        d.awaiting.push((out.id, mail));
-                        ping = true;
-                    }
-                    self.write(out.frame).await?;
+        let tags = self.out.pump(&mut self.framed).await?;
+        if let Some(d) = self.delivery.as_mut() {
+            for tag in tags {
+                d.unframed.retain(|m| *m != tag.mail);
+                if let Some(frame) = tag.frame {
+                    d.awaiting.push((frame, tag.mail));
                 }
-                Err(LinkError::WindowFull { .. }) => break,
-                Err(e) => warn!(error = %e, len, "packet could not be framed; dropped"),
             }
         }
-        if ping {
-            let frame = self.link.ping(Instant::now());
-            self.write(frame).await?;
-        }
-        if self.queue.len() > MAX_QUEUED_PACKETS {
-            return Err(SessionError::Stuck(self.queue.len()));
-        }
-        Ok(())
-    }
-
-    async fn write(&mut self, frame: Frame) -> Result<(), SessionError> {
-        let wait = self.pacer.reserve(frame.wire_len() + 1, Instant::now());
-        if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
-        }
-        debug!(pkt = %log_redact::packet(Dir::Out, &frame), "frame");
-        self.framed.send(frame).await?;
         Ok(())
     }
 }
