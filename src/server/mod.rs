@@ -7,6 +7,7 @@
 //! session finish what it must (an ESP Mail save, a delivery's delete) and returns only
 //! when all of them have.
 
+mod delivery;
 mod outbound;
 pub mod pace;
 pub mod session;

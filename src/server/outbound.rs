@@ -194,27 +194,27 @@ impl Outbound {
     }
 }
 
+/// A client's view of what [`Outbound`] writes, for the tests of this module and of
+/// delivery: the real codec over a byte buffer, and the client's acks.
 #[cfg(test)]
-mod tests {
+pub(super) mod wire {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
-    use crate::log_redact::Sensitive;
     use crate::protocol::frame::Command;
-    use crate::protocol::link::WINDOW;
     use crate::protocol::qlink::QLinkCodec;
     use bytes::BytesMut;
     use tokio_util::codec::{Decoder, FramedWrite};
 
-    /// The frames a client would read: the real codec over a byte buffer.
-    type Wire = FramedWrite<Vec<u8>, QLinkCodec>;
+    /// Where the frames go.
+    pub type Wire = FramedWrite<Vec<u8>, QLinkCodec>;
 
-    fn wire() -> Wire {
+    pub fn wire() -> Wire {
         FramedWrite::new(Vec::new(), QLinkCodec::new())
     }
 
     /// Decodes (and forgets) everything written so far.
-    fn written(w: &mut Wire) -> Vec<Frame> {
+    pub fn written(w: &mut Wire) -> Vec<Frame> {
         let mut buf = BytesMut::from(&std::mem::take(w.get_mut())[..]);
         let mut codec = QLinkCodec::new();
         let mut frames = Vec::new();
@@ -225,21 +225,32 @@ mod tests {
         frames
     }
 
-    fn cmds(frames: &[Frame]) -> Vec<Command> {
+    pub fn cmds(frames: &[Frame]) -> Vec<Command> {
         frames.iter().map(|f| f.cmd).collect()
     }
+
+    /// The client's ack of every Action up to (and including) `frame`.
+    pub fn ack_of(out: &mut Outbound, frame: &Frame) -> Output {
+        let ack = Frame::bare(Command::RESET_ACK, out.link().in_seq(), frame.send);
+        out.receive(Ok(ack), Instant::now())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::wire::*;
+    use super::*;
+    use crate::log_redact::Sensitive;
+    use crate::protocol::frame::Command;
+    use crate::protocol::link::WINDOW;
 
     fn line(text: &str) -> ServerMessage {
         ServerMessage::ObjectTalks {
             speaker: 0,
             text: Sensitive::new(text.as_bytes().to_vec()),
         }
-    }
-
-    /// The client's ack of every Action up to (and including) `frame`.
-    fn ack_of(out: &mut Outbound, frame: &Frame) -> Output {
-        let ack = Frame::bare(Command::RESET_ACK, out.link().in_seq(), frame.send);
-        out.receive(Ok(ack), Instant::now())
     }
 
     const MAIL: MailId = MailId([7; crate::espmail::crypto::MAIL_ID_LEN]);

@@ -29,14 +29,14 @@ use tokio_util::codec::{Framed, FramedParts};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, trace, warn};
 
+use super::delivery::{Delivery, Show};
 use super::outbound::{Outbound, SendError};
 use super::pace::LineBucket;
 use super::Deps;
-use crate::espmail::{MailId, Mailbox, SaveError};
+use crate::espmail::SaveError;
 use crate::log_redact::{self, Dir, Sensitive};
 use crate::protocol::frame::{BadFrame, Frame};
 use crate::protocol::habitat::{Packet, Reassembler};
-use crate::protocol::link::{IdRange, OutFrameId};
 use crate::protocol::messages::{
     AvatarState, ClientMsg, ClientRequest, CommonState, ContentsVector, RegionState, ServerMessage,
     IM_ALIVE_OK_TEXT, REGION_NOID, UNASSIGNED_NOID,
@@ -48,8 +48,8 @@ use crate::world::accounts::{
     WRONG_NAME_OR_PASSWORD,
 };
 use crate::world::esp::{
-    self, classify_speak, strip_prompt_echo, DeliveryPacer, EspState, Intent, LiveEsp, PacerStep,
-    RegistryDirectory, SaveOutcome, Speaker, Speech,
+    self, classify_speak, strip_prompt_echo, EspState, Intent, LiveEsp, RegistryDirectory,
+    SaveOutcome, Speaker, Speech,
 };
 use crate::world::{Member, Noids};
 
@@ -136,18 +136,6 @@ struct Prompt {
     deadline: Option<tokio::time::Instant>,
 }
 
-/// Login-time delivery: the leased mailbox and the messages waiting for their ack.
-struct Delivery {
-    mailbox: Mailbox,
-    pacer: DeliveryPacer,
-    /// Messages whose last line is queued but not yet framed.
-    unframed: Vec<MailId>,
-    /// (frame carrying the last line, message): deleted once the frame is acked.
-    awaiting: Vec<(OutFrameId, MailId)>,
-    /// The player said N, or stopped answering: deliver no more this login.
-    stopped: bool,
-}
-
 /// One connection's task.
 pub struct Session {
     stream: TcpStream,
@@ -227,10 +215,7 @@ impl Session {
             dropped_lines: 0,
         };
         if let Auth::Yes(a) = &live.auth {
-            live.esp = Some(
-                EspState::new(a.name.clone())
-                    .with_prompt_timeout(live.deps.settings.prompt_timeout),
-            );
+            live.esp = Some(EspState::new(a.name.clone()));
         }
         let result = live.run(&self.shutdown).await;
         live.leave();
@@ -481,12 +466,14 @@ impl Live {
         for frame in out.send {
             self.out.write(&mut self.framed, frame).await?;
         }
-        if let Some(range) = out.dropped {
-            self.on_dropped(range);
+        if let (Some(range), Some(d)) = (out.dropped, self.delivery.as_mut()) {
+            d.dropped(range);
         }
-        if out.acked.is_some() {
-            self.on_acked().await;
+        if let (Some(_), Some(d)) = (out.acked, self.delivery.as_mut()) {
+            let link = self.out.link();
+            d.acked(|frame| link.is_acked(frame)).await;
         }
+        self.settle_delivery();
         let flow = match out.packet {
             Some(packet) => self.on_packet(packet.expose()).await?,
             None => Flow::Continue,
@@ -801,10 +788,7 @@ impl Live {
                         Ok(Some(a)) => a,
                         _ => return Ok(Flow::Close),
                     };
-                    self.esp = Some(
-                        EspState::new(avatar.name.clone())
-                            .with_prompt_timeout(self.deps.settings.prompt_timeout),
-                    );
+                    self.esp = Some(EspState::new(avatar.name.clone()));
                     self.auth = Auth::Yes(avatar);
                     self.enter();
                     self.announce_appear();
@@ -882,11 +866,11 @@ impl Live {
                 Ok(Flow::Continue)
             }
             PromptFor::NextMail => {
-                let step = match self.delivery.as_mut() {
-                    Some(d) => d.pacer.answer(&answer, now),
-                    None => PacerStep::Ignore,
+                let shows = match self.delivery.as_mut() {
+                    Some(d) => d.answer(&answer),
+                    None => Vec::new(),
                 };
-                self.on_pacer_step(step);
+                self.show_delivery(shows);
                 Ok(Flow::Continue)
             }
         }
@@ -904,15 +888,18 @@ impl Live {
             PromptFor::MailOffer => {
                 // The pending text is dropped from memory; nothing is stored or said.
                 if let Some(state) = self.esp.as_mut() {
-                    state.cancel_offer();
+                    state.prompt_lapsed();
                 }
                 info!("ESP Mail offer lapsed");
                 Ok(Flow::Continue)
             }
             PromptFor::NextMail => {
                 // The rest stays stored for the next login; nothing is said.
-                info!("no answer to the next-mail prompt; the rest is kept");
-                self.stop_delivery();
+                let shows = match self.delivery.as_mut() {
+                    Some(d) => d.lapsed(),
+                    None => Vec::new(),
+                };
+                self.show_delivery(shows);
                 self.pump().await?;
                 Ok(Flow::Continue)
             }
@@ -1125,117 +1112,40 @@ impl Live {
                 return;
             }
         };
-        let Some((pacer, line)) = DeliveryPacer::start(mailbox.remaining()) else {
+        let Some((delivery, shows)) = Delivery::start(mailbox) else {
             return;
         };
-        let pacer = pacer.with_prompt_timeout(self.deps.settings.prompt_timeout);
-        info!(waiting = mailbox.remaining(), "delivering ESP Mail");
-        self.say_owned(line.into_bytes());
-        self.delivery = Some(Delivery {
-            mailbox,
-            pacer,
-            unframed: Vec::new(),
-            awaiting: Vec::new(),
-            stopped: false,
-        });
-        self.deliver_next();
+        self.delivery = Some(delivery);
+        self.show_delivery(shows);
     }
 
-    fn on_pacer_step(&mut self, step: PacerStep) {
-        match step {
-            PacerStep::Deliver => self.deliver_next(),
-            PacerStep::Ask(text) => {
-                let deadline = Instant::now() + self.deps.settings.prompt_timeout;
-                self.ask(PromptFor::NextMail, text, Some(deadline));
-            }
-            PacerStep::Kept => {
-                self.say(esp::MAIL_KEPT);
-                self.stop_delivery();
-            }
-            PacerStep::Finished => self.stop_delivery(),
-            PacerStep::Ignore => {}
-        }
-    }
-
-    /// Sends the oldest undelivered message, its last packet tagged so the message is
-    /// deleted once that frame is acked; then asks about the next, if any.
-    fn deliver_next(&mut self) {
-        let Some(d) = self.delivery.as_mut() else {
-            return;
-        };
-        let Some(mail) = d.mailbox.next() else {
-            self.stop_delivery();
-            return;
-        };
-        let sent = mail
-            .sent
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        self.say_owned(esp::mail_header(&mail.sender, sent).into_bytes());
-        let body = ServerMessage::ObjectTalks {
-            speaker: REGION_NOID,
-            text: Sensitive::new(esp::pad_body(&esp::speakable(mail.text.expose()))),
-        };
-        self.send_tagged(body, mail.id);
-        let step = match self.delivery.as_mut() {
-            Some(d) => d.pacer.delivered(Instant::now()),
-            None => PacerStep::Ignore,
-        };
-        self.on_pacer_step(step);
-    }
-
-    fn stop_delivery(&mut self) {
-        if let Some(d) = self.delivery.as_mut() {
-            d.stopped = true;
-        }
-        self.release_mailbox_if_done();
-    }
-
-    /// Deletes every delivered message whose last frame the client has now acked.
-    async fn on_acked(&mut self) {
-        let Some(d) = self.delivery.as_mut() else {
-            return;
-        };
-        let mut still = Vec::new();
-        for (frame, mail) in std::mem::take(&mut d.awaiting) {
-            if self.out.link().is_acked(frame) {
-                match d.mailbox.confirm(mail).await {
-                    Ok(_) => info!("delivered ESP Mail acked and deleted"),
-                    Err(e) => {
-                        warn!(error = %e, "delivered ESP Mail could not be deleted; it will come again")
-                    }
+    /// Queues what the delivery shows: lines, messages (their last packet tagged), the
+    /// "Next ESP Mail" prompt.
+    fn show_delivery(&mut self, shows: Vec<Show>) {
+        for show in shows {
+            match show {
+                Show::Line(text) => self.say_owned(text.into_bytes()),
+                Show::Mail { header, body, id } => {
+                    self.say_owned(header.into_bytes());
+                    let body = ServerMessage::ObjectTalks {
+                        speaker: REGION_NOID,
+                        text: body,
+                    };
+                    self.out.send_tagged(&body, id);
                 }
-            } else {
-                still.push((frame, mail));
+                Show::Ask(text) => {
+                    let deadline = Instant::now() + self.deps.settings.prompt_timeout;
+                    self.ask(PromptFor::NextMail, text, Some(deadline));
+                }
             }
         }
-        d.awaiting = still;
-        self.release_mailbox_if_done();
+        self.settle_delivery();
     }
 
-    /// A client Reset threw away frames unacked: their mail is not confirmed (it stays and
-    /// comes again at the next login).
-    fn on_dropped(&mut self, range: IdRange) {
-        if let Some(d) = self.delivery.as_mut() {
-            let before = d.awaiting.len();
-            d.awaiting.retain(|(frame, _)| !range.contains(*frame));
-            let lost = before - d.awaiting.len();
-            if lost > 0 {
-                info!(
-                    lost,
-                    "client reset before acking delivered mail; kept for next login"
-                );
-            }
-        }
-    }
-
-    /// The mailbox lease ends once nothing more will be delivered and nothing waits for
+    /// Ends the mailbox lease once nothing more will be delivered and nothing waits for
     /// an ack, so a later login can open it again.
-    fn release_mailbox_if_done(&mut self) {
-        let done = self.delivery.as_ref().is_some_and(|d| {
-            (d.stopped || d.mailbox.is_empty()) && d.awaiting.is_empty() && d.unframed.is_empty()
-        });
-        if done {
+    fn settle_delivery(&mut self) {
+        if self.delivery.as_ref().is_some_and(Delivery::is_done) {
             self.delivery = None;
         }
     }
@@ -1258,24 +1168,13 @@ impl Live {
         self.out.send(&msg);
     }
 
-    /// Queues a message whose last packet carries delivered mail `id`.
-    fn send_tagged(&mut self, msg: ServerMessage, id: MailId) {
-        self.out.send_tagged(&msg, id);
-        if let Some(d) = self.delivery.as_mut() {
-            d.unframed.push(id);
-        }
-    }
-
     /// Writes what the window has room for; a delivered message's tagged frame now waits
     /// for its ack.
     async fn pump(&mut self) -> Result<(), SessionError> {
         let tags = self.out.pump(&mut self.framed).await?;
         if let Some(d) = self.delivery.as_mut() {
             for tag in tags {
-                d.unframed.retain(|m| *m != tag.mail);
-                if let Some(frame) = tag.frame {
-                    d.awaiting.push((frame, tag.mail));
-                }
+                d.framed(tag);
             }
         }
         Ok(())
