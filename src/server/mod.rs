@@ -8,9 +8,14 @@
 //! when all of them have.
 
 mod delivery;
+mod esp;
+mod login;
 mod outbound;
 pub mod pace;
+mod plaza;
 pub mod session;
+#[cfg(test)]
+mod testing;
 
 use std::io;
 use std::net::SocketAddr;
@@ -244,6 +249,15 @@ fn spawn_session(
         }
         .instrument(span),
     );
+}
+
+/// Sleeps until `at`, or forever when there is nothing to wait for (a timer that may be
+/// off, in a `select!`).
+async fn sleep_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Accept errors that say "not now" rather than "never".

@@ -1,0 +1,282 @@
+//! Speech and ESP on the server's side of one connection: what each of the world's ESP
+//! [`Intent`]s becomes for this client ([`carry`]), the ESP Mail save it may ask for
+//! ([`save`]: "saved" is said only after the durable commit), how a live ESP from someone
+//! else is shown ([`show_live`]), and the per-connection line rate ([`Lines`]).
+//!
+//! What an ESP *means* (target, offer, answers) is decided by `world::esp`; this module
+//! only maps those decisions onto protocol messages.
+//!
+//! May touch: the ESP Mail vault through [`MailHandle::save`]; nothing else.
+
+use std::time::{Instant, SystemTime};
+
+use tracing::{info, warn};
+
+use super::pace::LineBucket;
+use crate::espmail::{MailHandle, SaveError};
+use crate::log_redact::Sensitive;
+use crate::protocol::messages::{ServerMessage, REGION_NOID};
+use crate::world::accounts::AvatarName;
+use crate::world::esp::{Intent, LiveEsp, SaveOutcome, Speaker, ESP_SOUND};
+
+/// Lines (SPEAK, ESP) a connection may send in a burst, and per second after it.
+const LINE_BURST: u32 = 8;
+const LINES_PER_SEC: u32 = 2;
+/// Said when a line is dropped for coming too fast (ESPMAIL.md has no words for this).
+pub const TOO_FAST: &str = "Slow down; that line was not sent.";
+
+/// What the session does for one [`Intent`].
+#[derive(Debug)]
+pub enum Carry {
+    /// Send this to the client.
+    Show(ServerMessage),
+    /// Ask this ESP Mail offer (PROMPT_USER); the session's prompt timer starts.
+    Ask(String),
+    /// Ordinary speech for everyone else present.
+    Chat(Sensitive<Vec<u8>>),
+    /// Save this ESP Mail with [`save`], then hand the outcome to the ESP state.
+    Save {
+        /// Recipient.
+        to: AvatarName,
+        /// Sender.
+        from: AvatarName,
+        /// The text.
+        text: Sensitive<Vec<u8>>,
+    },
+    /// Nothing (a reply when no request is being answered).
+    Nothing,
+}
+
+/// What `intent` becomes for a client whose avatar is `me`. `seq` is the request being
+/// answered (None for a prompt reply, which takes no reply).
+pub fn carry(intent: Intent, me: u8, seq: Option<u8>) -> Carry {
+    match intent {
+        Intent::Reply { esp } => match seq {
+            Some(seq) => Carry::Show(ServerMessage::EspReply { seq, noid: me, esp }),
+            None => Carry::Nothing,
+        },
+        Intent::Say { speaker, text } => {
+            let speaker = match speaker {
+                Speaker::Me => me,
+                Speaker::Region => REGION_NOID,
+            };
+            Carry::Show(ServerMessage::ObjectTalks {
+                speaker,
+                text: Sensitive::new(text.into_bytes()),
+            })
+        }
+        Intent::Echo(text) => Carry::Show(ServerMessage::ObjectTalks { speaker: me, text }),
+        Intent::SpeakToSelf(text) => Carry::Show(ServerMessage::Speak {
+            noid: me,
+            text: Sensitive::new(text.into_bytes()),
+        }),
+        Intent::Prompt(text) => Carry::Ask(text),
+        Intent::Chat(words) => Carry::Chat(words),
+        Intent::SaveMail { to, from, text } => Carry::Save { to, from, text },
+    }
+}
+
+/// Saves one ESP Mail durably and says how it went (the reason is logged, never the text).
+pub async fn save(
+    mail: &MailHandle,
+    to: &AvatarName,
+    from: &AvatarName,
+    text: Sensitive<Vec<u8>>,
+) -> SaveOutcome {
+    let len = text.len();
+    match mail
+        .save(to.key(), from.display(), text, SystemTime::now())
+        .await
+    {
+        Ok(_) => {
+            info!(to = %to, len, "ESP Mail saved");
+            SaveOutcome::Saved
+        }
+        Err(SaveError::BoxFull { max }) => {
+            info!(to = %to, max, "ESP Mail refused: box full");
+            SaveOutcome::BoxFull
+        }
+        Err(e) => {
+            warn!(to = %to, error = %e, "ESP Mail could not be saved");
+            SaveOutcome::Failed
+        }
+    }
+}
+
+/// A live ESP for the avatar `me` (WIRE.md 4.4): "ESP from NAME: " from the region, the ESP
+/// sound on its own noid, then the body from the region (speaker 0, as the original host
+/// did: the sender's noid does not exist in the recipient's view).
+pub fn show_live(live: LiveEsp, me: u8) -> [ServerMessage; 3] {
+    [
+        ServerMessage::ObjectTalks {
+            speaker: REGION_NOID,
+            text: Sensitive::new(live.header().into_bytes()),
+        },
+        ServerMessage::Play {
+            sound: ESP_SOUND,
+            noid: me,
+        },
+        ServerMessage::ObjectTalks {
+            speaker: REGION_NOID,
+            text: live.body,
+        },
+    ]
+}
+
+/// Whether a line may go out (see [`Lines::admit`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admit {
+    /// Yes.
+    Yes,
+    /// No: the line is dropped. `first` of a run of dropped lines: tell the sender
+    /// [`TOO_FAST`] (once per run).
+    No {
+        /// The first line dropped since the last one let through.
+        first: bool,
+    },
+}
+
+/// The line rate of one connection: a person types far slower, and a flood would fill the
+/// recipients' bounded outboxes and get *them* disconnected as slow readers.
+#[derive(Debug)]
+pub struct Lines {
+    bucket: LineBucket,
+    /// Lines dropped since the last one let through.
+    dropped: u64,
+}
+
+impl Default for Lines {
+    fn default() -> Self {
+        Lines {
+            bucket: LineBucket::new(LINE_BURST, LINES_PER_SEC),
+            dropped: 0,
+        }
+    }
+}
+
+impl Lines {
+    /// Whether one more line may go out at `now`.
+    pub fn admit(&mut self, now: Instant) -> Admit {
+        if self.bucket.take(now) {
+            if self.dropped > 0 {
+                info!(dropped = self.dropped, "lines dropped for coming too fast");
+                self.dropped = 0;
+            }
+            return Admit::Yes;
+        }
+        let first = self.dropped == 0;
+        if first {
+            info!("lines coming too fast; dropping them");
+        }
+        self.dropped += 1;
+        Admit::No { first }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use std::time::Duration;
+
+    fn name(s: &str) -> AvatarName {
+        AvatarName::parse(s).unwrap()
+    }
+
+    fn text_of(c: &Carry) -> Option<(u8, String)> {
+        match c {
+            Carry::Show(ServerMessage::ObjectTalks { speaker, text }) => Some((
+                *speaker,
+                String::from_utf8_lossy(text.expose()).into_owned(),
+            )),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn intents_become_messages_for_this_client() {
+        let me = 7;
+        assert!(matches!(
+            carry(Intent::Reply { esp: true }, me, Some(3)),
+            Carry::Show(ServerMessage::EspReply {
+                seq: 3,
+                noid: 7,
+                esp: true
+            })
+        ));
+        // A prompt reply takes no reply.
+        assert!(matches!(
+            carry(Intent::Reply { esp: false }, me, None),
+            Carry::Nothing
+        ));
+        let said = |speaker| Intent::Say {
+            speaker,
+            text: "hi".into(),
+        };
+        assert_eq!(
+            text_of(&carry(said(Speaker::Me), me, None)),
+            Some((7, "hi".into()))
+        );
+        assert_eq!(
+            text_of(&carry(said(Speaker::Region), me, None)),
+            Some((REGION_NOID, "hi".into()))
+        );
+        let echo = Intent::Echo(Sensitive::new(b"ESP:x".to_vec()));
+        assert_eq!(
+            text_of(&carry(echo, me, Some(1))),
+            Some((7, "ESP:x".into()))
+        );
+        assert!(matches!(
+            carry(Intent::SpeakToSelf("Cannot contact x.".into()), me, Some(1)),
+            Carry::Show(ServerMessage::Speak { noid: 7, .. })
+        ));
+        assert!(
+            matches!(carry(Intent::Prompt("ESP Mail to Bob? (Y/N) ".into()), me, None), Carry::Ask(t) if t == "ESP Mail to Bob? (Y/N) ")
+        );
+        let save = Intent::SaveMail {
+            to: name("Bob"),
+            from: name("Alice"),
+            text: Sensitive::new(b"x".to_vec()),
+        };
+        assert!(
+            matches!(carry(save, me, None), Carry::Save { to, from, .. } if to.display() == "Bob" && from.display() == "Alice")
+        );
+    }
+
+    #[test]
+    fn a_live_esp_is_header_sound_body() {
+        let live = LiveEsp::new(name("Alice"), b"ok");
+        let [header, sound, body] = show_live(live, 9);
+        assert_eq!(
+            text_of(&Carry::Show(header)),
+            Some((REGION_NOID, "ESP from Alice: ".into()))
+        );
+        assert_eq!(
+            sound,
+            ServerMessage::Play {
+                sound: ESP_SOUND,
+                noid: 9
+            }
+        );
+        assert_eq!(
+            text_of(&Carry::Show(body)),
+            Some((REGION_NOID, " ok ".into()))
+        );
+    }
+
+    #[test]
+    fn too_many_lines_are_dropped_and_the_sender_told_once_per_run() {
+        let mut lines = Lines::default();
+        let t0 = Instant::now();
+        for _ in 0..LINE_BURST {
+            assert_eq!(lines.admit(t0), Admit::Yes);
+        }
+        assert_eq!(lines.admit(t0), Admit::No { first: true });
+        assert_eq!(lines.admit(t0), Admit::No { first: false });
+        // Half a second later one line's worth has come back.
+        let later = t0 + Duration::from_millis(500);
+        assert_eq!(lines.admit(later), Admit::Yes);
+        assert_eq!(lines.admit(later), Admit::No { first: true }, "a new run");
+    }
+}
