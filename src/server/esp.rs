@@ -17,11 +17,13 @@ use crate::espmail::{MailHandle, SaveError};
 use crate::log_redact::Sensitive;
 use crate::protocol::messages::{ServerMessage, REGION_NOID};
 use crate::world::accounts::AvatarName;
-use crate::world::esp::{Intent, LiveEsp, SaveOutcome, Speaker, ESP_SOUND};
+use crate::world::esp::{Intent, LiveEsp, SaveOutcome, Speaker};
 
 /// Lines (SPEAK, ESP) a connection may send in a burst, and per second after it.
 const LINE_BURST: u32 = 8;
 const LINES_PER_SEC: u32 = 2;
+/// Sound the recipient's client plays with a live ESP (WIRE.md §4.4, PLAY_$ 8).
+pub const ESP_SOUND: u8 = 8;
 /// Said when a line is dropped for coming too fast (ESPMAIL.md has no words for this).
 pub const TOO_FAST: &str = "Slow down; that line was not sent.";
 

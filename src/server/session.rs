@@ -3,24 +3,26 @@
 //!
 //! The session is generic over its byte stream (plain TCP today; a TLS stream runs the
 //! same code), and is told its peer's address. Bytes come in through the login line
-//! ([`login::read_preamble`]), then [`QLinkCodec`] frames through the link, then Habitat
+//! (`login::read_preamble`), then [`QLinkCodec`] frames through the link, then Habitat
 //! packets through the [`Reassembler`] into typed [`ClientMsg`]s; each request goes to the
 //! part whose job it is, and their answers go back as [`ServerMessage`]s:
 //!
-//! - [`login`]: how the login line is believed, and the in-world password dialogue;
-//! - [`plaza`]: presence, drawing the region, and pushes from other sessions;
-//! - [`esp`](super::esp): speech, ESP intents and ESP Mail saves, the line rate;
-//! - [`delivery`]: waiting mail, its lease, and its deletion once acked;
-//! - [`outbound`]: the packet queue, the link window, mail tags and pacing.
+//! - `login`: how the login line is believed, and the in-world password dialogue;
+//! - `plaza`: presence, drawing the region, and pushes from other sessions;
+//! - `esp`: speech, ESP intents and ESP Mail saves, the line rate;
+//! - `delivery`: waiting mail, its lease, and its deletion once acked;
+//! - `outbound`: the packet queue, the link window, mail tags and pacing.
 //!
 //! What a request *means* is decided by `world` (accounts, presence, the ESP dialogue) and
-//! `espmail` (the vault). The session keeps the connection's [`Phase`] and all its timing:
+//! `espmail` (the vault). The session keeps the connection's phase and all its timing:
 //! the idle timeout, the refusal's linger, the link's timer, and the prompt clock: the one
 //! pending prompt (password, ESP Mail offer or "Next ESP Mail") lapses here and nowhere
 //! else, and the part that asked is told.
 //!
-//! Everything specific to the Q-Link/Habitat client is the codec chosen here and the
-//! protocol module's types; `world` and `espmail` never see a byte of it.
+//! The Q-Link/Habitat client lives in `protocol` and in the server's mapping onto it (the
+//! codec chosen here, the messages its parts build); `world` and `espmail` never see its
+//! frames or packets, so a second client protocol would add its own codec and mapping
+//! here, beside this one, without touching them.
 //!
 //! A bad frame or packet costs only itself (a NAK or nothing, as WIRE.md §1.3.4 says);
 //! message text never reaches a log (only lengths and fingerprints).

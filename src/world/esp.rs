@@ -25,8 +25,6 @@ use crate::log_redact::Sensitive;
 
 /// Longest speech text in bytes (WIRE.md §4.3, ESPMAIL.md §4).
 pub const SPEECH_CAP: usize = 114;
-/// Sound the recipient's client plays with a live ESP (WIRE.md §4.4, PLAY_$ 8).
-pub const ESP_SOUND: u8 = 8;
 /// Unusable answers to one prompt before it is given up.
 pub const MAX_UNUSABLE_ANSWERS: u32 = 3;
 /// ESP Mail saves per sender per minute, by default (ESPMAIL.md §3 `send_rate`).
@@ -255,10 +253,8 @@ pub enum Speaker {
     Region,
 }
 
-/// A live ESP for a recipient: its client gets OBJECT_TALKS [`LiveEsp::header`] (speaker
-/// 0), PLAY_$ [`ESP_SOUND`] on its own noid, then OBJECT_TALKS [`LiveEsp::body`]
-/// (speaker 0: the sender's noid does not exist in the recipient's view; WIRE.md §4.4's
-/// recommendation).
+/// A live ESP for a recipient: who sent it and the body. How its client shows them (the
+/// header line, the ESP sound, the body) is the server's business.
 #[derive(Debug, Clone)]
 pub struct LiveEsp {
     /// Who sent it.
