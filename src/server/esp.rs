@@ -1,5 +1,5 @@
-//! Speech and ESP on the server's side of one connection: what each of the world's ESP
-//! [`Intent`]s becomes for this client ([`carry`]), the ESP Mail save it may ask for
+//! Speech and ESP on the server's side of one connection: the message each of the world's
+//! ESP [`Intent`]s shows this client ([`message`]), the ESP Mail save it may ask for
 //! ([`save`]: "saved" is said only after the durable commit), how a live ESP from someone
 //! else is shown ([`show_live`]), and the per-connection line rate ([`Lines`]).
 //!
@@ -27,54 +27,30 @@ pub const ESP_SOUND: u8 = 8;
 /// Said when a line is dropped for coming too fast (ESPMAIL.md has no words for this).
 pub const TOO_FAST: &str = "Slow down; that line was not sent.";
 
-/// What the session does for one [`Intent`].
-#[derive(Debug)]
-pub enum Carry {
-    /// Send this to the client.
-    Show(ServerMessage),
-    /// Ask this ESP Mail offer (PROMPT_USER); the session's prompt timer starts.
-    Ask(String),
-    /// Ordinary speech for everyone else present.
-    Chat(Sensitive<Vec<u8>>),
-    /// Save this ESP Mail with [`save`], then hand the outcome to the ESP state.
-    Save {
-        /// Recipient.
-        to: AvatarName,
-        /// Sender.
-        from: AvatarName,
-        /// The text.
-        text: Sensitive<Vec<u8>>,
-    },
-    /// Nothing (a reply when no request is being answered).
-    Nothing,
-}
-
-/// What `intent` becomes for a client whose avatar is `me`. `seq` is the request being
-/// answered (None for a prompt reply, which takes no reply).
-pub fn carry(intent: Intent, me: u8, seq: Option<u8>) -> Carry {
+/// The message `intent` shows this client, whose avatar is `me`. `seq` is the request
+/// being answered (None for a prompt reply, which takes no reply). `None` too for the
+/// intents that are not a message to this client: the session carries out
+/// [`Intent::Prompt`] (its prompt clock), [`Intent::Chat`] (the Plaza) and
+/// [`Intent::SaveMail`] ([`save`]) itself.
+pub fn message(intent: Intent, me: u8, seq: Option<u8>) -> Option<ServerMessage> {
     match intent {
-        Intent::Reply { esp } => match seq {
-            Some(seq) => Carry::Show(ServerMessage::EspReply { seq, noid: me, esp }),
-            None => Carry::Nothing,
-        },
+        Intent::Reply { esp } => seq.map(|seq| ServerMessage::EspReply { seq, noid: me, esp }),
         Intent::Say { speaker, text } => {
             let speaker = match speaker {
                 Speaker::Me => me,
                 Speaker::Region => REGION_NOID,
             };
-            Carry::Show(ServerMessage::ObjectTalks {
+            Some(ServerMessage::ObjectTalks {
                 speaker,
                 text: Sensitive::new(text.into_bytes()),
             })
         }
-        Intent::Echo(text) => Carry::Show(ServerMessage::ObjectTalks { speaker: me, text }),
-        Intent::SpeakToSelf(text) => Carry::Show(ServerMessage::Speak {
+        Intent::Echo(text) => Some(ServerMessage::ObjectTalks { speaker: me, text }),
+        Intent::SpeakToSelf(text) => Some(ServerMessage::Speak {
             noid: me,
             text: Sensitive::new(text.into_bytes()),
         }),
-        Intent::Prompt(text) => Carry::Ask(text),
-        Intent::Chat(words) => Carry::Chat(words),
-        Intent::SaveMail { to, from, text } => Carry::Save { to, from, text },
+        Intent::Prompt(_) | Intent::Chat(_) | Intent::SaveMail { .. } => None,
     }
 }
 
@@ -186,9 +162,9 @@ mod tests {
         AvatarName::parse(s).unwrap()
     }
 
-    fn text_of(c: &Carry) -> Option<(u8, String)> {
-        match c {
-            Carry::Show(ServerMessage::ObjectTalks { speaker, text }) => Some((
+    fn text_of(m: &Option<ServerMessage>) -> Option<(u8, String)> {
+        match m {
+            Some(ServerMessage::ObjectTalks { speaker, text }) => Some((
                 *speaker,
                 String::from_utf8_lossy(text.expose()).into_owned(),
             )),
@@ -199,51 +175,47 @@ mod tests {
     #[test]
     fn intents_become_messages_for_this_client() {
         let me = 7;
-        assert!(matches!(
-            carry(Intent::Reply { esp: true }, me, Some(3)),
-            Carry::Show(ServerMessage::EspReply {
+        assert_eq!(
+            message(Intent::Reply { esp: true }, me, Some(3)),
+            Some(ServerMessage::EspReply {
                 seq: 3,
                 noid: 7,
                 esp: true
             })
-        ));
+        );
         // A prompt reply takes no reply.
-        assert!(matches!(
-            carry(Intent::Reply { esp: false }, me, None),
-            Carry::Nothing
-        ));
+        assert_eq!(message(Intent::Reply { esp: false }, me, None), None);
         let said = |speaker| Intent::Say {
             speaker,
             text: "hi".into(),
         };
         assert_eq!(
-            text_of(&carry(said(Speaker::Me), me, None)),
+            text_of(&message(said(Speaker::Me), me, None)),
             Some((7, "hi".into()))
         );
         assert_eq!(
-            text_of(&carry(said(Speaker::Region), me, None)),
+            text_of(&message(said(Speaker::Region), me, None)),
             Some((REGION_NOID, "hi".into()))
         );
         let echo = Intent::Echo(Sensitive::new(b"ESP:x".to_vec()));
         assert_eq!(
-            text_of(&carry(echo, me, Some(1))),
+            text_of(&message(echo, me, Some(1))),
             Some((7, "ESP:x".into()))
         );
         assert!(matches!(
-            carry(Intent::SpeakToSelf("Cannot contact x.".into()), me, Some(1)),
-            Carry::Show(ServerMessage::Speak { noid: 7, .. })
+            message(Intent::SpeakToSelf("Cannot contact x.".into()), me, Some(1)),
+            Some(ServerMessage::Speak { noid: 7, .. })
         ));
-        assert!(
-            matches!(carry(Intent::Prompt("ESP Mail to Bob? (Y/N) ".into()), me, None), Carry::Ask(t) if t == "ESP Mail to Bob? (Y/N) ")
-        );
+        // What the session carries out itself is no message.
         let save = Intent::SaveMail {
             to: name("Bob"),
             from: name("Alice"),
             text: Sensitive::new(b"x".to_vec()),
         };
-        assert!(
-            matches!(carry(save, me, None), Carry::Save { to, from, .. } if to.display() == "Bob" && from.display() == "Alice")
-        );
+        assert_eq!(message(save, me, None), None);
+        assert_eq!(message(Intent::Prompt("p".into()), me, None), None);
+        let chat = Intent::Chat(Sensitive::new(b"hi".to_vec()));
+        assert_eq!(message(chat, me, Some(2)), None);
     }
 
     #[test]
@@ -251,7 +223,7 @@ mod tests {
         let live = LiveEsp::new(name("Alice"), b"ok");
         let [header, sound, body] = show_live(live, 9);
         assert_eq!(
-            text_of(&Carry::Show(header)),
+            text_of(&Some(header)),
             Some((REGION_NOID, "ESP from Alice: ".into()))
         );
         assert_eq!(
@@ -261,10 +233,7 @@ mod tests {
                 noid: 9
             }
         );
-        assert_eq!(
-            text_of(&Carry::Show(body)),
-            Some((REGION_NOID, " ok ".into()))
-        );
+        assert_eq!(text_of(&Some(body)), Some((REGION_NOID, " ok ".into())));
     }
 
     #[test]

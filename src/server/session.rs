@@ -43,7 +43,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, trace, warn};
 
 use super::delivery::{Delivery, Show};
-use super::esp::{self, Admit, Carry, Lines};
+use super::esp::{self, Admit, Lines};
 use super::login::{self, Auth, LoginError, Step};
 use super::outbound::{Outbound, SendError};
 use super::plaza::Plaza;
@@ -696,11 +696,10 @@ where
         let me = self.plaza.my_noid();
         let mut queue: VecDeque<Intent> = intents.into();
         while let Some(intent) = queue.pop_front() {
-            match esp::carry(intent, me, seq) {
-                Carry::Show(msg) => self.send(msg),
-                Carry::Ask(text) => self.ask(PromptFor::MailOffer, text),
-                Carry::Chat(words) => self.plaza.chat(words),
-                Carry::Save { to, from, text } => {
+            match intent {
+                Intent::Prompt(text) => self.ask(PromptFor::MailOffer, text),
+                Intent::Chat(words) => self.plaza.chat(words),
+                Intent::SaveMail { to, from, text } => {
                     // Awaited here, outside any select: a shutdown lets it finish, and
                     // "saved" is said only after the durable commit.
                     let outcome = esp::save(&self.deps.mail, &to, &from, text).await;
@@ -708,7 +707,11 @@ where
                         queue.extend(state.save_result(outcome));
                     }
                 }
-                Carry::Nothing => {}
+                other => {
+                    if let Some(msg) = esp::message(other, me, seq) {
+                        self.send(msg);
+                    }
+                }
             }
         }
     }
