@@ -6,9 +6,30 @@
 //! connection inside its own tracing span, and on shutdown stops accepting, lets every
 //! session finish what it must (an ESP Mail save, a delivery's delete) and returns only
 //! when all of them have.
+//!
+//! One connection is one [`session::Session`], generic over its stream; its parts each
+//! have one job and are tested without a socket:
+//!
+//! - `session`: the task: reads, dispatches, owns the select loop, the connection's phase
+//!   and the one prompt timer;
+//! - `login`: the login line, how it is believed, the in-world password dialogue;
+//! - `plaza`: the seat and presence in the world, drawing the region, pushes between
+//!   sessions;
+//! - `esp`: ESP intents as protocol messages, ESP Mail saves, the line rate;
+//! - `delivery`: waiting mail at login: the lease, the pacing, ack → delete;
+//! - `outbound`: the packet queue, the link window, mail tags and the Ping after them,
+//!   the stuck-client limit;
+//! - [`pace`]: the byte-rate and line-rate arithmetic.
 
+mod delivery;
+mod esp;
+mod login;
+mod outbound;
 pub mod pace;
+mod plaza;
 pub mod session;
+#[cfg(test)]
+mod testing;
 
 use std::io;
 use std::net::SocketAddr;
@@ -242,6 +263,15 @@ fn spawn_session(
         }
         .instrument(span),
     );
+}
+
+/// Sleeps until `at`, or forever when there is nothing to wait for (a timer that may be
+/// off, in a `select!`).
+async fn sleep_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Accept errors that say "not now" rather than "never".

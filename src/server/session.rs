@@ -1,62 +1,63 @@
-//! One connection: its socket, its Q-Link link state and its avatar, in one task.
+//! One connection, in one task: it reads, dispatches, and owns the one select loop and the
+//! one prompt timer.
 //!
-//! The session is the glue between the pure layers: bytes come in through the login
-//! [`Preamble`], then [`QLinkCodec`] frames through the [`Link`] state machine, then Habitat
-//! packets through the [`Reassembler`] into typed [`ClientMsg`]s; the answers go the same
-//! way back as [`ServerMessage`]s. What a request *means* is decided by `world` (accounts,
-//! presence, the ESP dialogue) and `espmail` (the vault); the session only maps their
-//! decisions onto protocol messages and owns the timing: login and idle timeouts, prompt
-//! timeouts, the outbound rate cap, and the one rule that needs the link: a delivered ESP
-//! Mail is deleted only once the client acked the frame carrying its last line.
+//! The session is generic over its byte stream (plain TCP today; a TLS stream runs the
+//! same code), and is told its peer's address. Bytes come in through the login line
+//! (`login::read_preamble`), then [`QLinkCodec`] frames through the link, then Habitat
+//! packets through the [`Reassembler`] into typed [`ClientMsg`]s; each request goes to the
+//! part whose job it is, and their answers go back as [`ServerMessage`]s:
+//!
+//! - `login`: how the login line is believed, and the in-world password dialogue;
+//! - `plaza`: presence, drawing the region, and pushes from other sessions;
+//! - `esp`: speech, ESP intents and ESP Mail saves, the line rate;
+//! - `delivery`: waiting mail, its lease, and its deletion once acked;
+//! - `outbound`: the packet queue, the link window, mail tags and pacing.
+//!
+//! What a request *means* is decided by `world` (accounts, presence, the ESP dialogue) and
+//! `espmail` (the vault). The session keeps the connection's phase and all its timing:
+//! the idle timeout, the refusal's linger, the link's timer, and the prompt clock: the one
+//! pending prompt (password, ESP Mail offer or "Next ESP Mail") lapses here and nowhere
+//! else, and the part that asked is told.
+//!
+//! The Q-Link/Habitat client lives in `protocol` and in the server's mapping onto it (the
+//! codec chosen here, the messages its parts build); `world` and `espmail` never see its
+//! frames or packets, so a second client protocol would add its own codec and mapping
+//! here, beside this one, without touching them.
 //!
 //! A bad frame or packet costs only itself (a NAK or nothing, as WIRE.md §1.3.4 says);
 //! message text never reaches a log (only lengths and fingerprints).
 //!
-//! May touch: its own socket; the registry, accounts and vault through `Deps`.
+//! May touch: its own stream; the registry, accounts and vault through `Deps`.
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use futures_util::StreamExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::codec::{Framed, FramedParts};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, trace, warn};
 
-use super::pace::{LineBucket, Pacer};
-use super::Deps;
-use crate::espmail::{MailId, Mailbox, SaveError};
+use super::delivery::{Delivery, Show};
+use super::esp::{self, Admit, Lines};
+use super::login::{self, Auth, LoginError, Step};
+use super::outbound::{Outbound, SendError};
+use super::plaza::Plaza;
+pub use super::plaza::Push;
+use super::{sleep_opt, Deps};
 use crate::log_redact::{self, Dir, Sensitive};
 use crate::protocol::frame::{BadFrame, Frame};
 use crate::protocol::habitat::{Packet, Reassembler};
-use crate::protocol::link::{IdRange, Link, LinkError, OutFrameId};
 use crate::protocol::messages::{
-    AvatarState, ClientMsg, ClientRequest, CommonState, ContentsVector, RegionState, ServerMessage,
-    IM_ALIVE_OK_TEXT, REGION_NOID, UNASSIGNED_NOID,
+    ClientMsg, ClientRequest, ServerMessage, IM_ALIVE_OK_TEXT, REGION_NOID,
 };
-use crate::protocol::preamble::{Login, Preamble, Step};
 use crate::protocol::qlink::QLinkCodec;
-use crate::world::accounts::{
-    self, AuthError, Avatar, AvatarName, Decision, DialogueStep, Password, PasswordDialogue,
-    WRONG_NAME_OR_PASSWORD,
-};
-use crate::world::esp::{
-    self, classify_speak, strip_prompt_echo, DeliveryPacer, EspState, Intent, LiveEsp, PacerStep,
-    RegistryDirectory, SaveOutcome, Speaker, Speech,
-};
-use crate::world::{Member, Noids};
-
-/// Lines (SPEAK, ESP) a connection may send in a burst, and per second after it.
-const LINE_BURST: u32 = 8;
-const LINES_PER_SEC: u32 = 2;
-/// Said when a line is dropped for coming too fast (ESPMAIL.md has no words for this).
-const TOO_FAST: &str = "Slow down; that line was not sent.";
+use crate::world::accounts::WRONG_NAME_OR_PASSWORD;
+use crate::world::esp::{classify_speak, strip_prompt_echo, EspState, Intent, Speech};
 
 /// How long a connection the server ends waits for the client to close its side (see
 /// [`Live::close_gracefully`]); bounded so a silent client cannot hold a shutdown.
@@ -66,34 +67,9 @@ const CLOSE_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 /// this; the connection closes right after it).
 pub const SHUTTING_DOWN: &str = "The server is shutting down. Goodbye.";
 
-/// Packets waiting for room in the link's window before the client counts as stuck.
-const MAX_QUEUED_PACKETS: usize = 512;
 /// After a refusal, how long to wait for the client to ack the IM_ALIVE before closing
 /// (ESPMAIL.md §1: "once the reply is flushed (and acked, or after 2 s)").
 const REFUSAL_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// What one session tells another, through the registry's bounded outboxes. Never bytes:
-/// each session encodes for its own client.
-#[derive(Debug, Clone)]
-pub enum Push {
-    /// An avatar arrived in the Plaza: HEREIS.
-    Arrived(Noids),
-    /// An avatar appeared (after its HERE_I_AM): APPEAR.
-    Appeared(u8),
-    /// An avatar left: GOAWAY for it and its head.
-    Left(Noids),
-    /// Speech in the Plaza: SPEAK$ over the speaker.
-    Spoke {
-        /// The speaker's avatar noid.
-        noid: u8,
-        /// What was said.
-        text: Sensitive<Vec<u8>>,
-    },
-    /// A live ESP for this avatar.
-    Esp(LiveEsp),
-    /// A line from the server to show (e.g. the debug notice).
-    Notice(&'static str),
-}
 
 /// Why a session ended other than by the peer hanging up.
 #[derive(Debug, thiserror::Error)]
@@ -102,74 +78,71 @@ pub enum SessionError {
     /// The socket failed.
     #[error("connection failed: {0}")]
     Io(#[from] std::io::Error),
-    /// The login preamble was unusable.
-    #[error("bad login preamble: {0}")]
-    Preamble(#[from] crate::protocol::preamble::PreambleError),
-    /// The client stopped acking while the server had more to send.
-    #[error("client stopped acknowledging ({0} packets queued)")]
-    Stuck(usize),
+    /// The login line could not be read.
+    #[error(transparent)]
+    Login(#[from] LoginError),
+    /// Writing to the client failed, or the client stopped acking.
+    #[error(transparent)]
+    Send(#[from] SendError),
 }
 
-/// How the connection is bound to an avatar (DESIGN.md promise 6).
-enum Auth {
-    /// Not (yet) authenticated: refused on IM_ALIVE and closed.
-    Refused,
-    /// Authenticated: chat, ESP and mail.
-    Yes(Avatar),
-    /// No password in the login line: hidden until the in-world dialogue succeeds.
-    Asking {
-        name: AvatarName,
-        known: bool,
-        dialogue: Option<PasswordDialogue>,
+/// How far the connection has come: one value instead of a flag per step. Who it is
+/// ([`Auth`]) and what the client has drawn ([`Plaza`]) are kept beside it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Nothing heard on the link yet: the first packet, whatever it is, gets the IM_ALIVE
+    /// answer and nothing else (WIRE.md §3, as bridge_v2).
+    Greeting,
+    /// Refused at IM_ALIVE: nothing more is acted on; the connection closes once the client
+    /// acked the refusal, or at `until`.
+    Refusing {
+        /// When to close even without the ack.
+        until: tokio::time::Instant,
     },
+    /// IM_ALIVE answered: the client describes the region and says HERE_I_AM.
+    Alive,
+    /// HERE_I_AM seen: the client shows balloon lines and prompts.
+    Here,
 }
 
-/// What the one pending PROMPT_USER is for.
+/// What the one pending PROMPT_USER is for: the part told when it is answered or lapses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum PromptFor {
+    /// The in-world password dialogue ([`login::Asking`]).
     Password,
+    /// The ESP Mail offer ([`EspState`]).
     MailOffer,
+    /// "Next ESP Mail" ([`Delivery`]).
     NextMail,
 }
 
+/// The pending prompt: the session's prompt clock.
 struct Prompt {
     for_: PromptFor,
     text: Cow<'static, str>,
-    deadline: Option<tokio::time::Instant>,
-}
-
-/// One outbound packet waiting for room in the link window. `mail` tags the packet that
-/// carries a delivered message's last line.
-struct Queued {
-    payload: Bytes,
-    mail: Option<MailId>,
-}
-
-/// Login-time delivery: the leased mailbox and the messages waiting for their ack.
-struct Delivery {
-    mailbox: Mailbox,
-    pacer: DeliveryPacer,
-    /// (frame carrying the last line, message): deleted once the frame is acked.
-    awaiting: Vec<(OutFrameId, MailId)>,
-    /// The player said N, or stopped answering: deliver no more this login.
-    stopped: bool,
+    lapses_at: tokio::time::Instant,
 }
 
 /// One connection's task.
-pub struct Session {
-    stream: TcpStream,
+pub struct Session<S> {
+    stream: S,
     peer: SocketAddr,
     deps: Arc<Deps>,
     shutdown: CancellationToken,
 }
 
-impl Session {
-    /// A session for an accepted connection.
+impl<S> Session<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    /// A session for an accepted connection from `peer` (as the listener or a trusted
+    /// front end reported it).
     pub fn new(
-        stream: TcpStream,
+        stream: S,
         peer: SocketAddr,
         deps: Arc<Deps>,
         shutdown: CancellationToken,
-    ) -> Session {
+    ) -> Session<S> {
         Session {
             stream,
             peer,
@@ -191,7 +164,10 @@ impl Session {
     }
 
     async fn run(mut self) -> Result<(), SessionError> {
-        let Some((login, leftover)) = self.preamble().await? else {
+        let login_timeout = self.deps.settings.login_timeout;
+        let Some((login, leftover)) =
+            login::read_preamble(&mut self.stream, login_timeout, &self.shutdown).await?
+        else {
             return Ok(());
         };
         tracing::Span::current().record("avatar", login.name.as_str());
@@ -201,47 +177,13 @@ impl Session {
             leftover = leftover.len(),
             "login line read"
         );
-        let auth = self.authenticate(login).await;
-        let mut codec_buf = BytesMut::new();
-        codec_buf.extend_from_slice(&leftover);
+        let auth = login::authenticate(&self.deps, self.peer, login).await;
+        // The link starts with whatever the client sent after its login line.
         let mut parts = FramedParts::new::<Frame>(self.stream, QLinkCodec::new());
-        parts.read_buf = codec_buf;
-        let framed = Framed::from_parts(parts);
-        let (tx, rx) = mpsc::channel(self.deps.settings.outbox_len.max(1));
-        let member = self.deps.registry.seat();
-        let mut live = Live {
-            peer: self.peer,
-            deps: self.deps.clone(),
-            framed,
-            link: Link::new(),
-            pacer: Pacer::new(self.deps.settings.out_bytes_per_sec),
-            reasm: Reassembler::new(),
-            queue: VecDeque::new(),
-            auth,
-            member,
-            outbox_tx: tx,
-            outbox_rx: rx,
-            alive_sent: false,
-            described: false,
-            here: false,
-            entered: false,
-            prompt: None,
-            esp: None,
-            delivery: None,
-            idle_deadline: tokio::time::Instant::now() + self.deps.settings.idle_timeout,
-            closing: None,
-            debug_rx: self.deps.debug.clone(),
-            lines: LineBucket::new(LINE_BURST, LINES_PER_SEC),
-            dropped_lines: 0,
-        };
-        if let Auth::Yes(a) = &live.auth {
-            live.esp = Some(
-                EspState::new(a.name.clone())
-                    .with_prompt_timeout(live.deps.settings.prompt_timeout),
-            );
-        }
+        parts.read_buf = BytesMut::from(&leftover[..]);
+        let mut live = Live::new(Framed::from_parts(parts), self.peer, self.deps, auth);
         let result = live.run(&self.shutdown).await;
-        live.leave();
+        live.plaza.leave();
         if result.is_ok() {
             // The mailbox lease goes first: a login that replaced this one must not wait
             // for the linger below to open it.
@@ -250,138 +192,26 @@ impl Session {
         }
         result
     }
-
-    /// Reads the login preamble (WIRE.md 1.3.1), writing the `CONNECT` fallback after 2 s
-    /// of silence. The real C64 may say nothing for minutes first, so only the generous
-    /// login timeout ends the wait.
-    async fn preamble(&mut self) -> Result<Option<(Login, Bytes)>, SessionError> {
-        let started = Instant::now();
-        let deadline = tokio::time::Instant::now() + self.deps.settings.login_timeout;
-        let mut parser = Preamble::new(started);
-        let mut buf = [0u8; 512];
-        loop {
-            let connect_at = parser.next_deadline().map(tokio::time::Instant::from_std);
-            tokio::select! {
-                _ = self.shutdown.cancelled() => return Ok(None),
-                _ = tokio::time::sleep_until(deadline) => {
-                    info!("no login line before the login timeout");
-                    return Ok(None);
-                }
-                _ = sleep_opt(connect_at) => {
-                    if let Some(bytes) = parser.poll(Instant::now()) {
-                        self.stream.write_all(bytes).await?;
-                    }
-                }
-                n = self.stream.read(&mut buf) => {
-                    let n = n?;
-                    if n == 0 {
-                        return Ok(None);
-                    }
-                    let input = buf.get(..n).unwrap_or_default();
-                    if let Step::Done { login, leftover } = parser.feed(input, Instant::now())? {
-                        return Ok(Some((login, leftover)));
-                    }
-                }
-            }
-        }
-    }
-
-    /// Binds the connection to an avatar, or decides to ask in-world, or refuses
-    /// (ESPMAIL.md §1). Unknown names and wrong passwords end the same way.
-    async fn authenticate(&self, login: Login) -> Auth {
-        let Login { name, password, .. } = login;
-        let password = password.map(|p| Password::new(p.into_exposed().into_bytes()));
-        let decision = accounts::decide(&self.deps.auth_mode, self.peer.ip(), &name, password);
-        let accounts = &self.deps.accounts;
-        match decision {
-            Decision::Refuse(reason) => {
-                info!(?reason, "login refused");
-                Auth::Refused
-            }
-            Decision::Trust(name) => {
-                match accounts
-                    .ensure_trusted(name.display(), SystemTime::now())
-                    .await
-                {
-                    Ok(avatar) => Auth::Yes(avatar),
-                    Err(e) => {
-                        warn!(error = %e, "trusted login could not be recorded");
-                        Auth::Refused
-                    }
-                }
-            }
-            Decision::CheckPassword(name, password) => {
-                let outcome = accounts
-                    .login(
-                        name.display(),
-                        password,
-                        self.peer.ip(),
-                        self.deps.auto_register(),
-                        Instant::now(),
-                        SystemTime::now(),
-                    )
-                    .await;
-                match outcome {
-                    Ok(outcome) => Auth::Yes(outcome.avatar().clone()),
-                    Err(e) => {
-                        info!(error = %e, "login refused");
-                        Auth::Refused
-                    }
-                }
-            }
-            Decision::AskInWorld(name) => {
-                let known = match accounts.lookup(name.display()).await {
-                    Ok(found) => found.is_some(),
-                    Err(e) => {
-                        warn!(error = %e, "account lookup failed");
-                        return Auth::Refused;
-                    }
-                };
-                Auth::Asking {
-                    name,
-                    known,
-                    dialogue: None,
-                }
-            }
-        }
-    }
 }
 
-/// Sleeps until `at`, or forever when there is nothing to wait for.
-async fn sleep_opt(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// The session after the preamble.
-struct Live {
+/// The session after the login line.
+struct Live<S> {
     peer: SocketAddr,
     deps: Arc<Deps>,
-    framed: Framed<TcpStream, QLinkCodec>,
-    link: Link,
-    pacer: Pacer,
+    frames: Framed<S, QLinkCodec>,
     reasm: Reassembler,
-    queue: VecDeque<Queued>,
+    out: Outbound,
+    phase: Phase,
     auth: Auth,
-    member: Member<Push>,
-    outbox_tx: mpsc::Sender<Push>,
-    outbox_rx: mpsc::Receiver<Push>,
-    alive_sent: bool,
-    described: bool,
-    here: bool,
-    entered: bool,
-    prompt: Option<Prompt>,
+    plaza: Plaza,
+    /// The ESP dialogue, once authenticated.
     esp: Option<EspState>,
+    lines: Lines,
+    /// Waiting mail being delivered (holds the mailbox lease).
     delivery: Option<Delivery>,
+    prompt: Option<Prompt>,
     idle_deadline: tokio::time::Instant,
-    /// Set after a refusal: close once the client acked everything, or at this moment.
-    closing: Option<tokio::time::Instant>,
     debug_rx: Option<tokio::sync::watch::Receiver<bool>>,
-    lines: LineBucket,
-    /// Lines dropped since the last one let through (the sender is told once per run).
-    dropped_lines: u64,
 }
 
 /// How handling one event ended.
@@ -390,24 +220,52 @@ enum Flow {
     Close,
 }
 
-impl Live {
+impl<S> Live<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    fn new(frames: Framed<S, QLinkCodec>, peer: SocketAddr, deps: Arc<Deps>, auth: Auth) -> Self {
+        let settings = &deps.settings;
+        let esp = match &auth {
+            Auth::Yes(a) => Some(EspState::new(a.name.clone())),
+            _ => None,
+        };
+        Live {
+            peer,
+            frames,
+            reasm: Reassembler::new(),
+            out: Outbound::new(settings.out_bytes_per_sec),
+            phase: Phase::Greeting,
+            auth,
+            plaza: Plaza::seat(&deps.registry, settings.outbox_len),
+            esp,
+            lines: Lines::default(),
+            delivery: None,
+            prompt: None,
+            idle_deadline: tokio::time::Instant::now() + settings.idle_timeout,
+            debug_rx: deps.debug.clone(),
+            deps,
+        }
+    }
+
     async fn run(&mut self, shutdown: &CancellationToken) -> Result<(), SessionError> {
-        let kicked = self.member.kicked().clone();
+        let kicked = self.plaza.kicked();
         loop {
-            if let Some(at) = self.closing {
-                if self.link.window_len() == 0 || tokio::time::Instant::now() >= at {
-                    return Ok(());
+            let closing_at = match self.phase {
+                Phase::Refusing { until } => {
+                    if self.out.link().window_len() == 0 || tokio::time::Instant::now() >= until {
+                        return Ok(());
+                    }
+                    Some(until)
                 }
-            }
-            let link_at = self
-                .link
-                .next_deadline()
-                .map(tokio::time::Instant::from_std);
-            let prompt_at = self.prompt.as_ref().and_then(|p| p.deadline);
+                _ => None,
+            };
+            let link_at = self.out.next_deadline().map(tokio::time::Instant::from_std);
+            let prompt_at = self.prompt.as_ref().map(|p| p.lapses_at);
             let flow = tokio::select! {
                 _ = shutdown.cancelled() => {
                     // Only a client past HERE_I_AM shows balloon lines.
-                    if self.here {
+                    if self.phase == Phase::Here {
                         self.say(SHUTTING_DOWN);
                         self.pump().await?;
                     }
@@ -415,38 +273,38 @@ impl Live {
                     return Ok(());
                 }
                 _ = kicked.cancelled() => {
-                    if let Some(text) = self.member.kick_reason().and_then(|r| r.text()) {
+                    if let Some(text) = self.plaza.kick_reason().and_then(|r| r.text()) {
                         self.say(text);
                         self.pump().await?;
                     }
-                    info!(reason = ?self.member.kick_reason(), "closed by the world");
+                    info!(reason = ?self.plaza.kick_reason(), "closed by the world");
                     return Ok(());
                 }
                 _ = tokio::time::sleep_until(self.idle_deadline) => {
                     info!("idle timeout");
                     return Ok(());
                 }
-                _ = sleep_opt(self.closing) => return Ok(()),
+                _ = sleep_opt(closing_at) => return Ok(()),
                 _ = sleep_opt(link_at) => {
-                    if let Some(frame) = self.link.poll(Instant::now()) {
-                        self.write(frame).await?;
-                    }
+                    self.out.poll(&mut self.frames).await?;
                     Flow::Continue
                 }
-                _ = sleep_opt(prompt_at) => self.on_prompt_timeout().await?,
+                _ = sleep_opt(prompt_at) => self.on_prompt_lapsed().await?,
                 changed = debug_changed(&mut self.debug_rx) => {
                     if changed && self.debug_on() && self.is_visible() {
-                        self.say(crate::log_redact::DEBUG_NOTICE);
+                        self.say(log_redact::DEBUG_NOTICE);
                         self.pump().await?;
                     }
                     Flow::Continue
                 }
-                Some(push) = self.outbox_rx.recv() => {
-                    self.on_push(push);
+                Some(push) = self.plaza.next_push() => {
+                    for msg in self.plaza.draw(push) {
+                        self.send(msg);
+                    }
                     self.pump().await?;
                     Flow::Continue
                 }
-                item = self.framed.next() => match item {
+                item = self.frames.next() => match item {
                     Some(Ok(item)) => self.on_frame(item).await?,
                     Some(Err(e)) => return Err(e.into()),
                     None => return Ok(()),
@@ -465,19 +323,7 @@ impl Live {
 
     /// Authenticated and in the Plaza.
     fn is_visible(&self) -> bool {
-        matches!(self.auth, Auth::Yes(_)) && self.entered
-    }
-
-    fn my_noid(&self) -> u8 {
-        self.member.noids().map_or(UNASSIGNED_NOID, |n| n.avatar)
-    }
-
-    fn name(&self) -> Option<&AvatarName> {
-        match &self.auth {
-            Auth::Yes(a) => Some(&a.name),
-            Auth::Asking { name, .. } => Some(name),
-            Auth::Refused => None,
-        }
+        matches!(self.auth, Auth::Yes(_)) && self.plaza.entered()
     }
 
     // ---- inbound ----
@@ -492,16 +338,18 @@ impl Live {
             Err(BadFrame::Crc { probe: true, .. }) => debug!("handshake probe"),
             Err(bad) => info!(error = %bad, "bad frame"),
         }
-        let out = self.link.receive(item, now);
+        let out = self.out.receive(item, now);
         for frame in out.send {
-            self.write(frame).await?;
+            self.out.write(&mut self.frames, frame).await?;
         }
-        if let Some(range) = out.dropped {
-            self.on_dropped(range);
+        if let (Some(range), Some(d)) = (out.dropped, self.delivery.as_mut()) {
+            d.dropped(range);
         }
-        if out.acked.is_some() {
-            self.on_acked().await;
+        if let (Some(_), Some(d)) = (out.acked, self.delivery.as_mut()) {
+            let link = self.out.link();
+            d.acked(|frame| link.is_acked(frame)).await;
         }
+        self.settle_delivery();
         let flow = match out.packet {
             Some(packet) => self.on_packet(packet.expose()).await?,
             None => Flow::Continue,
@@ -535,36 +383,39 @@ impl Live {
                 return Ok(Flow::Continue);
             }
         };
-        if !self.alive_sent {
-            // Whatever the first packet is, it gets the IM_ALIVE answer and nothing else
-            // (WIRE.md §3, as bridge_v2).
-            self.alive_sent = true;
-            return Ok(self.answer_alive());
+        match self.phase {
+            Phase::Greeting => {
+                self.answer_alive();
+                Ok(Flow::Continue)
+            }
+            Phase::Refusing { .. } => {
+                debug!("request after a refusal ignored");
+                Ok(Flow::Continue)
+            }
+            Phase::Alive | Phase::Here => self.on_request(msg).await,
         }
-        self.on_request(msg).await
     }
 
-    fn answer_alive(&mut self) -> Flow {
+    /// The answer to the first packet: IM_ALIVE, refused (and closing) or alive.
+    fn answer_alive(&mut self) {
         if let Auth::Refused = self.auth {
             self.send(ServerMessage::ImAliveReply {
                 status: 0,
                 text: Bytes::from_static(WRONG_NAME_OR_PASSWORD.as_bytes()),
             });
-            self.closing = Some(tokio::time::Instant::now() + REFUSAL_LINGER);
+            self.phase = Phase::Refusing {
+                until: tokio::time::Instant::now() + REFUSAL_LINGER,
+            };
         } else {
             self.send(ServerMessage::ImAliveReply {
                 status: 1,
                 text: Bytes::from_static(IM_ALIVE_OK_TEXT),
             });
+            self.phase = Phase::Alive;
         }
-        Flow::Continue
     }
 
     async fn on_request(&mut self, msg: ClientMsg) -> Result<Flow, SessionError> {
-        if let Auth::Refused = self.auth {
-            debug!("request after a refusal ignored");
-            return Ok(Flow::Continue);
-        }
         let seq = msg.seq;
         match msg.request {
             ClientRequest::ImAlive => {
@@ -573,7 +424,13 @@ impl Live {
                     text: Bytes::from_static(IM_ALIVE_OK_TEXT),
                 });
             }
-            ClientRequest::Describe => self.on_describe(seq),
+            ClientRequest::Describe => {
+                let reply = self.plaza.describe(seq);
+                self.send(reply);
+                if let Auth::Yes(avatar) = &self.auth {
+                    self.plaza.enter(&avatar.name);
+                }
+            }
             ClientRequest::FingerInQue => self.send(ServerMessage::CaughtUp),
             ClientRequest::HereIAm => return self.on_here_i_am().await,
             ClientRequest::IQuit { code, len } => {
@@ -582,20 +439,18 @@ impl Live {
             }
             ClientRequest::PromptReply { text } => return self.on_prompt_reply(text).await,
             ClientRequest::Speak { text, .. } => {
-                if !self.owns(msg.noid) || !self.line_allowed(seq, false) {
-                    return Ok(Flow::Continue);
+                if self.plaza.owns(msg.noid) && self.line_allowed(seq, false) {
+                    self.on_speak(seq, text).await;
                 }
-                return self.on_speak(seq, text).await;
             }
             ClientRequest::Esp { text, .. } => {
-                if !self.owns(msg.noid) || !self.line_allowed(seq, true) {
-                    return Ok(Flow::Continue);
+                if self.plaza.owns(msg.noid) && self.line_allowed(seq, true) {
+                    self.on_esp(seq, text).await;
                 }
-                return self.on_esp(seq, text).await;
             }
             ClientRequest::Unknown { noid, req, len } => {
                 debug!(noid, req, len, "unknown request ignored");
-                if noid != REGION_NOID && self.owns(noid) {
+                if noid != REGION_NOID && self.plaza.owns(noid) {
                     // The client waits for a reply to an object request; a 0 says "no".
                     self.send(ServerMessage::Reply {
                         seq,
@@ -609,137 +464,47 @@ impl Live {
         Ok(Flow::Continue)
     }
 
-    /// Whether one more line may go out now. A dropped line still gets its reply (the
-    /// client waits for one), keeping ESP mode as it was; the sender is told once per run
-    /// of dropped lines.
-    fn line_allowed(&mut self, seq: u8, esp: bool) -> bool {
-        if self.lines.take(Instant::now()) {
-            if self.dropped_lines > 0 {
-                info!(
-                    dropped = self.dropped_lines,
-                    "lines dropped for coming too fast"
-                );
-                self.dropped_lines = 0;
-            }
-            return true;
-        }
-        if self.dropped_lines == 0 {
-            info!("lines coming too fast; dropping them");
-            self.say(TOO_FAST);
-        }
-        self.dropped_lines += 1;
-        let in_esp = esp && self.esp.as_ref().is_some_and(|e| e.target().is_some());
-        self.send(ServerMessage::EspReply {
-            seq,
-            noid: self.my_noid(),
-            esp: in_esp,
-        });
-        false
-    }
-
-    /// Whether a request on `noid` may be acted on: it must be this avatar's own noid, and
-    /// the region must have been described.
-    fn owns(&self, noid: u8) -> bool {
-        // A ghost (no noids left) talks on FF, its Who_am_I.
-        let mine = noid == self.my_noid();
-        if !mine {
-            info!(noid, "request on a noid this avatar does not own ignored");
-        } else if !self.described {
-            info!("request before DESCRIBE ignored");
-        }
-        mine && self.described
-    }
-
-    fn on_describe(&mut self, seq: u8) {
-        let me = self.member.noids();
-        let mut everyone: Vec<Noids> = self
-            .deps
-            .registry
-            .present()
-            .into_iter()
-            .filter(|p| p.id != self.member.id())
-            .filter_map(|p| p.noids)
-            .collect();
-        everyone.extend(me);
-        everyone.sort_by_key(|n| n.avatar);
-        let mut vector = ContentsVector::describe(RegionState::new(self.my_noid(), 0));
-        for n in everyone {
-            vector = with_avatar(vector, n);
-        }
-        self.send(ServerMessage::DescribeReply { seq, vector });
-        self.described = true;
-        if let Auth::Yes(_) = self.auth {
-            self.enter();
-        }
-    }
-
-    /// Makes the avatar present: reachable by name, and announced to the others.
-    fn enter(&mut self) {
-        if self.entered {
-            return;
-        }
-        let Some(name) = self.name().cloned() else {
-            return;
-        };
-        let entered = self.member.enter(&name, self.outbox_tx.clone());
-        self.entered = true;
-        if let Some(noids) = self.member.noids() {
-            self.deps
-                .registry
-                .broadcast(Some(self.member.id()), &Push::Arrived(noids));
-        }
-        info!(replaced = entered.replaced.is_some(), "entered the Plaza");
-    }
-
-    /// Tells the others this avatar appeared. A ghost is in nobody's contents vector, so
-    /// there is nothing for them to show.
-    fn announce_appear(&self) {
-        if let Some(noids) = self.member.noids() {
-            self.deps
-                .registry
-                .broadcast(Some(self.member.id()), &Push::Appeared(noids.avatar));
-        }
-    }
-
-    /// Leaves the Plaza (at the end of the session): the others see GOAWAY.
-    fn leave(&mut self) {
-        if !self.entered {
-            return;
-        }
-        self.member.leave();
-        if let Some(noids) = self.member.noids() {
-            self.deps
-                .registry
-                .broadcast(Some(self.member.id()), &Push::Left(noids));
-        }
-    }
-
     async fn on_here_i_am(&mut self) -> Result<Flow, SessionError> {
-        if self.here {
+        if self.phase == Phase::Here {
             return Ok(Flow::Continue);
         }
-        self.here = true;
-        let me = self.my_noid();
+        self.phase = Phase::Here;
         // The client enables its cursor when it sees its own APPEAR; a hidden avatar
         // gets it too (so it can answer the password prompt) but nobody else does.
-        self.send(ServerMessage::Appear { noid: me });
+        self.send(ServerMessage::Appear {
+            noid: self.plaza.my_noid(),
+        });
         match &mut self.auth {
             Auth::Yes(_) => {
-                self.announce_appear();
+                self.plaza.announce_appear();
+                self.after_login().await;
+                Ok(Flow::Continue)
+            }
+            Auth::Asking(asking) => {
+                let step = asking.start(&self.deps, self.peer).await;
+                self.on_login_step(step).await
+            }
+            Auth::Refused => Ok(Flow::Continue),
+        }
+    }
+
+    /// Carries out the password dialogue's next step.
+    async fn on_login_step(&mut self, step: Step) -> Result<Flow, SessionError> {
+        match step {
+            Step::Ask(text) => self.ask(PromptFor::Password, text),
+            Step::Authenticated(avatar) => {
+                self.esp = Some(EspState::new(avatar.name.clone()));
+                self.plaza.enter(&avatar.name);
+                self.auth = Auth::Yes(avatar);
+                self.plaza.announce_appear();
                 self.after_login().await;
             }
-            Auth::Asking {
-                known, dialogue, ..
-            } => {
-                let (d, step) = PasswordDialogue::start_with_min_len(
-                    *known,
-                    self.deps.auto_register(),
-                    self.deps.accounts.min_password_len(),
-                );
-                *dialogue = Some(d);
-                return self.on_dialogue_step(step).await;
+            Step::Refused => {
+                self.say(WRONG_NAME_OR_PASSWORD);
+                return Ok(Flow::Close);
             }
-            Auth::Refused => {}
+            Step::Failed => return Ok(Flow::Close),
+            Step::Nothing => {}
         }
         Ok(Flow::Continue)
     }
@@ -747,113 +512,16 @@ impl Live {
     /// After HERE_I_AM of an authenticated avatar: the debug notice, then its mail.
     async fn after_login(&mut self) {
         if self.debug_on() {
-            self.say(crate::log_redact::DEBUG_NOTICE);
+            self.say(log_redact::DEBUG_NOTICE);
         }
         self.start_delivery().await;
     }
 
-    async fn on_dialogue_step(&mut self, step: DialogueStep) -> Result<Flow, SessionError> {
-        let mut step = step;
-        loop {
-            step = match step {
-                DialogueStep::Ask(text) => {
-                    let deadline = Instant::now() + self.deps.settings.prompt_timeout;
-                    self.ask(PromptFor::Password, text, Some(deadline));
-                    return Ok(Flow::Continue);
-                }
-                DialogueStep::Check(password) => {
-                    let Some(name) = self.name().cloned() else {
-                        return Ok(Flow::Close);
-                    };
-                    let ok = match self
-                        .deps
-                        .accounts
-                        .login(
-                            name.display(),
-                            password,
-                            self.peer.ip(),
-                            false,
-                            Instant::now(),
-                            SystemTime::now(),
-                        )
-                        .await
-                    {
-                        Ok(_) => true,
-                        Err(AuthError::Store(e)) => {
-                            warn!(error = %e, "password could not be checked");
-                            false
-                        }
-                        Err(_) => false,
-                    };
-                    self.dialogue_checked(ok)
-                }
-                DialogueStep::Register(password) => {
-                    let Some(name) = self.name().cloned() else {
-                        return Ok(Flow::Close);
-                    };
-                    let ok = match self
-                        .deps
-                        .accounts
-                        .add(name.display(), password, SystemTime::now())
-                        .await
-                    {
-                        Ok(_) => {
-                            info!("new avatar registered in-world");
-                            true
-                        }
-                        Err(e) => {
-                            warn!(error = %e, "in-world registration failed");
-                            false
-                        }
-                    };
-                    self.dialogue_checked(ok)
-                }
-                DialogueStep::Done => {
-                    let Auth::Asking { name, .. } = &self.auth else {
-                        return Ok(Flow::Continue);
-                    };
-                    let avatar = match self.deps.accounts.lookup(name.display()).await {
-                        Ok(Some(a)) => a,
-                        _ => return Ok(Flow::Close),
-                    };
-                    self.esp = Some(
-                        EspState::new(avatar.name.clone())
-                            .with_prompt_timeout(self.deps.settings.prompt_timeout),
-                    );
-                    self.auth = Auth::Yes(avatar);
-                    self.enter();
-                    self.announce_appear();
-                    self.after_login().await;
-                    return Ok(Flow::Continue);
-                }
-                DialogueStep::Refuse => {
-                    self.say(WRONG_NAME_OR_PASSWORD);
-                    return Ok(Flow::Close);
-                }
-                DialogueStep::Ignore => return Ok(Flow::Continue),
-            };
-        }
-    }
+    // ---- the prompt clock ----
 
-    fn dialogue_checked(&mut self, ok: bool) -> DialogueStep {
-        match &mut self.auth {
-            Auth::Asking {
-                dialogue: Some(d), ..
-            } => d.checked(ok),
-            _ => DialogueStep::Ignore,
-        }
-    }
-
-    // ---- prompts ----
-
-    /// Sends PROMPT_USER; the connection has one prompt at a time, so this replaces any
-    /// other. `deadline` (std time) is when it lapses, if it does.
-    fn ask(
-        &mut self,
-        for_: PromptFor,
-        text: impl Into<Cow<'static, str>>,
-        deadline: Option<Instant>,
-    ) {
+    /// Sends PROMPT_USER and starts the prompt clock; the connection has one prompt at a
+    /// time, so this replaces any other.
+    fn ask(&mut self, for_: PromptFor, text: impl Into<Cow<'static, str>>) {
         let text = text.into();
         self.send(ServerMessage::PromptUser(Bytes::copy_from_slice(
             text.as_bytes(),
@@ -861,7 +529,7 @@ impl Live {
         self.prompt = Some(Prompt {
             for_,
             text,
-            deadline: deadline.map(tokio::time::Instant::from_std),
+            lapses_at: tokio::time::Instant::now() + self.deps.settings.prompt_timeout,
         });
     }
 
@@ -874,40 +542,40 @@ impl Live {
             return Ok(Flow::Continue);
         };
         let answer = strip_prompt_echo(prompt.text.as_bytes(), text.expose()).to_vec();
-        let now = Instant::now();
         match prompt.for_ {
             PromptFor::Password => {
                 let step = match &mut self.auth {
-                    Auth::Asking {
-                        dialogue: Some(d), ..
-                    } => d.answer(Password::new(answer)),
-                    _ => DialogueStep::Ignore,
+                    Auth::Asking(asking) => asking.answer(answer, &self.deps, self.peer).await,
+                    _ => Step::Nothing,
                 };
-                self.on_dialogue_step(step).await
+                self.on_login_step(step).await
             }
             PromptFor::MailOffer => {
                 let intents = match self.esp.as_mut() {
-                    Some(state) => {
-                        let dir = RegistryDirectory::new(&self.deps.registry, Push::Esp);
-                        state.prompt_reply(&answer, &dir, &self.deps.mail_rate, now)
-                    }
+                    Some(state) => state.prompt_reply(
+                        &answer,
+                        &self.plaza.directory(),
+                        &self.deps.mail_rate,
+                        Instant::now(),
+                    ),
                     None => Vec::new(),
                 };
                 self.run_intents(None, intents).await;
                 Ok(Flow::Continue)
             }
             PromptFor::NextMail => {
-                let step = match self.delivery.as_mut() {
-                    Some(d) => d.pacer.answer(&answer, now),
-                    None => PacerStep::Ignore,
+                let shows = match self.delivery.as_mut() {
+                    Some(d) => d.answer(&answer),
+                    None => Vec::new(),
                 };
-                self.on_pacer_step(step);
+                self.show_delivery(shows);
                 Ok(Flow::Continue)
             }
         }
     }
 
-    async fn on_prompt_timeout(&mut self) -> Result<Flow, SessionError> {
+    /// The prompt clock ran out: the part that asked is told.
+    async fn on_prompt_lapsed(&mut self) -> Result<Flow, SessionError> {
         let Some(prompt) = self.prompt.take() else {
             return Ok(Flow::Continue);
         };
@@ -918,16 +586,21 @@ impl Live {
             }
             PromptFor::MailOffer => {
                 // The pending text is dropped from memory; nothing is stored or said.
-                if let Some(state) = self.esp.as_mut() {
-                    state.cancel_offer();
-                }
+                let intents = match self.esp.as_mut() {
+                    Some(state) => state.prompt_lapsed(),
+                    None => Vec::new(),
+                };
                 info!("ESP Mail offer lapsed");
+                self.run_intents(None, intents).await;
                 Ok(Flow::Continue)
             }
             PromptFor::NextMail => {
                 // The rest stays stored for the next login; nothing is said.
-                info!("no answer to the next-mail prompt; the rest is kept");
-                self.stop_delivery();
+                let shows = match self.delivery.as_mut() {
+                    Some(d) => d.lapsed(),
+                    None => Vec::new(),
+                };
+                self.show_delivery(shows);
                 self.pump().await?;
                 Ok(Flow::Continue)
             }
@@ -936,8 +609,27 @@ impl Live {
 
     // ---- speech and ESP ----
 
-    async fn on_speak(&mut self, seq: u8, text: Sensitive<Vec<u8>>) -> Result<Flow, SessionError> {
-        let me = self.my_noid();
+    /// Whether one more line may go out now. A dropped line still gets its reply (the
+    /// client waits for one), keeping ESP mode as it was; the sender is told once per run
+    /// of dropped lines.
+    fn line_allowed(&mut self, seq: u8, esp: bool) -> bool {
+        let Admit::No { first } = self.lines.admit(Instant::now()) else {
+            return true;
+        };
+        if first {
+            self.say(esp::TOO_FAST);
+        }
+        let in_esp = esp && self.esp.as_ref().is_some_and(|e| e.target().is_some());
+        self.send(ServerMessage::EspReply {
+            seq,
+            noid: self.plaza.my_noid(),
+            esp: in_esp,
+        });
+        false
+    }
+
+    async fn on_speak(&mut self, seq: u8, text: Sensitive<Vec<u8>>) {
+        let me = self.plaza.my_noid();
         if !self.is_visible() || self.esp.is_none() {
             // A hidden avatar (password pending) cannot chat.
             self.send(ServerMessage::EspReply {
@@ -945,18 +637,12 @@ impl Live {
                 noid: me,
                 esp: false,
             });
-            return Ok(Flow::Continue);
+            return;
         }
         match classify_speak(text.expose()) {
             Speech::Chat(words) => {
                 debug!(len = words.len(), fp = %words.fingerprint(), "speak");
-                self.deps.registry.broadcast(
-                    Some(self.member.id()),
-                    &Push::Spoke {
-                        noid: me,
-                        text: words,
-                    },
-                );
+                self.plaza.chat(words);
                 self.send(ServerMessage::EspReply {
                     seq,
                     noid: me,
@@ -964,11 +650,8 @@ impl Live {
                 });
             }
             Speech::EspTo(typed) => {
-                // A new TO: cancels any pending prompt (ESPMAIL.md §3).
-                if matches!(
-                    self.prompt.as_ref().map(|p| &p.for_),
-                    Some(PromptFor::MailOffer)
-                ) {
+                // A new TO: cancels any pending offer (ESPMAIL.md §3).
+                if self.prompt.as_ref().map(|p| p.for_) == Some(PromptFor::MailOffer) {
                     self.prompt = None;
                 }
                 let known = match self.deps.accounts.lookup(&typed).await {
@@ -979,24 +662,20 @@ impl Live {
                     }
                 };
                 let intents = match self.esp.as_mut() {
-                    Some(state) => {
-                        let dir = RegistryDirectory::new(&self.deps.registry, Push::Esp);
-                        state.start(&typed, known, &dir)
-                    }
+                    Some(state) => state.start(&typed, known, &self.plaza.directory()),
                     None => Vec::new(),
                 };
                 self.run_intents(Some(seq), intents).await;
             }
         }
-        Ok(Flow::Continue)
     }
 
-    async fn on_esp(&mut self, seq: u8, text: Sensitive<Vec<u8>>) -> Result<Flow, SessionError> {
-        let me = self.my_noid();
-        let intents = match (self.is_visible(), self.esp.as_mut()) {
+    async fn on_esp(&mut self, seq: u8, text: Sensitive<Vec<u8>>) {
+        let visible = self.is_visible();
+        let intents = match (visible, self.esp.as_mut()) {
             (true, Some(state)) => {
                 debug!(len = text.len(), fp = %text.fingerprint(), "esp");
-                let dir = RegistryDirectory::new(&self.deps.registry, Push::Esp);
+                let dir = self.plaza.directory();
                 state.esp(text.expose(), &dir, &self.deps.mail_rate, Instant::now())
             }
             _ => vec![Intent::Reply { esp: false }],
@@ -1004,133 +683,43 @@ impl Live {
         if intents.is_empty() {
             self.send(ServerMessage::EspReply {
                 seq,
-                noid: me,
+                noid: self.plaza.my_noid(),
                 esp: false,
             });
         }
         self.run_intents(Some(seq), intents).await;
-        Ok(Flow::Continue)
     }
 
     /// Carries out the ESP dialogue's intents, in order. `seq` is the request being
     /// answered (None for a prompt reply, which takes no reply).
     async fn run_intents(&mut self, seq: Option<u8>, intents: Vec<Intent>) {
-        let me = self.my_noid();
+        let me = self.plaza.my_noid();
         let mut queue: VecDeque<Intent> = intents.into();
         while let Some(intent) = queue.pop_front() {
             match intent {
-                Intent::Reply { esp } => {
-                    if let Some(seq) = seq {
-                        self.send(ServerMessage::EspReply { seq, noid: me, esp });
-                    }
-                }
-                Intent::Say { speaker, text } => {
-                    let speaker = match speaker {
-                        Speaker::Me => me,
-                        Speaker::Region => REGION_NOID,
-                    };
-                    self.send(ServerMessage::ObjectTalks {
-                        speaker,
-                        text: Sensitive::new(text.into_bytes()),
-                    });
-                }
-                Intent::Echo(text) => self.send(ServerMessage::ObjectTalks { speaker: me, text }),
-                Intent::SpeakToSelf(text) => self.send(ServerMessage::Speak {
-                    noid: me,
-                    text: Sensitive::new(text.into_bytes()),
-                }),
-                Intent::Prompt(text) => {
-                    let deadline = Instant::now() + self.deps.settings.prompt_timeout;
-                    self.ask(PromptFor::MailOffer, text, Some(deadline));
-                }
-                Intent::Chat(words) => {
-                    self.deps.registry.broadcast(
-                        Some(self.member.id()),
-                        &Push::Spoke {
-                            noid: me,
-                            text: words,
-                        },
-                    );
-                }
+                Intent::Prompt(text) => self.ask(PromptFor::MailOffer, text),
+                Intent::Chat(words) => self.plaza.chat(words),
                 Intent::SaveMail { to, from, text } => {
-                    let len = text.len();
                     // Awaited here, outside any select: a shutdown lets it finish, and
                     // "saved" is said only after the durable commit.
-                    let outcome = match self
-                        .deps
-                        .mail
-                        .save(to.key(), from.display(), text, SystemTime::now())
-                        .await
-                    {
-                        Ok(_) => {
-                            info!(to = %to, len, "ESP Mail saved");
-                            SaveOutcome::Saved
-                        }
-                        Err(SaveError::BoxFull { max }) => {
-                            info!(to = %to, max, "ESP Mail refused: box full");
-                            SaveOutcome::BoxFull
-                        }
-                        Err(e) => {
-                            warn!(to = %to, error = %e, "ESP Mail could not be saved");
-                            SaveOutcome::Failed
-                        }
-                    };
+                    let outcome = esp::save(&self.deps.mail, &to, &from, text).await;
                     if let Some(state) = self.esp.as_mut() {
                         queue.extend(state.save_result(outcome));
                     }
                 }
+                other => {
+                    if let Some(msg) = esp::message(other, me, seq) {
+                        self.send(msg);
+                    }
+                }
             }
         }
-    }
-
-    // ---- pushes from other sessions ----
-
-    fn on_push(&mut self, push: Push) {
-        match push {
-            Push::Arrived(noids) => {
-                if self.described {
-                    let vector = with_avatar(ContentsVector::hereis(), noids);
-                    self.send(ServerMessage::HereIs(vector));
-                }
-            }
-            Push::Appeared(noid) => {
-                if self.described {
-                    self.send(ServerMessage::Appear { noid });
-                }
-            }
-            Push::Left(noids) => {
-                if self.described {
-                    self.send(ServerMessage::GoAway { noid: noids.avatar });
-                    self.send(ServerMessage::GoAway { noid: noids.head });
-                }
-            }
-            Push::Spoke { noid, text } => {
-                if self.described {
-                    self.send(ServerMessage::Speak { noid, text });
-                }
-            }
-            Push::Esp(live) => self.show_esp(live),
-            Push::Notice(text) => self.say(text),
-        }
-    }
-
-    /// A live ESP for this avatar (WIRE.md 4.4, speaker 0 as the original host did).
-    fn show_esp(&mut self, live: LiveEsp) {
-        self.say_owned(live.header().into_bytes());
-        self.send(ServerMessage::Play {
-            sound: esp::ESP_SOUND,
-            noid: self.my_noid(),
-        });
-        self.send(ServerMessage::ObjectTalks {
-            speaker: REGION_NOID,
-            text: live.body,
-        });
     }
 
     // ---- ESP Mail delivery at login ----
 
     async fn start_delivery(&mut self) {
-        let Some(name) = self.name().cloned() else {
+        let Some(name) = self.auth.name().cloned() else {
             return;
         };
         let mailbox = match self.deps.mail.open_mailbox(name.key()).await {
@@ -1140,118 +729,37 @@ impl Live {
                 return;
             }
         };
-        let Some((pacer, line)) = DeliveryPacer::start(mailbox.remaining()) else {
+        let Some((delivery, shows)) = Delivery::start(mailbox) else {
             return;
         };
-        let pacer = pacer.with_prompt_timeout(self.deps.settings.prompt_timeout);
-        info!(waiting = mailbox.remaining(), "delivering ESP Mail");
-        self.say_owned(line.into_bytes());
-        self.delivery = Some(Delivery {
-            mailbox,
-            pacer,
-            awaiting: Vec::new(),
-            stopped: false,
-        });
-        self.deliver_next();
+        self.delivery = Some(delivery);
+        self.show_delivery(shows);
     }
 
-    fn on_pacer_step(&mut self, step: PacerStep) {
-        match step {
-            PacerStep::Deliver => self.deliver_next(),
-            PacerStep::Ask(text) => {
-                let deadline = Instant::now() + self.deps.settings.prompt_timeout;
-                self.ask(PromptFor::NextMail, text, Some(deadline));
-            }
-            PacerStep::Kept => {
-                self.say(esp::MAIL_KEPT);
-                self.stop_delivery();
-            }
-            PacerStep::Finished => self.stop_delivery(),
-            PacerStep::Ignore => {}
-        }
-    }
-
-    /// Sends the oldest undelivered message, its last packet tagged so the message is
-    /// deleted once that frame is acked; then asks about the next, if any.
-    fn deliver_next(&mut self) {
-        let Some(d) = self.delivery.as_mut() else {
-            return;
-        };
-        let Some(mail) = d.mailbox.next() else {
-            self.stop_delivery();
-            return;
-        };
-        let sent = mail
-            .sent
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        self.say_owned(esp::mail_header(&mail.sender, sent).into_bytes());
-        let body = ServerMessage::ObjectTalks {
-            speaker: REGION_NOID,
-            text: Sensitive::new(esp::pad_body(&esp::speakable(mail.text.expose()))),
-        };
-        self.send_tagged(body, mail.id);
-        let step = match self.delivery.as_mut() {
-            Some(d) => d.pacer.delivered(Instant::now()),
-            None => PacerStep::Ignore,
-        };
-        self.on_pacer_step(step);
-    }
-
-    fn stop_delivery(&mut self) {
-        if let Some(d) = self.delivery.as_mut() {
-            d.stopped = true;
-        }
-        self.release_mailbox_if_done();
-    }
-
-    /// Deletes every delivered message whose last frame the client has now acked.
-    async fn on_acked(&mut self) {
-        let Some(d) = self.delivery.as_mut() else {
-            return;
-        };
-        let mut still = Vec::new();
-        for (frame, mail) in std::mem::take(&mut d.awaiting) {
-            if self.link.is_acked(frame) {
-                match d.mailbox.confirm(mail).await {
-                    Ok(_) => info!("delivered ESP Mail acked and deleted"),
-                    Err(e) => {
-                        warn!(error = %e, "delivered ESP Mail could not be deleted; it will come again")
-                    }
+    /// Queues what the delivery shows: lines, messages (their last packet tagged), the
+    /// "Next ESP Mail" prompt.
+    fn show_delivery(&mut self, shows: Vec<Show>) {
+        for show in shows {
+            match show {
+                Show::Line(text) => self.say_owned(text.into_bytes()),
+                Show::Mail { header, body, id } => {
+                    self.say_owned(header.into_bytes());
+                    let body = ServerMessage::ObjectTalks {
+                        speaker: REGION_NOID,
+                        text: body,
+                    };
+                    self.out.send_tagged(&body, id);
                 }
-            } else {
-                still.push((frame, mail));
+                Show::Ask(text) => self.ask(PromptFor::NextMail, text),
             }
         }
-        d.awaiting = still;
-        self.release_mailbox_if_done();
+        self.settle_delivery();
     }
 
-    /// A client Reset threw away frames unacked: their mail is not confirmed (it stays and
-    /// comes again at the next login).
-    fn on_dropped(&mut self, range: IdRange) {
-        if let Some(d) = self.delivery.as_mut() {
-            let before = d.awaiting.len();
-            d.awaiting.retain(|(frame, _)| !range.contains(*frame));
-            let lost = before - d.awaiting.len();
-            if lost > 0 {
-                info!(
-                    lost,
-                    "client reset before acking delivered mail; kept for next login"
-                );
-            }
-        }
-    }
-
-    /// The mailbox lease ends once nothing more will be delivered and nothing waits for
+    /// Ends the mailbox lease once nothing more will be delivered and nothing waits for
     /// an ack, so a later login can open it again.
-    fn release_mailbox_if_done(&mut self) {
-        let done = self.delivery.as_ref().is_some_and(|d| {
-            (d.stopped || d.mailbox.is_empty())
-                && d.awaiting.is_empty()
-                && !self.queue.iter().any(|q| q.mail.is_some())
-        });
-        if done {
+    fn settle_delivery(&mut self) {
+        if self.delivery.as_ref().is_some_and(Delivery::is_done) {
             self.delivery = None;
         }
     }
@@ -1271,74 +779,28 @@ impl Live {
 
     /// Queues a message; [`Live::pump`] writes it when the window has room.
     fn send(&mut self, msg: ServerMessage) {
-        for packet in msg.packets() {
-            let h = packet.header;
-            trace!(hab = %log_redact::habitat(Dir::Out, h.ctrl, h.noid, h.reqnum, &packet.payload), "packet");
-            self.queue.push_back(Queued {
-                payload: packet.escaped(),
-                mail: None,
-            });
-        }
+        self.out.send(&msg);
     }
 
-    /// Queues a message whose last packet carries delivered mail `id`.
-    fn send_tagged(&mut self, msg: ServerMessage, id: MailId) {
-        self.send(msg);
-        if let Some(last) = self.queue.back_mut() {
-            last.mail = Some(id);
-        }
-    }
-
-    /// Writes queued packets while the link window has room; a Ping follows a packet that
-    /// finished a delivered message, since the C64 acks only when asked (WIRE.md 1.3.3).
+    /// Writes what the window has room for; a delivered message's tagged frame now waits
+    /// for its ack.
     async fn pump(&mut self) -> Result<(), SessionError> {
-        let mut ping = false;
-        while self.link.can_send() {
-            let Some(q) = self.queue.pop_front() else {
-                break;
-            };
-            let len = q.payload.len();
-            match self.link.send_action(q.payload, Instant::now()) {
-                Ok(out) => {
-                    if let (Some(mail), Some(d)) = (q.mail, self.delivery.as_mut()) {
-                        d.awaiting.push((out.id, mail));
-                        ping = true;
-                    }
-                    self.write(out.frame).await?;
-                }
-                Err(LinkError::WindowFull { .. }) => break,
-                Err(e) => warn!(error = %e, len, "packet could not be framed; dropped"),
+        let tags = self.out.pump(&mut self.frames).await?;
+        if let Some(d) = self.delivery.as_mut() {
+            for tag in tags {
+                d.framed(tag);
             }
         }
-        if ping {
-            let frame = self.link.ping(Instant::now());
-            self.write(frame).await?;
-        }
-        if self.queue.len() > MAX_QUEUED_PACKETS {
-            return Err(SessionError::Stuck(self.queue.len()));
-        }
         Ok(())
     }
 
-    async fn write(&mut self, frame: Frame) -> Result<(), SessionError> {
-        let wait = self.pacer.reserve(frame.wire_len() + 1, Instant::now());
-        if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
-        }
-        debug!(pkt = %log_redact::packet(Dir::Out, &frame), "frame");
-        self.framed.send(frame).await?;
-        Ok(())
-    }
-}
-
-impl Live {
     /// Ends the connection from the server's side without losing the last lines written
     /// ("saved", "You have logged in elsewhere."): closing a socket that still has unread
     /// input (the client's acks) makes the kernel send a reset, and the peer's kernel then
     /// throws away whatever it had not yet handed to the client. So: send FIN, then read
     /// and discard until the client closes too, for at most [`CLOSE_LINGER`].
     async fn close_gracefully(&mut self) {
-        let stream = self.framed.get_mut();
+        let stream = self.frames.get_mut();
         if stream.shutdown().await.is_err() {
             return;
         }
@@ -1361,32 +823,145 @@ async fn debug_changed(rx: &mut Option<tokio::sync::watch::Receiver<bool>>) -> b
     }
 }
 
-/// An avatar and its head in a contents vector. Avatars stand in a row across the Plaza so
-/// they do not overlap; the states are those of the reference vectors.
-fn with_avatar(vector: ContentsVector, n: Noids) -> ContentsVector {
-    let x = 0x10u8.wrapping_add(n.avatar.wrapping_mul(12) % 0x80);
-    let avatar = AvatarState {
-        common: CommonState {
-            style: 0,
-            x,
-            y: 0x96,
-            orientation: 0,
-            gr_state: 0,
-            container: 0,
-        },
-        activity: 0x81,
-        action: 0x81,
-        health: 0xFF,
-        restrainer: 0,
-        custom: [0x63, 0x2c],
-    };
-    let head = CommonState {
-        style: 5,
-        x: 0,
-        y: 6,
-        orientation: 0x10,
-        gr_state: 0,
-        container: n.avatar,
-    };
-    vector.avatar_with_head(n.avatar, avatar, n.head, head)
+/// The whole session over an in-memory stream instead of a socket: the code a TLS
+/// listener will run too.
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::net::{IpAddr, Ipv4Addr};
+    use std::time::Duration;
+
+    use futures_util::SinkExt;
+    use tokio::io::DuplexStream;
+
+    use super::*;
+    use crate::protocol::frame::Command;
+    use crate::protocol::habitat::Packet;
+    use crate::protocol::link::Link;
+    use crate::protocol::messages::region;
+    use crate::server::testing;
+    use crate::world::accounts::AuthMode;
+
+    const FRONT_END: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+
+    /// Everything a session needs; logins from [`FRONT_END`] are trusted.
+    fn deps(dir: &std::path::Path) -> Arc<Deps> {
+        testing::deps(
+            dir,
+            AuthMode::Trusted {
+                peers: vec![FRONT_END],
+            },
+        )
+    }
+
+    /// Runs a session on one end of a pipe, as if `peer` had connected; returns the other
+    /// end, and the session's task.
+    fn connect(deps: &Arc<Deps>, peer: IpAddr) -> (DuplexStream, tokio::task::JoinHandle<()>) {
+        let (client, server) = tokio::io::duplex(64);
+        let session = Session::new(
+            server,
+            SocketAddr::new(peer, 40_000),
+            Arc::clone(deps),
+            CancellationToken::new(),
+        );
+        let permit = Arc::new(tokio::sync::Semaphore::new(1))
+            .try_acquire_owned()
+            .unwrap();
+        (client, tokio::spawn(session.run_logged(permit)))
+    }
+
+    /// The client's end: its own link over the real codec.
+    struct Client {
+        io: Framed<DuplexStream, QLinkCodec>,
+        link: Link,
+    }
+
+    impl Client {
+        async fn login(mut stream: DuplexStream, name: &str) -> Client {
+            let line = format!(r#"{{"to":"bridge","op":"LOGIN","name":"{name}"}}"#);
+            stream
+                .write_all(format!("{line}\r\r").as_bytes())
+                .await
+                .unwrap();
+            Client {
+                io: Framed::new(stream, QLinkCodec::new()),
+                link: Link::new(),
+            }
+        }
+
+        async fn request(&mut self, request: ClientRequest) {
+            let msg = ClientMsg {
+                seq: 0,
+                noid: REGION_NOID,
+                request,
+            };
+            let out = self
+                .link
+                .send_action(msg.to_packet().escaped(), Instant::now())
+                .unwrap();
+            self.io.send(out.frame).await.unwrap();
+        }
+
+        /// The next Habitat packet from the server, and the frame that carried it.
+        async fn packet(&mut self) -> (Packet, Frame) {
+            loop {
+                let frame = self.io.next().await.unwrap().unwrap().unwrap();
+                let out = self.link.receive(Ok(frame.clone()), Instant::now());
+                if let Some(p) = out.packet {
+                    return (Packet::parse_escaped(p.expose()).unwrap(), frame);
+                }
+            }
+        }
+
+        /// Reads until the server closes its side; false if a frame came instead.
+        async fn closed(&mut self) -> bool {
+            self.io.next().await.is_none()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_trusted_login_is_answered_alive_over_any_stream() {
+        tokio::time::timeout(Duration::from_secs(20), async {
+            let dir = tempfile::tempdir().unwrap();
+            let deps = deps(dir.path());
+            let (stream, task) = connect(&deps, FRONT_END);
+            let mut client = Client::login(stream, "Bob").await;
+            client.request(ClientRequest::ImAlive).await;
+            let (reply, _) = client.packet().await;
+            assert_eq!(reply.header.reqnum, region::IM_ALIVE);
+            assert_eq!(reply.payload.first(), Some(&1), "alive");
+            // The client hangs up; the session ends.
+            drop(client);
+            task.await.unwrap();
+        })
+        .await
+        .expect("bounded");
+    }
+
+    #[tokio::test]
+    async fn a_refused_login_is_told_and_closed_once_the_client_acked() {
+        tokio::time::timeout(Duration::from_secs(20), async {
+            let dir = tempfile::tempdir().unwrap();
+            let deps = deps(dir.path());
+            let untrusted = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 9));
+            let (stream, task) = connect(&deps, untrusted);
+            let mut client = Client::login(stream, "Bob").await;
+            client.request(ClientRequest::ImAlive).await;
+            let (reply, frame) = client.packet().await;
+            assert_eq!(reply.header.reqnum, region::IM_ALIVE);
+            assert_eq!(reply.payload.first(), Some(&0), "refused");
+            assert_eq!(&reply.payload[1..], WRONG_NAME_OR_PASSWORD.as_bytes());
+            // Anything more is ignored; the ack of the refusal closes the connection.
+            client.request(ClientRequest::Describe).await;
+            let ack = Frame::bare(Command::RESET_ACK, client.link.out_seq(), frame.send);
+            client.io.send(ack).await.unwrap();
+            assert!(client.closed().await, "closed without another word");
+            drop(client);
+            task.await.unwrap();
+            assert_eq!(deps.registry.count(), 0, "a refused login never enters");
+        })
+        .await
+        .expect("bounded");
+    }
 }

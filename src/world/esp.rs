@@ -1,14 +1,17 @@
 //! ESP routing and the ESP Mail dialogue (ESPMAIL.md §2–§3, WIRE.md §4.4–§5), pure.
 //!
 //! One [`EspState`] per session is driven by events (a SPEAK `TO:NAME`, an ESP line, a
-//! prompt reply, a save result, the clock) and answers with [`Intent`]s carrying the
+//! prompt reply, a save result, the prompt lapsing) and answers with [`Intent`]s carrying the
 //! product's exact words; the session turns them into protocol messages. Who is online is
 //! asked through the [`Directory`] trait, which also delivers live ESP (the registry
 //! implements it through [`RegistryDirectory`]); whether an offline name is a known avatar
 //! is a fact the session looks up and passes in. The login-delivery texts and their pacing
 //! ([`DeliveryPacer`]) are here too.
 //!
-//! Player text travels as `Sensitive<Vec<u8>>` and is never logged. Time is passed in.
+//! Player text travels as `Sensitive<Vec<u8>>` and is never logged. Time is passed in where
+//! a rate needs it; prompts keep no time at all: the session's prompt timer is the one
+//! clock, and it reports a lapse with [`EspState::prompt_lapsed`] or
+//! [`DeliveryPacer::lapsed`].
 //!
 //! May touch: nothing outside memory (no sockets, no clock, no database).
 
@@ -22,10 +25,6 @@ use crate::log_redact::Sensitive;
 
 /// Longest speech text in bytes (WIRE.md §4.3, ESPMAIL.md §4).
 pub const SPEECH_CAP: usize = 114;
-/// Sound the recipient's client plays with a live ESP (WIRE.md §4.4, PLAY_$ 8).
-pub const ESP_SOUND: u8 = 8;
-/// How long an ESP Mail offer or a "Next ESP Mail" prompt waits for an answer.
-pub const PROMPT_TIMEOUT: Duration = Duration::from_secs(120);
 /// Unusable answers to one prompt before it is given up.
 pub const MAX_UNUSABLE_ANSWERS: u32 = 3;
 /// ESP Mail saves per sender per minute, by default (ESPMAIL.md §3 `send_rate`).
@@ -254,10 +253,8 @@ pub enum Speaker {
     Region,
 }
 
-/// A live ESP for a recipient: its client gets OBJECT_TALKS [`LiveEsp::header`] (speaker
-/// 0), PLAY_$ [`ESP_SOUND`] on its own noid, then OBJECT_TALKS [`LiveEsp::body`]
-/// (speaker 0: the sender's noid does not exist in the recipient's view; WIRE.md §4.4's
-/// recommendation).
+/// A live ESP for a recipient: who sent it and the body. How its client shows them (the
+/// header line, the ESP sound, the body) is the server's business.
 #[derive(Debug, Clone)]
 pub struct LiveEsp {
     /// Who sent it.
@@ -417,7 +414,6 @@ struct Offer {
     to: AvatarName,
     text: Sensitive<Vec<u8>>,
     unusable: u32,
-    deadline: Instant,
 }
 
 /// One session's ESP state: its target, its pending ESP Mail offer, a save in flight.
@@ -427,7 +423,6 @@ pub struct EspState {
     target: Option<AvatarName>,
     offer: Option<Offer>,
     saving: Option<AvatarName>,
-    prompt_timeout: Duration,
 }
 
 impl EspState {
@@ -438,16 +433,7 @@ impl EspState {
             target: None,
             offer: None,
             saving: None,
-            prompt_timeout: PROMPT_TIMEOUT,
         }
-    }
-
-    /// The same, with the configured offer timeout (`mail.prompt_timeout_secs`) instead
-    /// of [`PROMPT_TIMEOUT`], so the session's timer and this state agree on when an
-    /// offer lapsed.
-    pub fn with_prompt_timeout(mut self, timeout: Duration) -> EspState {
-        self.prompt_timeout = timeout;
-        self
     }
 
     /// The current ESP target.
@@ -459,11 +445,6 @@ impl EspState {
     /// here while it does).
     pub fn offer_pending(&self) -> bool {
         self.offer.is_some()
-    }
-
-    /// When the pending offer lapses, for the session's timer.
-    pub fn deadline(&self) -> Option<Instant> {
-        self.offer.as_ref().map(|o| o.deadline)
     }
 
     /// SPEAK `TO:NAME` (after [`classify_speak`]). `known` is the account lookup of the
@@ -541,7 +522,6 @@ impl EspState {
             to,
             text: Sensitive::new(body),
             unusable: 0,
-            deadline: now + self.prompt_timeout,
         });
         vec![Intent::Reply { esp: false }, Intent::Prompt(prompt)]
     }
@@ -555,7 +535,6 @@ impl EspState {
         rate: &MailRate,
         now: Instant,
     ) -> Vec<Intent> {
-        self.tick(now);
         let Some(mut offer) = self.offer.take() else {
             return Vec::new();
         };
@@ -605,17 +584,12 @@ impl EspState {
         vec![say(text)]
     }
 
-    /// Drops a pending offer now (the session's own prompt timeout, from the config):
-    /// nothing is stored, nothing is said. (Added for the server's wiring.)
-    pub fn cancel_offer(&mut self) {
+    /// The session's prompt timer ran out on the offer: the pending text is dropped,
+    /// nothing is stored, nothing is said (no intents). This state has no clock of its
+    /// own; the session's prompt timer is the only one.
+    pub fn prompt_lapsed(&mut self) -> Vec<Intent> {
         self.offer = None;
-    }
-
-    /// Drops an offer whose time is up: nothing is stored, nothing is said.
-    pub fn tick(&mut self, now: Instant) {
-        if self.offer.as_ref().is_some_and(|o| now >= o.deadline) {
-            self.offer = None;
-        }
+        Vec::new()
     }
 }
 
@@ -636,13 +610,14 @@ pub enum PacerStep {
 
 /// Paces login delivery (ESPMAIL.md §2): the count line, then one message at a time with
 /// "Next ESP Mail (N left)? (Y/N) " between them. `Y`, `y` or an empty answer delivers
-/// the next, `N` keeps the rest; no answer within [`PROMPT_TIMEOUT`] keeps them silently.
-/// Unusable answers re-ask; the third keeps the rest.
+/// the next, `N` keeps the rest; when the session's prompt timer runs out first
+/// ([`DeliveryPacer::lapsed`]) the rest is kept silently. Unusable answers re-ask; the
+/// third keeps the rest. The pacer has no clock: the session's prompt timer is the only one.
 #[derive(Debug)]
 pub struct DeliveryPacer {
     left: usize,
-    asking: Option<(Instant, u32)>,
-    prompt_timeout: Duration,
+    /// Unusable answers to the pending prompt, while one is pending.
+    asking: Option<u32>,
 }
 
 impl DeliveryPacer {
@@ -654,17 +629,10 @@ impl DeliveryPacer {
                 DeliveryPacer {
                     left: waiting,
                     asking: None,
-                    prompt_timeout: PROMPT_TIMEOUT,
                 },
                 mail_waiting(waiting),
             )
         })
-    }
-
-    /// The same, with the configured prompt timeout instead of [`PROMPT_TIMEOUT`].
-    pub fn with_prompt_timeout(mut self, timeout: Duration) -> DeliveryPacer {
-        self.prompt_timeout = timeout;
-        self
     }
 
     /// Messages not yet delivered.
@@ -677,28 +645,20 @@ impl DeliveryPacer {
         self.asking.is_some()
     }
 
-    /// When the pending prompt lapses.
-    pub fn deadline(&self) -> Option<Instant> {
-        self.asking.map(|(d, _)| d)
-    }
-
     /// Call after a message's last line was sent: asks about the next one, if any.
-    pub fn delivered(&mut self, now: Instant) -> PacerStep {
+    pub fn delivered(&mut self) -> PacerStep {
         self.left = self.left.saturating_sub(1);
         if self.left == 0 {
             self.asking = None;
             return PacerStep::Finished;
         }
-        self.asking = Some((now + self.prompt_timeout, 0));
+        self.asking = Some(0);
         PacerStep::Ask(next_mail_prompt(self.left))
     }
 
     /// The answer to "Next ESP Mail (N left)? (Y/N) " (stripped of the prompt echo).
-    pub fn answer(&mut self, answer: &[u8], now: Instant) -> PacerStep {
-        if let Some(step) = self.tick(now) {
-            return step;
-        }
-        let Some((deadline, unusable)) = self.asking.take() else {
+    pub fn answer(&mut self, answer: &[u8]) -> PacerStep {
+        let Some(unusable) = self.asking.take() else {
             return PacerStep::Ignore;
         };
         match parse_answer(answer) {
@@ -712,23 +672,21 @@ impl DeliveryPacer {
                 PacerStep::Kept
             }
             Answer::Unusable => {
-                self.asking = Some((deadline, unusable + 1));
+                self.asking = Some(unusable + 1);
                 PacerStep::Ask(next_mail_prompt(self.left))
             }
         }
     }
 
-    /// Gives up a prompt whose time is up: `Some(Finished)` (the rest stays stored,
-    /// nothing is said), else `None`.
-    pub fn tick(&mut self, now: Instant) -> Option<PacerStep> {
-        match self.asking {
-            Some((deadline, _)) if now >= deadline => {
-                self.asking = None;
-                self.left = 0;
-                Some(PacerStep::Finished)
-            }
-            _ => None,
+    /// The session's prompt timer ran out on the pending prompt: [`PacerStep::Finished`]
+    /// (the rest stays stored, nothing is said), or [`PacerStep::Ignore`] when no prompt
+    /// was pending.
+    pub fn lapsed(&mut self) -> PacerStep {
+        if self.asking.take().is_none() {
+            return PacerStep::Ignore;
         }
+        self.left = 0;
+        PacerStep::Finished
     }
 }
 
@@ -876,7 +834,6 @@ mod tests {
             ["reply 0", "prompt ESP Mail to Bob? (Y/N) "]
         );
         assert!(s.offer_pending());
-        assert_eq!(s.deadline(), Some(now + PROMPT_TIMEOUT));
         s
     }
 
@@ -953,20 +910,25 @@ mod tests {
     }
 
     #[test]
-    fn offer_times_out_and_new_to_cancels() {
+    fn offer_lapses_and_new_to_cancels() {
         let dir = FakeDir::with(&["Alice", "Carol"]);
         let rate = MailRate::default();
         let now = Instant::now();
+        // The state keeps no time: an answer however late counts until the session says
+        // the prompt lapsed.
         let mut s = offline_offer_state(&dir, &rate, now);
-        s.tick(now + PROMPT_TIMEOUT - Duration::from_millis(1));
-        assert!(s.offer_pending());
-        s.tick(now + PROMPT_TIMEOUT);
+        let much_later = now + Duration::from_secs(3600);
+        assert_eq!(
+            texts(&s.prompt_reply(b"y", &dir, &rate, much_later)),
+            ["save Bob<-Alice meet me"]
+        );
+        // Lapsed: nothing said, and a late answer stores nothing.
+        let mut s = offline_offer_state(&dir, &rate, now);
+        assert!(s.prompt_lapsed().is_empty());
         assert!(!s.offer_pending());
-        // A late answer after the deadline stores nothing.
-        let mut s = offline_offer_state(&dir, &rate, now);
-        assert!(s
-            .prompt_reply(b"y", &dir, &rate, now + PROMPT_TIMEOUT)
-            .is_empty());
+        assert!(s.prompt_reply(b"y", &dir, &rate, now).is_empty());
+        // A lapse with no offer pending does nothing.
+        assert!(s.prompt_lapsed().is_empty());
         let mut s = offline_offer_state(&dir, &rate, now);
         s.start("carol", None, &dir);
         assert!(!s.offer_pending());
@@ -1157,79 +1119,57 @@ mod tests {
     #[test]
     fn pacer_paces_and_keeps() {
         assert!(DeliveryPacer::start(0).is_none());
-        let now = Instant::now();
         let (mut p, first) = DeliveryPacer::start(3).unwrap();
         assert_eq!(first, "You have 3 ESP Mail (times UTC).");
-        assert_eq!(p.answer(b"y", now), PacerStep::Ignore);
+        assert_eq!(p.answer(b"y"), PacerStep::Ignore);
         assert_eq!(
-            p.delivered(now),
+            p.delivered(),
             PacerStep::Ask("Next ESP Mail (2 left)? (Y/N) ".into())
         );
         assert!(p.awaiting_reply());
-        assert_eq!(p.answer(b"", now), PacerStep::Deliver);
+        assert_eq!(p.answer(b""), PacerStep::Deliver);
         assert_eq!(
-            p.delivered(now),
+            p.delivered(),
             PacerStep::Ask("Next ESP Mail (1 left)? (Y/N) ".into())
         );
-        assert_eq!(p.answer(b"Y", now), PacerStep::Deliver);
-        assert_eq!(p.delivered(now), PacerStep::Finished);
+        assert_eq!(p.answer(b"Y"), PacerStep::Deliver);
+        assert_eq!(p.delivered(), PacerStep::Finished);
         assert_eq!(p.left(), 0);
 
         let (mut p, _) = DeliveryPacer::start(2).unwrap();
-        p.delivered(now);
-        assert_eq!(p.answer(b"N", now), PacerStep::Kept);
+        p.delivered();
+        assert_eq!(p.answer(b"N"), PacerStep::Kept);
         assert!(!p.awaiting_reply());
 
         let (mut p, _) = DeliveryPacer::start(2).unwrap();
-        p.delivered(now);
+        p.delivered();
         assert_eq!(
-            p.answer(b"?", now),
+            p.answer(b"?"),
             PacerStep::Ask("Next ESP Mail (1 left)? (Y/N) ".into())
         );
         assert_eq!(
-            p.answer(b"?", now),
+            p.answer(b"?"),
             PacerStep::Ask("Next ESP Mail (1 left)? (Y/N) ".into())
         );
-        assert_eq!(p.answer(b"?", now), PacerStep::Kept);
-
-        let (mut p, _) = DeliveryPacer::start(2).unwrap();
-        p.delivered(now);
-        assert_eq!(p.deadline(), Some(now + PROMPT_TIMEOUT));
-        assert_eq!(p.tick(now + Duration::from_secs(119)), None);
-        assert_eq!(p.tick(now + PROMPT_TIMEOUT), Some(PacerStep::Finished));
-        assert!(!p.awaiting_reply());
-        assert_eq!(p.answer(b"y", now + PROMPT_TIMEOUT), PacerStep::Ignore);
+        assert_eq!(p.answer(b"?"), PacerStep::Kept);
     }
 
     #[test]
-    fn a_configured_prompt_timeout_replaces_the_default_both_ways() {
-        let now = Instant::now();
-        let long = PROMPT_TIMEOUT * 3;
-        // Pacer: an answer after 120 s but inside the configured time still counts.
-        let (p, _) = DeliveryPacer::start(2).unwrap();
-        let mut p = p.with_prompt_timeout(long);
-        p.delivered(now);
-        assert_eq!(p.deadline(), Some(now + long));
-        assert_eq!(p.answer(b"y", now + PROMPT_TIMEOUT), PacerStep::Deliver);
-        // ... and a short one lapses early.
-        let (p, _) = DeliveryPacer::start(2).unwrap();
-        let mut p = p.with_prompt_timeout(Duration::from_secs(1));
-        p.delivered(now);
-        assert_eq!(
-            p.tick(now + Duration::from_secs(1)),
-            Some(PacerStep::Finished)
-        );
-
-        // Offer: likewise.
-        let dir = FakeDir::with(&["Alice"]);
-        let rate = MailRate::default();
-        let mut s = EspState::new(name("Alice")).with_prompt_timeout(long);
-        s.start("bob", Some(name("Bob")), &dir);
-        s.esp(b"ESP:meet me", &dir, &rate, now);
-        assert_eq!(s.deadline(), Some(now + long));
-        assert_eq!(
-            texts(&s.prompt_reply(b"y", &dir, &rate, now + PROMPT_TIMEOUT))[0],
-            "save Bob<-Alice meet me"
-        );
+    fn a_lapsed_next_prompt_keeps_the_rest_silently() {
+        let (mut p, _) = DeliveryPacer::start(3).unwrap();
+        // No prompt pending yet: nothing lapses.
+        assert_eq!(p.lapsed(), PacerStep::Ignore);
+        p.delivered();
+        assert_eq!(p.lapsed(), PacerStep::Finished);
+        assert!(!p.awaiting_reply());
+        assert_eq!(p.left(), 0, "nothing more this login");
+        // A late answer after the lapse is ignored, and so is a second lapse.
+        assert_eq!(p.answer(b"y"), PacerStep::Ignore);
+        assert_eq!(p.lapsed(), PacerStep::Ignore);
+        // An unusable answer re-asks; the lapse of the re-asked prompt still keeps the rest.
+        let (mut p, _) = DeliveryPacer::start(2).unwrap();
+        p.delivered();
+        assert!(matches!(p.answer(b"?"), PacerStep::Ask(_)));
+        assert_eq!(p.lapsed(), PacerStep::Finished);
     }
 }

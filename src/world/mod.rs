@@ -37,7 +37,10 @@
 //!    prompt replies → [`esp::strip_prompt_echo`], then whichever of the password dialogue,
 //!    the [`esp::DeliveryPacer`] or [`esp::EspState::prompt_reply`] owns the prompt;
 //!    [`esp::Intent::SaveMail`] → the vault, then [`esp::EspState::save_result`];
-//! 5. on close: drop the [`Member`] (leaves, frees noids) and broadcast GOAWAY for its noids.
+//! 5. the session's prompt timer is the only prompt clock: nothing here keeps time for a
+//!    prompt. When it runs out, the owner is told: [`esp::EspState::prompt_lapsed`] or
+//!    [`esp::DeliveryPacer::lapsed`] (the password dialogue just ends the connection);
+//! 6. on close: drop the [`Member`] (leaves, frees noids) and broadcast GOAWAY for its noids.
 //!
 //! May touch: nothing outside memory.
 

@@ -1,0 +1,38 @@
+//! What the server's unit tests share: a full set of [`Deps`] in a temp dir, with cheap
+//! password hashing.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+
+use super::{Deps, Settings};
+use crate::espmail::{keyfile::Keyfile, Limits, MailHandle};
+use crate::world::accounts::{Accounts, AccountsHandle, AccountsKey, AuthMode, ScryptParams};
+use crate::world::esp::MailRate;
+use crate::world::Registry;
+
+/// Everything a session needs, stored under `dir`, logins believed as `auth_mode` says.
+pub fn deps(dir: &Path, auth_mode: AuthMode) -> Arc<Deps> {
+    // Cheap hashing: these tests are about the session, not the KDF.
+    let fast = ScryptParams {
+        log_n: 8,
+        r: 8,
+        p: 1,
+    };
+    let accounts =
+        Accounts::open_with(&dir.join("accounts.db"), &AccountsKey::new([3; 32]), fast).unwrap();
+    let keyfile = Keyfile::generate().unwrap();
+    let mail = MailHandle::with_keyfile(&dir.join("mail.db"), &keyfile, Limits::default()).unwrap();
+    Arc::new(Deps {
+        settings: Settings::default(),
+        registry: Arc::new(Registry::new()),
+        accounts: AccountsHandle::new(accounts, 1, Default::default()),
+        auth_mode,
+        mail,
+        mail_rate: MailRate::default(),
+        debug: None,
+        connections: AtomicUsize::new(0),
+    })
+}
