@@ -56,15 +56,18 @@ async fn garbage_and_broken_frames_cost_only_themselves() {
     )
     .await
     .unwrap();
-    // A prompt reply with no prompt pending.
+    // A prompt reply with no prompt pending: dropped without a word and without a log
+    // line (unsolicited replies must not be a way to write to the log).
     m.answer(b"ESP Mail to Bob? (Y/N) ", b"Y").await.unwrap();
-    server.wait_for_log("prompt reply with no prompt pending ignored");
     server.wait_for_log("request on a noid this avatar does not own ignored");
 
-    // Mallory's own session still works, and Bob never heard "I am Bob".
+    // Mallory's own session still works (so the reply above has been handled), and Bob
+    // never heard "I am Bob".
     speech_reaches(&mut m, &mut bob, b"after the noise").await;
     still_served(&mut bob).await;
-    assert!(!server.log().contains("panicked"));
+    let log = server.log();
+    assert!(!log.contains("panicked"));
+    assert!(!log.contains("prompt reply"), "{log}");
 }
 
 #[tokio::test]

@@ -294,19 +294,26 @@ async fn no_answer_to_the_next_prompt_keeps_the_rest() {
     let first = one_of(&seen, &mails);
     let second = mails.iter().copied().find(|m| *m != first).unwrap();
     assert_eq!(prompt_of(&seen), "Next ESP Mail (1 left)? (Y/N) ");
-    // Bob says nothing; the prompt lapses, the rest stays stored, nothing is shown.
-    server.wait_for_log("no answer to the next-mail prompt; the rest is kept");
-    let mut seen = round_trip(&mut bob).await;
-    // A late answer is a reply with no prompt pending: ignored, no delivery.
-    bob.answer(b"Next ESP Mail (1 left)? (Y/N) ", b"Y")
+    // Bob says nothing; the prompt lapses and he is told the rest is kept (his screen
+    // still shows the question). The rest stays stored.
+    let mut seen = bob
+        .collect_until(|e| e.text() == Some(b"ESP Mail kept for later."))
         .await
         .unwrap();
-    server.wait_for_log("prompt reply with no prompt pending ignored");
     seen.extend(round_trip(&mut bob).await);
     assert!(
         !shows(&seen, second),
         "lapsed prompt must keep the rest: {seen:?}"
     );
+    // A late N is answered too: kept, said again; nothing is delivered.
+    bob.answer(b"Next ESP Mail (1 left)? (Y/N) ", b"N")
+        .await
+        .unwrap();
+    let seen = bob
+        .collect_until(|e| e.text() == Some(b"ESP Mail kept for later."))
+        .await
+        .unwrap();
+    assert!(!shows(&seen, second), "{seen:?}");
     leave_after_deletes(&server, bob, 1).await;
 
     let mut bob = bob_logs_in(&server, true).await;
@@ -316,6 +323,38 @@ async fn no_answer_to_the_next_prompt_keeps_the_rest() {
         .unwrap();
     assert!(texts(&seen).contains(&"You have 1 ESP Mail (times UTC).".to_string()));
     round_trip(&mut bob).await;
+    leave_after_deletes(&server, bob, 2).await;
+    bob_has_no_mail(&server).await;
+}
+
+#[tokio::test]
+async fn a_late_yes_to_a_lapsed_next_prompt_still_delivers_the_next() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let short = tmp.path().join("short.toml");
+    std::fs::write(&short, "[mail]\nprompt_timeout_secs = 1\n").unwrap();
+    let mut server = TestServer::start_in(&dir, &[]);
+    let mails = ["late-1", "late-2"];
+    bob_gets_mail(&server, &mails).await;
+    server.signal("TERM");
+    assert!(server.wait_exit().success());
+    let server = TestServer::start_in(&dir, &["--config", short.to_str().unwrap()]);
+
+    let mut bob = bob_logs_in(&server, true).await;
+    let seen = until_prompt(&mut bob).await;
+    let first = one_of(&seen, &mails);
+    let second = mails.iter().copied().find(|m| *m != first).unwrap();
+    bob.collect_until(|e| e.text() == Some(b"ESP Mail kept for later."))
+        .await
+        .unwrap();
+    // The C64 still shows the question; Bob answers it late. The message is still
+    // stored, so it comes anyway, and is deleted once acked.
+    bob.answer(b"Next ESP Mail (1 left)? (Y/N) ", b"Y")
+        .await
+        .unwrap();
+    bob.collect_until(|e| e.text() == Some(second.as_bytes()))
+        .await
+        .unwrap();
     leave_after_deletes(&server, bob, 2).await;
     bob_has_no_mail(&server).await;
 }

@@ -135,13 +135,26 @@ async fn declining_or_not_answering_stores_nothing() {
     alice.answer(&prompt, b"eh").await.unwrap();
     alice.wait_text("ESP Mail not sent.").await.unwrap();
 
-    // No answer in time: the offer lapses; a late Y saves nothing.
+    // No answer in time: the offer lapses and the sender is told (the C64 cannot take
+    // the prompt back); a late Y saves nothing and is answered, never met with silence.
     let prompt = offer(&mut alice, "too late").await;
-    server.wait_for_log("ESP Mail offer lapsed");
+    alice
+        .wait_text("No answer; ESP Mail not sent.")
+        .await
+        .unwrap();
     alice.answer(&prompt, b"Y").await.unwrap();
+    alice
+        .wait_text("Too late; ESP Mail not sent.")
+        .await
+        .unwrap();
     let seen = round_trip(&mut alice).await;
     assert!(!said(&seen, "saved"), "{seen:?}");
-    server.wait_for_log("prompt reply with no prompt pending ignored");
+    // Only the first late answer is answered; a reply to no prompt at all is dropped
+    // without a word and without a log line.
+    alice.answer(&prompt, b"Y").await.unwrap();
+    let seen = round_trip(&mut alice).await;
+    assert!(!said(&seen, "Too late"), "{seen:?}");
+    assert!(!server.log().contains("no prompt pending"));
 
     let (code, out, err) = server.cli(&["stats"], "");
     assert_eq!(code, 0, "{err}");

@@ -7,7 +7,9 @@
 //! what happens and draws the [`Show`]s it gets back:
 //!
 //! - the answer to the "Next ESP Mail" prompt ([`Delivery::answer`]), or the session's
-//!   prompt timer running out ([`Delivery::lapsed`]: the rest stays stored);
+//!   prompt timer running out ([`Delivery::lapsed`]: the player is told the rest stays
+//!   stored, and a late answer still counts), or another prompt taking the prompt line
+//!   ([`Delivery::superseded`]: nothing more this login);
 //! - which frame carries each message's tagged last packet ([`Delivery::framed`], from the
 //!   outbound side);
 //! - the client's acks ([`Delivery::acked`] deletes every message whose last frame the
@@ -113,13 +115,33 @@ impl<M: Leased> Delivery<M> {
         shows
     }
 
-    /// The session's prompt timer ran out on the "Next ESP Mail" prompt: nothing more is
-    /// delivered this login, the rest stays stored, nothing is said.
+    /// The session's prompt timer ran out on the "Next ESP Mail" prompt: the player is
+    /// told the rest is kept (the C64 cannot take the prompt back, so silence would leave
+    /// it asking). The lease is kept: an answer that comes later still counts (a `Y`
+    /// delivers the next, which is still stored), until another prompt or the end of the
+    /// session.
     pub fn lapsed(&mut self) -> Vec<Show> {
         info!("no answer to the next-mail prompt; the rest is kept");
-        self.pacer.lapsed();
+        let mut shows = Vec::new();
+        let step = self.pacer.lapsed();
+        self.step(step, &mut shows);
+        shows
+    }
+
+    /// Whether the last "Next ESP Mail" prompt lapsed and a late answer would still be
+    /// taken (the session routes a prompt reply here when no prompt is pending).
+    pub fn is_lapsed(&self) -> bool {
+        self.pacer.is_lapsed()
+    }
+
+    /// Another prompt took the prompt line: nothing more is delivered this login; an
+    /// open question is answered for the player with "ESP Mail kept for later.".
+    pub fn superseded(&mut self) -> Vec<Show> {
+        let mut shows = Vec::new();
+        let step = self.pacer.superseded();
+        self.step(step, &mut shows);
         self.stopped = true;
-        Vec::new()
+        shows
     }
 
     /// The outbound side took a message's tagged packet from its queue.
@@ -198,6 +220,7 @@ impl<M: Leased> Delivery<M> {
                 shows.push(Show::Line(esp::MAIL_KEPT.to_string()));
                 self.stopped = true;
             }
+            PacerStep::Lapsed => shows.push(Show::Line(esp::MAIL_KEPT.to_string())),
             PacerStep::Finished => self.stopped = true,
             PacerStep::Ignore => {}
         }
@@ -368,19 +391,48 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_lapsed_next_prompt_keeps_the_rest_and_ends_the_lease_after_the_last_ack() {
+    async fn a_lapsed_next_prompt_says_kept_and_a_late_yes_still_delivers() {
         let (b, confirmed) = mailbox(3);
         let (mut d, shows) = Delivery::start(b).unwrap();
         let (mut out, mut w) = (Outbound::new(0), wire());
         let frames = show(&mut out, &mut w, &mut d, shows).await;
-        assert!(d.lapsed().is_empty(), "nothing is said");
-        assert!(!d.is_done(), "the shown message still waits for its ack");
+        assert_eq!(labels(&d.lapsed()), ["line ESP Mail kept for later."]);
+        assert!(d.is_lapsed());
         ack(&mut out, &mut d, &frames[3]).await;
         assert_eq!(*confirmed.lock().unwrap(), [id(1)]);
-        assert!(d.is_done());
+        assert!(!d.is_done(), "the lease is kept for a late answer");
         assert_eq!(d.mailbox.remaining(), 2, "the rest was never taken");
-        // A late answer delivers nothing more.
+        // A late Y delivers the next message anyway: it is still stored.
+        let late = d.answer(b"y");
+        let said = labels(&late);
+        assert!(said[0].starts_with("mail ESP Mail from "), "{said:?}");
+        assert_eq!(said[1], "ask Next ESP Mail (1 left)? (Y/N) ");
+        assert!(!d.is_lapsed());
+        // A late N to the next lapse keeps the rest, and says so again.
+        show(&mut out, &mut w, &mut d, late).await;
+        assert_eq!(labels(&d.lapsed()), ["line ESP Mail kept for later."]);
+        assert_eq!(labels(&d.answer(b"n")), ["line ESP Mail kept for later."]);
+        assert!(d.answer(b"y").is_empty(), "only one late answer counts");
+    }
+
+    #[tokio::test]
+    async fn another_prompt_ends_the_delivery_and_answers_an_open_question() {
+        let (b, confirmed) = mailbox(3);
+        let (mut d, shows) = Delivery::start(b).unwrap();
+        let (mut out, mut w) = (Outbound::new(0), wire());
+        let frames = show(&mut out, &mut w, &mut d, shows).await;
+        assert_eq!(labels(&d.superseded()), ["line ESP Mail kept for later."]);
+        ack(&mut out, &mut d, &frames[3]).await;
+        assert_eq!(*confirmed.lock().unwrap(), [id(1)]);
+        assert!(d.is_done(), "nothing more this login: the lease may end");
         assert!(d.answer(b"y").is_empty());
+        // After a lapse the player was told already: superseding says nothing more.
+        let (b, _) = mailbox(2);
+        let (mut d, shows) = Delivery::start(b).unwrap();
+        show(&mut out, &mut w, &mut d, shows).await;
+        d.lapsed();
+        assert!(d.superseded().is_empty());
+        assert!(!d.is_lapsed());
     }
 
     #[tokio::test]

@@ -210,6 +210,9 @@ struct Live<S> {
     /// Waiting mail being delivered (holds the mailbox lease).
     delivery: Option<Delivery>,
     prompt: Option<Prompt>,
+    /// The text of the last prompt that lapsed, until another prompt is asked: a late
+    /// answer echoes it, as any answer does.
+    lapsed_text: Option<Cow<'static, str>>,
     idle_deadline: tokio::time::Instant,
     debug_rx: Option<tokio::sync::watch::Receiver<bool>>,
 }
@@ -242,6 +245,7 @@ where
             lines: Lines::default(),
             delivery: None,
             prompt: None,
+            lapsed_text: None,
             idle_deadline: tokio::time::Instant::now() + settings.idle_timeout,
             debug_rx: deps.debug.clone(),
             deps,
@@ -522,6 +526,24 @@ where
     /// Sends PROMPT_USER and starts the prompt clock; the connection has one prompt at a
     /// time, so this replaces any other.
     fn ask(&mut self, for_: PromptFor, text: impl Into<Cow<'static, str>>) {
+        // The new prompt takes the prompt line: a late answer can no longer be told apart
+        // from an answer to it, so the parts whose prompt lapsed forget it, and a delivery
+        // whose question is still open (or lapsed) ends for this login.
+        if for_ != PromptFor::NextMail {
+            if let Some(d) = self.delivery.as_mut() {
+                let open = self.prompt.as_ref().map(|p| p.for_) == Some(PromptFor::NextMail);
+                if open || d.is_lapsed() {
+                    let shows = d.superseded();
+                    self.show_delivery(shows);
+                }
+            }
+        }
+        if for_ != PromptFor::MailOffer {
+            if let Some(esp) = self.esp.as_mut() {
+                esp.forget_lapse();
+            }
+        }
+        self.lapsed_text = None;
         let text = text.into();
         self.send(ServerMessage::PromptUser(Bytes::copy_from_slice(
             text.as_bytes(),
@@ -535,11 +557,7 @@ where
 
     async fn on_prompt_reply(&mut self, text: Sensitive<Vec<u8>>) -> Result<Flow, SessionError> {
         let Some(prompt) = self.prompt.take() else {
-            info!(
-                len = text.len(),
-                "prompt reply with no prompt pending ignored"
-            );
-            return Ok(Flow::Continue);
+            return self.on_late_reply(text).await;
         };
         let answer = strip_prompt_echo(prompt.text.as_bytes(), text.expose()).to_vec();
         match prompt.for_ {
@@ -574,28 +592,59 @@ where
         }
     }
 
+    /// A prompt reply with no prompt pending. An answer to a prompt that lapsed is never
+    /// met with silence (the C64 cannot take a prompt back, so the player may answer it
+    /// minutes later): the part whose prompt lapsed answers it. Anything else is dropped
+    /// without a log line, so unsolicited replies cannot be used to write to the log.
+    async fn on_late_reply(&mut self, text: Sensitive<Vec<u8>>) -> Result<Flow, SessionError> {
+        let Some(prompt) = self.lapsed_text.take() else {
+            return Ok(Flow::Continue);
+        };
+        let answer = strip_prompt_echo(prompt.as_bytes(), text.expose());
+        if self.esp.as_ref().is_some_and(EspState::lapsed) {
+            let intents = match self.esp.as_mut() {
+                Some(state) => state.prompt_reply(
+                    answer,
+                    &self.plaza.directory(),
+                    &self.deps.mail_rate,
+                    Instant::now(),
+                ),
+                None => Vec::new(),
+            };
+            self.run_intents(None, intents).await;
+        } else if let Some(d) = self.delivery.as_mut().filter(|d| d.is_lapsed()) {
+            let shows = d.answer(answer);
+            self.show_delivery(shows);
+        }
+        Ok(Flow::Continue)
+    }
+
     /// The prompt clock ran out: the part that asked is told.
     async fn on_prompt_lapsed(&mut self) -> Result<Flow, SessionError> {
         let Some(prompt) = self.prompt.take() else {
             return Ok(Flow::Continue);
         };
+        self.lapsed_text = Some(prompt.text);
         match prompt.for_ {
             PromptFor::Password => {
                 info!("no answer to the password prompt");
                 Ok(Flow::Close)
             }
             PromptFor::MailOffer => {
-                // The pending text is dropped from memory; nothing is stored or said.
+                // The pending text is dropped from memory; nothing is stored, and the
+                // sender is told, since the prompt stays on a C64's screen.
                 let intents = match self.esp.as_mut() {
                     Some(state) => state.prompt_lapsed(),
                     None => Vec::new(),
                 };
                 info!("ESP Mail offer lapsed");
                 self.run_intents(None, intents).await;
+                self.pump().await?;
                 Ok(Flow::Continue)
             }
             PromptFor::NextMail => {
-                // The rest stays stored for the next login; nothing is said.
+                // The rest stays stored; the player is told, and a late answer still
+                // counts.
                 let shows = match self.delivery.as_mut() {
                     Some(d) => d.lapsed(),
                     None => Vec::new(),

@@ -38,6 +38,12 @@ pub const MAIL_NOT_SENT: &str = "ESP Mail not sent.";
 pub const MAIL_SAVE_FAILED: &str = "ESP Mail could not be saved. Not sent.";
 /// "ESP Mail kept for later."
 pub const MAIL_KEPT: &str = "ESP Mail kept for later.";
+/// "No answer; ESP Mail not sent." (the offer's prompt lapsed; the C64 cannot take a
+/// prompt back, so the player must be told it no longer counts).
+pub const NO_ANSWER_NOT_SENT: &str = "No answer; ESP Mail not sent.";
+/// "Too late; ESP Mail not sent." (an answer to an offer that had lapsed: never silence,
+/// or the player would believe a late "Y" sent the mail).
+pub const TOO_LATE_NOT_SENT: &str = "Too late; ESP Mail not sent.";
 
 /// "Transmitting thoughts to NAME..."
 pub fn transmitting_to(name: &str) -> String {
@@ -423,6 +429,9 @@ pub struct EspState {
     target: Option<AvatarName>,
     offer: Option<Offer>,
     saving: Option<AvatarName>,
+    /// The last offer lapsed and nothing has happened since: a late answer gets
+    /// [`TOO_LATE_NOT_SENT`].
+    lapsed: bool,
 }
 
 impl EspState {
@@ -433,6 +442,7 @@ impl EspState {
             target: None,
             offer: None,
             saving: None,
+            lapsed: false,
         }
     }
 
@@ -456,6 +466,7 @@ impl EspState {
         dir: &impl Directory,
     ) -> Vec<Intent> {
         self.offer = None;
+        self.lapsed = false;
         let typed = typed.trim();
         let is_me = normalise(typed) == self.me.key();
         if !is_me {
@@ -518,6 +529,7 @@ impl EspState {
             return vec![Intent::Reply { esp: false }, say(too_much_mail(wait))];
         }
         let prompt = mail_offer_prompt(to.display());
+        self.lapsed = false;
         self.offer = Some(Offer {
             to,
             text: Sensitive::new(body),
@@ -527,7 +539,8 @@ impl EspState {
     }
 
     /// A PROMPT_REPLY's answer (stripped of the prompt echo) while an offer is pending.
-    /// Without a pending offer it is ignored (empty result).
+    /// An answer to an offer that lapsed gets [`TOO_LATE_NOT_SENT`], once; without
+    /// either it is ignored (empty result).
     pub fn prompt_reply(
         &mut self,
         answer: &[u8],
@@ -536,6 +549,9 @@ impl EspState {
         now: Instant,
     ) -> Vec<Intent> {
         let Some(mut offer) = self.offer.take() else {
+            if std::mem::take(&mut self.lapsed) {
+                return vec![say(TOO_LATE_NOT_SENT.to_string())];
+            }
             return Vec::new();
         };
         match parse_answer(answer) {
@@ -585,11 +601,28 @@ impl EspState {
     }
 
     /// The session's prompt timer ran out on the offer: the pending text is dropped,
-    /// nothing is stored, nothing is said (no intents). This state has no clock of its
-    /// own; the session's prompt timer is the only one.
+    /// nothing is stored, and the sender is told [`NO_ANSWER_NOT_SENT`] (the prompt stays
+    /// on a C64's screen, so silence would let a later "Y" look like a send). A later
+    /// answer gets [`TOO_LATE_NOT_SENT`]. This state has no clock of its own; the
+    /// session's prompt timer is the only one.
     pub fn prompt_lapsed(&mut self) -> Vec<Intent> {
-        self.offer = None;
-        Vec::new()
+        if self.offer.take().is_none() {
+            return Vec::new();
+        }
+        self.lapsed = true;
+        vec![say(NO_ANSWER_NOT_SENT.to_string())]
+    }
+
+    /// Whether a late answer to a lapsed offer would still be answered (the session
+    /// routes a prompt reply here when no prompt is pending).
+    pub fn lapsed(&self) -> bool {
+        self.lapsed
+    }
+
+    /// Something else took the prompt line (another prompt): a late answer to the lapsed
+    /// offer can no longer be told apart from an answer to it.
+    pub fn forget_lapse(&mut self) {
+        self.lapsed = false;
     }
 }
 
@@ -602,6 +635,9 @@ pub enum PacerStep {
     Ask(String),
     /// Say [`MAIL_KEPT`]; the rest stays stored for the next login.
     Kept,
+    /// The prompt lapsed: say [`MAIL_KEPT`]. The rest stays stored, and a late answer
+    /// may still ask for the next one (the C64 cannot take the prompt back).
+    Lapsed,
     /// Nothing left to deliver.
     Finished,
     /// Nothing to do (no prompt pending).
@@ -611,13 +647,17 @@ pub enum PacerStep {
 /// Paces login delivery (ESPMAIL.md §2): the count line, then one message at a time with
 /// "Next ESP Mail (N left)? (Y/N) " between them. `Y`, `y` or an empty answer delivers
 /// the next, `N` keeps the rest; when the session's prompt timer runs out first
-/// ([`DeliveryPacer::lapsed`]) the rest is kept silently. Unusable answers re-ask; the
-/// third keeps the rest. The pacer has no clock: the session's prompt timer is the only one.
+/// ([`DeliveryPacer::lapsed`]) the player is told the rest is kept, and an answer that
+/// comes after that still counts: `Y`/empty delivers the next (it is still stored),
+/// anything else keeps the rest. Unusable answers re-ask; the third keeps the rest. The
+/// pacer has no clock: the session's prompt timer is the only one.
 #[derive(Debug)]
 pub struct DeliveryPacer {
     left: usize,
     /// Unusable answers to the pending prompt, while one is pending.
     asking: Option<u32>,
+    /// The last prompt lapsed and no answer came since.
+    lapsed: bool,
 }
 
 impl DeliveryPacer {
@@ -629,6 +669,7 @@ impl DeliveryPacer {
                 DeliveryPacer {
                     left: waiting,
                     asking: None,
+                    lapsed: false,
                 },
                 mail_waiting(waiting),
             )
@@ -656,10 +697,26 @@ impl DeliveryPacer {
         PacerStep::Ask(next_mail_prompt(self.left))
     }
 
-    /// The answer to "Next ESP Mail (N left)? (Y/N) " (stripped of the prompt echo).
+    /// Whether the last prompt lapsed and a late answer would still be taken.
+    pub fn is_lapsed(&self) -> bool {
+        self.lapsed
+    }
+
+    /// The answer to "Next ESP Mail (N left)? (Y/N) " (stripped of the prompt echo), or a
+    /// late answer to one that lapsed: `Y`/empty delivers the next, anything else keeps
+    /// the rest (said again, so the answer is never met with silence).
     pub fn answer(&mut self, answer: &[u8]) -> PacerStep {
         let Some(unusable) = self.asking.take() else {
-            return PacerStep::Ignore;
+            if !std::mem::take(&mut self.lapsed) {
+                return PacerStep::Ignore;
+            }
+            return match parse_answer(answer) {
+                Answer::Yes | Answer::Empty if self.left > 0 => PacerStep::Deliver,
+                _ => {
+                    self.left = 0;
+                    PacerStep::Kept
+                }
+            };
         };
         match parse_answer(answer) {
             Answer::Yes | Answer::Empty => PacerStep::Deliver,
@@ -678,15 +735,30 @@ impl DeliveryPacer {
         }
     }
 
-    /// The session's prompt timer ran out on the pending prompt: [`PacerStep::Finished`]
-    /// (the rest stays stored, nothing is said), or [`PacerStep::Ignore`] when no prompt
-    /// was pending.
+    /// The session's prompt timer ran out on the pending prompt: [`PacerStep::Lapsed`]
+    /// (the player is told the rest is kept; a late answer may still ask for the next),
+    /// or [`PacerStep::Ignore`] when no prompt was pending.
     pub fn lapsed(&mut self) -> PacerStep {
         if self.asking.take().is_none() {
             return PacerStep::Ignore;
         }
+        self.lapsed = true;
+        PacerStep::Lapsed
+    }
+
+    /// Another prompt took the prompt line: nothing more is delivered this login.
+    /// [`PacerStep::Kept`] when a "Next ESP Mail" question was still open (the player is
+    /// told), [`PacerStep::Ignore`] otherwise (a lapse already said so, or nothing was
+    /// asked).
+    pub fn superseded(&mut self) -> PacerStep {
+        self.lapsed = false;
+        let open = self.asking.take().is_some();
         self.left = 0;
-        PacerStep::Finished
+        if open {
+            PacerStep::Kept
+        } else {
+            PacerStep::Ignore
+        }
     }
 }
 
@@ -922,13 +994,35 @@ mod tests {
             texts(&s.prompt_reply(b"y", &dir, &rate, much_later)),
             ["save Bob<-Alice meet me"]
         );
-        // Lapsed: nothing said, and a late answer stores nothing.
-        let mut s = offline_offer_state(&dir, &rate, now);
-        assert!(s.prompt_lapsed().is_empty());
-        assert!(!s.offer_pending());
-        assert!(s.prompt_reply(b"y", &dir, &rate, now).is_empty());
+        // Lapsed: the sender is told, and a late answer stores nothing but is answered,
+        // once, whatever it says.
+        for late in [&b"y"[..], b"n", b""] {
+            let mut s = offline_offer_state(&dir, &rate, now);
+            assert_eq!(
+                texts(&s.prompt_lapsed()),
+                ["say Region No answer; ESP Mail not sent."]
+            );
+            assert!(!s.offer_pending());
+            assert!(s.lapsed());
+            assert_eq!(
+                texts(&s.prompt_reply(late, &dir, &rate, now)),
+                ["say Region Too late; ESP Mail not sent."]
+            );
+            assert!(s.prompt_reply(late, &dir, &rate, now).is_empty());
+        }
         // A lapse with no offer pending does nothing.
+        let mut s = EspState::new(name("Alice"));
         assert!(s.prompt_lapsed().is_empty());
+        assert!(!s.lapsed());
+        // A new TO: or another prompt ends the lapse: a later answer is nobody's.
+        let mut s = offline_offer_state(&dir, &rate, now);
+        s.prompt_lapsed();
+        s.start("carol", None, &dir);
+        assert!(s.prompt_reply(b"y", &dir, &rate, now).is_empty());
+        let mut s = offline_offer_state(&dir, &rate, now);
+        s.prompt_lapsed();
+        s.forget_lapse();
+        assert!(s.prompt_reply(b"y", &dir, &rate, now).is_empty());
         let mut s = offline_offer_state(&dir, &rate, now);
         s.start("carol", None, &dir);
         assert!(!s.offer_pending());
@@ -1155,21 +1249,59 @@ mod tests {
     }
 
     #[test]
-    fn a_lapsed_next_prompt_keeps_the_rest_silently() {
+    fn a_lapsed_next_prompt_says_kept_and_a_late_answer_still_counts() {
         let (mut p, _) = DeliveryPacer::start(3).unwrap();
         // No prompt pending yet: nothing lapses.
         assert_eq!(p.lapsed(), PacerStep::Ignore);
         p.delivered();
-        assert_eq!(p.lapsed(), PacerStep::Finished);
+        assert_eq!(p.lapsed(), PacerStep::Lapsed);
         assert!(!p.awaiting_reply());
-        assert_eq!(p.left(), 0, "nothing more this login");
-        // A late answer after the lapse is ignored, and so is a second lapse.
-        assert_eq!(p.answer(b"y"), PacerStep::Ignore);
+        assert!(p.is_lapsed());
+        assert_eq!(p.left(), 2, "still stored, still deliverable");
+        // A second lapse says nothing more.
         assert_eq!(p.lapsed(), PacerStep::Ignore);
-        // An unusable answer re-asks; the lapse of the re-asked prompt still keeps the rest.
+        // A late Y (or empty answer) delivers the next one anyway.
+        assert_eq!(p.answer(b"y"), PacerStep::Deliver);
+        assert!(!p.is_lapsed());
+        p.delivered();
+        assert_eq!(p.lapsed(), PacerStep::Lapsed);
+        assert_eq!(p.answer(b""), PacerStep::Deliver);
+        // A late N, or anything else, keeps the rest; only one late answer counts.
+        for late in [&b"n"[..], b"?"] {
+            let (mut p, _) = DeliveryPacer::start(2).unwrap();
+            p.delivered();
+            p.lapsed();
+            assert_eq!(p.answer(late), PacerStep::Kept);
+            assert_eq!(p.left(), 0);
+            assert_eq!(p.answer(b"y"), PacerStep::Ignore);
+        }
+        // An unusable answer re-asks; the re-asked prompt lapses the same way.
         let (mut p, _) = DeliveryPacer::start(2).unwrap();
         p.delivered();
         assert!(matches!(p.answer(b"?"), PacerStep::Ask(_)));
-        assert_eq!(p.lapsed(), PacerStep::Finished);
+        assert_eq!(p.lapsed(), PacerStep::Lapsed);
+    }
+
+    #[test]
+    fn another_prompt_supersedes_an_open_or_lapsed_question() {
+        let (mut p, _) = DeliveryPacer::start(3).unwrap();
+        p.delivered();
+        assert_eq!(
+            p.superseded(),
+            PacerStep::Kept,
+            "the open question is answered"
+        );
+        assert_eq!(p.left(), 0);
+        assert_eq!(p.answer(b"y"), PacerStep::Ignore);
+        let (mut p, _) = DeliveryPacer::start(3).unwrap();
+        p.delivered();
+        p.lapsed();
+        assert_eq!(
+            p.superseded(),
+            PacerStep::Ignore,
+            "the lapse said so already"
+        );
+        assert!(!p.is_lapsed());
+        assert_eq!(p.answer(b"y"), PacerStep::Ignore);
     }
 }
