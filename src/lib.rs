@@ -15,6 +15,10 @@
 //! - [`ops`]: the operator commands beside `serve` (init, account, admin, stats, purge,
 //!   rotate-key).
 //! - [`talk`]: a text client speaking the real protocol (`espmail talk`, and the tests').
+//! - [`tls`]: TLS for the unchanged old clients: the server's acceptor (reloadable), the
+//!   verifying client connector, self-signed certificates and fingerprints.
+//! - [`tunnel`]: `espmail tunnel` on the player's machine: plain TCP from the old client on
+//!   loopback, TLS to the server, verified before any byte is relayed.
 
 pub mod admin;
 pub mod cli;
@@ -25,4 +29,6 @@ pub mod ops;
 pub mod protocol;
 pub mod server;
 pub mod talk;
+pub mod tls;
+pub mod tunnel;
 pub mod world;

@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use espmail::admin;
-use espmail::cli::{Cli, Command, DataArgs, ServeArgs};
+use espmail::cli::{Cli, Command, DataArgs, ServeArgs, TunnelArgs};
 use espmail::config::{Config, Overrides};
 use espmail::espmail::MailHandle;
 use espmail::log_redact;
@@ -52,6 +52,26 @@ fn run(cli: Cli) -> Result<()> {
             rt.block_on(espmail::talk::run(args))?;
             Ok(())
         }
+        Command::Tunnel(args) => {
+            let rt = runtime()?;
+            rt.block_on(espmail::tunnel::run(tunnel_options(args)))?;
+            Ok(())
+        }
+    }
+}
+
+/// The tunnel's command line as the library's options (the library does not see `cli`).
+fn tunnel_options(args: TunnelArgs) -> espmail::tunnel::TunnelOptions {
+    use espmail::tls::Verify;
+    espmail::tunnel::TunnelOptions {
+        server: args.server,
+        listen: args.listen,
+        verify: match (args.pin, args.ca) {
+            (Some(pin), _) => Verify::Pin(pin),
+            (None, Some(ca)) => Verify::CaFile(ca),
+            (None, None) => Verify::SystemCas,
+        },
+        connect_timeout: std::time::Duration::from_secs(args.connect_timeout),
     }
 }
 
