@@ -18,7 +18,7 @@ pub const FINGERPRINT_LEN: usize = 32;
 /// The SHA-256 digest of a certificate's DER bytes: what a player pins.
 ///
 /// Displays as colon-separated uppercase hex pairs (`AB:CD:…`), exactly as
-/// `openssl x509 -noout -fingerprint -sha256` prints it after `SHA256 Fingerprint=`.
+/// `openssl x509 -noout -fingerprint -sha256` prints it after `Fingerprint=`.
 /// Not a secret: a certificate is sent to anyone who connects.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Fingerprint([u8; FINGERPRINT_LEN]);

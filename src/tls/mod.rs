@@ -197,7 +197,8 @@ pub enum TlsError {
     /// The pinned fingerprint does not match the certificate the server showed.
     #[error(
         "{server} presented the wrong certificate: expected sha256:{expected}, got \
-         sha256:{got} (if the operator has changed it, they can confirm the new one)"
+         sha256:{got} (if the operator says they changed the certificate, pin the new \
+         fingerprint they publish)"
     )]
     WrongCertificate {
         /// HOST:PORT.
