@@ -145,6 +145,10 @@ fn serve(args: ServeArgs) -> Result<()> {
     for line in config.summary().lines() {
         tracing::info!("config {line}");
     }
+    if let Some(tls) = config.tls.listen {
+        // [tls] is parsed and checked, but the listener is wired into the server next.
+        tracing::warn!(%tls, "[tls] listen is set, but this version does not open a TLS listener yet");
+    }
     let deps = Arc::new(Deps {
         settings: Settings::from_config(&config),
         registry: Arc::new(Registry::new()),
