@@ -70,6 +70,8 @@ pub enum Command {
     Quarantine(QuarantineArgs),
     /// A text client that speaks the real protocol, to try the world without a C64.
     Talk(TalkArgs),
+    /// On the player's machine: the old client connects here, the server is reached over TLS.
+    Tunnel(TunnelArgs),
 }
 
 /// Where the configuration and the data live; shared by most subcommands.
@@ -252,6 +254,30 @@ pub struct TalkArgs {
     pub password: Option<String>,
 }
 
+/// `espmail tunnel`.
+#[derive(Debug, Args)]
+pub struct TunnelArgs {
+    /// The server's TLS listener, HOST:PORT.
+    #[arg(value_name = "SERVER:PORT")]
+    pub server: String,
+    /// Where the old client connects (VICE: -rsdev1 127.0.0.1:1986). Loopback keeps it to
+    /// this machine.
+    #[arg(long, value_name = "ADDR", default_value_t = crate::tunnel::DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+    /// Trust exactly the certificate with this SHA-256 fingerprint (as the operator
+    /// published it; colons optional, any case), e.g. for a self-signed server.
+    #[arg(long, value_name = "sha256:HEX", conflicts_with = "ca")]
+    pub pin: Option<crate::tls::Fingerprint>,
+    /// Trust the CA certificates (or the server's self-signed certificate) in this PEM
+    /// file instead of the system's; the host name is still checked.
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// Seconds allowed to reach the server and finish the TLS handshake.
+    #[arg(long, value_name = "SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub connect_timeout: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -325,6 +351,38 @@ mod tests {
         for bad in [
             &["quarantine", "drop"][..],
             &["quarantine", "drop", "ab", "--all"],
+        ] {
+            let err = Cli::try_parse_from(std::iter::once("espmail").chain(bad.iter().copied()))
+                .unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{bad:?}");
+        }
+        let cli = Cli::try_parse_from(["espmail", "tunnel", "w.example.org:1987"]).unwrap();
+        let TopCommand::World(Command::Tunnel(t)) = cli.command else {
+            panic!("not tunnel")
+        };
+        assert_eq!(t.listen, "127.0.0.1:1986".parse().unwrap());
+        assert_eq!((t.pin, t.ca, t.connect_timeout), (None, None, 10));
+        let pin = format!("sha256:{}", "ab".repeat(32));
+        let cli = Cli::try_parse_from([
+            "espmail",
+            "tunnel",
+            "h:1",
+            "--pin",
+            &pin,
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            TopCommand::World(Command::Tunnel(TunnelArgs { pin: Some(fp), .. }))
+                if fp.as_bytes() == &[0xAB; 32]
+        ));
+        for bad in [
+            &["tunnel", "h:1", "--pin", "sha256:abcd"][..],
+            &["tunnel", "h:1", "--pin", &pin, "--ca", "ca.pem"],
+            &["tunnel", "h:1", "--connect-timeout", "0"],
+            &["tunnel"],
         ] {
             let err = Cli::try_parse_from(std::iter::once("espmail").chain(bad.iter().copied()))
                 .unwrap_err();

@@ -29,6 +29,8 @@ pub struct Config {
     pub mail: MailConfig,
     /// `[logging]`: level, optional file, admin socket.
     pub logging: LoggingConfig,
+    /// `[tls]`: the TLS listener beside the plain one.
+    pub tls: TlsConfig,
 }
 
 /// `[server]`.
@@ -244,6 +246,41 @@ impl LoggingConfig {
     }
 }
 
+/// `[tls]`: a second listener that speaks TLS (for players behind `espmail tunnel`); the
+/// plain listener stays. Parsed and checked now; `serve` does not open this listener
+/// yet (it is wired into the server in the next step).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// Address and port of the TLS listener; none (the default) means no TLS listener.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    /// The certificate (then any intermediates), PEM. Required with `listen`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert: Option<PathBuf>,
+    /// The certificate's private key, PEM, unencrypted (keep it mode 0600). Required
+    /// with `listen`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
+    /// Tell players connected in the clear from another machine, at login, that their
+    /// connection is not encrypted.
+    pub plain_notice: bool,
+    /// Seconds a new TLS connection may take to finish its handshake.
+    pub handshake_timeout_secs: u64,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            listen: None,
+            cert: None,
+            key: None,
+            plain_notice: true,
+            handshake_timeout_secs: 10,
+        }
+    }
+}
+
 /// Values from the command line, which beat the file (`serve --listen`, `--data-dir`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Overrides {
@@ -432,6 +469,30 @@ impl Config {
                 return invalid("logging.level", &e.to_string());
             }
         }
+        if let Some(listen) = self.tls.listen {
+            if self.tls.cert.is_none() {
+                return invalid(
+                    "tls.cert",
+                    "a TLS listener needs a certificate: set cert (PEM) and key, e.g. the \
+                     pair `espmail init --tls HOSTNAME` makes",
+                );
+            }
+            if self.tls.key.is_none() {
+                return invalid(
+                    "tls.key",
+                    "a TLS listener needs the certificate's private key (PEM)",
+                );
+            }
+            if listen == self.server.listen && listen.port() != 0 {
+                return invalid(
+                    "tls.listen",
+                    "must differ from server.listen: the plain listener stays, on its own port",
+                );
+            }
+        }
+        if self.tls.handshake_timeout_secs == 0 {
+            return invalid("tls.handshake_timeout_secs", "must be at least 1");
+        }
         Ok(())
     }
 
@@ -477,6 +538,9 @@ impl Config {
         full.logging.level = Some(DEFAULT_LOG_LEVEL.into());
         full.logging.file = Some("x".into());
         full.logging.admin_socket = Some("x".into());
+        full.tls.listen = Some(SocketAddr::from(([0, 0, 0, 0], 1987)));
+        full.tls.cert = Some("x".into());
+        full.tls.key = Some("x".into());
         full
     }
 
@@ -510,7 +574,8 @@ impl Config {
              auth: mode={} trusted_peers={} auto_register={} min_password_len={}\n\
              mail: max_per_recipient={} max_text_len={} retention_days={} \
              send_rate_per_minute={} prompt_timeout={}s\n\
-             logging: level={} file={} admin_socket={}",
+             logging: level={} file={} admin_socket={}\n\
+             tls: {}",
             s.listen,
             s.max_connections,
             s.login_timeout_secs,
@@ -538,7 +603,26 @@ impl Config {
                 .as_ref()
                 .map_or_else(|| "stderr only".to_owned(), |p| p.display().to_string()),
             self.admin_socket_path().display(),
+            self.tls_summary(),
         )
+    }
+
+    fn tls_summary(&self) -> String {
+        let t = &self.tls;
+        let shown = |p: &Option<PathBuf>| {
+            p.as_ref()
+                .map_or("none".to_owned(), |p| p.display().to_string())
+        };
+        match t.listen {
+            None => format!("listen=off plain_notice={}", t.plain_notice),
+            Some(l) => format!(
+                "listen={l} cert={} key={} plain_notice={} handshake_timeout={}s",
+                shown(&t.cert),
+                shown(&t.key),
+                t.plain_notice,
+                t.handshake_timeout_secs
+            ),
+        }
     }
 }
 
@@ -986,6 +1070,43 @@ mod tests {
         }
         assert!(parse("[logging]\nlevel = \"DEBUG\"\n").is_ok());
         assert!(parse("[logging]\nlevel = \"info,espmail::store=debug\"\n").is_ok());
+    }
+
+    #[test]
+    fn tls_listener_needs_cert_and_key_and_its_own_port() {
+        let c = parse("").unwrap();
+        assert_eq!(c.tls.listen, None, "off unless asked for");
+        assert!(c.tls.plain_notice);
+        assert_eq!(c.tls.handshake_timeout_secs, 10);
+        let err = parse("[tls]\nlisten = \"0.0.0.0:1987\"\n").unwrap_err();
+        assert!(err.to_string().contains("tls.cert"), "{err}");
+        let err = parse("[tls]\nlisten = \"0.0.0.0:1987\"\ncert = \"c.pem\"\n").unwrap_err();
+        assert!(err.to_string().contains("tls.key"), "{err}");
+        let err = parse(
+            "[server]\nlisten = \"0.0.0.0:1987\"\n[tls]\nlisten = \"0.0.0.0:1987\"\n\
+             cert = \"c.pem\"\nkey = \"k.pem\"\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("tls.listen"), "{err}");
+        let err = parse("[tls]\nhandshake_timeout_secs = 0\n").unwrap_err();
+        assert!(
+            err.to_string().contains("tls.handshake_timeout_secs"),
+            "{err}"
+        );
+        let err = parse("[tls]\ncertificate = \"c.pem\"\n").unwrap_err();
+        assert!(err.to_string().contains("`certificate`"), "{err}");
+        let ok = parse(
+            "[tls]\nlisten = \"0.0.0.0:1987\"\ncert = \"/etc/espmail/tls.crt\"\n\
+             key = \"/etc/espmail/tls.key\"\nplain_notice = false\n",
+        )
+        .unwrap();
+        assert_eq!(ok.tls.listen, Some("0.0.0.0:1987".parse().unwrap()));
+        assert_eq!(ok.tls.key, Some(PathBuf::from("/etc/espmail/tls.key")));
+        assert!(!ok.tls.plain_notice);
+        assert!(ok
+            .summary()
+            .contains("tls: listen=0.0.0.0:1987 cert=/etc/espmail/tls.crt"));
+        assert!(Config::default().summary().contains("tls: listen=off"));
     }
 
     #[test]

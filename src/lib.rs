@@ -20,6 +20,10 @@
 //! - [`terminal`]: echo off for secrets typed at a terminal, and putting it back.
 //! - [`listen`] and [`supervisor`]: `serve` at the system's edge: binding the players'
 //!   socket with a refusal in words; readiness for systemd (`Type=notify`).
+//! - [`tls`]: TLS for the unchanged old clients: the server's acceptor (reloadable), the
+//!   verifying client connector, self-signed certificates and fingerprints.
+//! - [`tunnel`]: `espmail tunnel` on the player's machine: plain TCP from the old client on
+//!   loopback, TLS to the server, verified before any byte is relayed.
 
 pub mod admin;
 pub mod cli;
@@ -34,4 +38,6 @@ pub mod server;
 pub mod supervisor;
 pub mod talk;
 pub mod terminal;
+pub mod tls;
+pub mod tunnel;
 pub mod world;

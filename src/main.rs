@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use espmail::admin;
-use espmail::cli::{Cli, Command, DataArgs, ServeArgs, TopCommand};
+use espmail::cli::{Cli, Command, DataArgs, ServeArgs, TopCommand, TunnelArgs};
 use espmail::cli_docs;
 use espmail::config::{Config, Overrides};
 use espmail::espmail::MailHandle;
@@ -66,6 +66,26 @@ fn run(cli: Cli) -> Result<()> {
             rt.block_on(espmail::talk::run(opts))?;
             Ok(())
         }
+        Command::Tunnel(args) => {
+            let rt = runtime()?;
+            rt.block_on(espmail::tunnel::run(tunnel_options(args)))?;
+            Ok(())
+        }
+    }
+}
+
+/// The tunnel's command line as the library's options (the library does not see `cli`).
+fn tunnel_options(args: TunnelArgs) -> espmail::tunnel::TunnelOptions {
+    use espmail::tls::Verify;
+    espmail::tunnel::TunnelOptions {
+        server: args.server,
+        listen: args.listen,
+        verify: match (args.pin, args.ca) {
+            (Some(pin), _) => Verify::Pin(pin),
+            (None, Some(ca)) => Verify::CaFile(ca),
+            (None, None) => Verify::SystemCas,
+        },
+        connect_timeout: std::time::Duration::from_secs(args.connect_timeout),
     }
 }
 
@@ -139,6 +159,10 @@ fn serve(args: ServeArgs) -> Result<()> {
     let accounts = AccountsHandle::new(accounts, 2, ThrottleLimits::default());
     for line in config.summary().lines() {
         tracing::info!("config {line}");
+    }
+    if let Some(tls) = config.tls.listen {
+        // [tls] is parsed and checked, but the listener is wired into the server next.
+        tracing::warn!(%tls, "[tls] listen is set, but this version does not open a TLS listener yet");
     }
     let deps = Arc::new(Deps {
         settings: Settings::from_config(&config),

@@ -377,6 +377,7 @@ pub fn run_with(
         Command::Quarantine(args) => quarantine(args, out, note),
         Command::Serve(_) => Err(OpsError::NotOps("serve")),
         Command::Talk(_) => Err(OpsError::NotOps("talk")),
+        Command::Tunnel(_) => Err(OpsError::NotOps("tunnel")),
     }
 }
 

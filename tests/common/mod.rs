@@ -15,11 +15,73 @@ use std::time::{Duration, Instant};
 /// How long any single wait in a test may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(20);
 
+pub mod tls;
+
 /// Everything the server wrote on stderr so far, and a bell rung on each new line.
 #[derive(Default)]
 struct Captured {
     state: Mutex<Log>,
     bell: Condvar,
+}
+
+impl Captured {
+    /// A thread that reads `stderr` line by line into a new capture until it closes.
+    fn spawn(stderr: std::process::ChildStderr) -> Arc<Captured> {
+        let captured = Arc::new(Captured::default());
+        let sink = captured.clone();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stderr);
+            let mut line = String::new();
+            loop {
+                line.clear();
+                match reader.read_line(&mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        sink.state
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .text
+                            .push_str(&line);
+                        sink.bell.notify_all();
+                    }
+                }
+            }
+            sink.state.lock().unwrap_or_else(|p| p.into_inner()).closed = true;
+            sink.bell.notify_all();
+        });
+        captured
+    }
+
+    /// Everything captured so far.
+    fn text(&self) -> String {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .text
+            .clone()
+    }
+
+    /// Wait (bounded) until `check` finds what it looks for in the text so far, waking
+    /// at each new line. Past the deadline, or once the process has exited without it,
+    /// panics with `failure(text)`.
+    fn wait_until<T>(
+        &self,
+        mut check: impl FnMut(&Log) -> Option<T>,
+        failure: impl Fn(&str) -> String,
+    ) -> T {
+        let deadline = Instant::now() + WAIT;
+        let mut log = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(found) = check(&log) {
+                return found;
+            }
+            let now = Instant::now();
+            if now >= deadline || log.closed {
+                panic!("{}", failure(&log.text));
+            }
+            log = self.bell.wait_timeout(log, deadline - now).unwrap().0;
+        }
+    }
 }
 
 #[derive(Default)]
@@ -122,29 +184,7 @@ impl TestServer {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start espmail serve");
-        let captured = Arc::new(Captured::default());
-        let stderr = child.stderr.take().unwrap();
-        let sink = captured.clone();
-        std::thread::spawn(move || {
-            let mut reader = BufReader::new(stderr);
-            let mut line = String::new();
-            loop {
-                line.clear();
-                match reader.read_line(&mut line) {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {
-                        sink.state
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .text
-                            .push_str(&line);
-                        sink.bell.notify_all();
-                    }
-                }
-            }
-            sink.state.lock().unwrap_or_else(|p| p.into_inner()).closed = true;
-            sink.bell.notify_all();
-        });
+        let captured = Captured::spawn(child.stderr.take().unwrap());
         let mut server = TestServer {
             child: Some(child),
             addr: "0.0.0.0:0".parse().unwrap(),
@@ -170,43 +210,16 @@ impl TestServer {
 
     /// Everything the server logged so far.
     pub fn log(&self) -> String {
-        self.captured
-            .state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .text
-            .clone()
+        self.captured.text()
     }
 
-    /// Wait (bounded) until `check` finds what it looks for in the log so far, waking at
-    /// each new line. Past the deadline, or once the server has exited without it,
-    /// panics with `failure(log text)`.
+    /// Wait (bounded) until `check` finds what it looks for in the log so far.
     fn wait_until<T>(
         &self,
-        mut check: impl FnMut(&Log) -> Option<T>,
+        check: impl FnMut(&Log) -> Option<T>,
         failure: impl Fn(&str) -> String,
     ) -> T {
-        let deadline = Instant::now() + WAIT;
-        let mut log = self
-            .captured
-            .state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        loop {
-            if let Some(found) = check(&log) {
-                return found;
-            }
-            let now = Instant::now();
-            if now >= deadline || log.closed {
-                panic!("{}", failure(&log.text));
-            }
-            log = self
-                .captured
-                .bell
-                .wait_timeout(log, deadline - now)
-                .unwrap()
-                .0;
-        }
+        self.captured.wait_until(check, failure)
     }
 
     /// Wait (bounded) until a log line contains `needle`; return that line.
