@@ -252,6 +252,44 @@ pub struct TalkArgs {
     /// asked at the terminal, not shown). Prefer the environment to the command line.
     #[arg(long, env = "ESPMAIL_PASSWORD", hide_env_values = true)]
     pub password: Option<String>,
+    /// Speak TLS to the server's TLS listener (`[tls] listen`), checked as --pin or --ca
+    /// say (either implies --tls), else by the system's CAs and the host name.
+    #[arg(long)]
+    pub tls: bool,
+    /// How the server's certificate is checked (with --tls).
+    #[command(flatten)]
+    pub verify: VerifyArgs,
+}
+
+/// How a TLS client (`tunnel`, `talk --tls`) checks the server: by default the system's CAs
+/// and the host name.
+#[derive(Debug, Clone, Default, Args)]
+pub struct VerifyArgs {
+    /// Trust exactly the certificate with this SHA-256 fingerprint (as the operator
+    /// published it; colons optional, any case), e.g. for a self-signed server.
+    #[arg(long, value_name = "sha256:HEX", conflicts_with = "ca")]
+    pub pin: Option<crate::tls::Fingerprint>,
+    /// Trust the CA certificates (or the server's self-signed certificate) in this PEM
+    /// file instead of the system's; the host name is still checked.
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+}
+
+impl VerifyArgs {
+    /// The library's verification setting.
+    pub fn verify(self) -> crate::tls::Verify {
+        use crate::tls::Verify;
+        match (self.pin, self.ca) {
+            (Some(pin), _) => Verify::Pin(pin),
+            (None, Some(ca)) => Verify::CaFile(ca),
+            (None, None) => Verify::SystemCas,
+        }
+    }
+
+    /// Whether either option was given.
+    pub fn is_set(&self) -> bool {
+        self.pin.is_some() || self.ca.is_some()
+    }
 }
 
 /// `espmail tunnel`.
@@ -264,14 +302,9 @@ pub struct TunnelArgs {
     /// this machine.
     #[arg(long, value_name = "ADDR", default_value_t = crate::tunnel::DEFAULT_LISTEN)]
     pub listen: SocketAddr,
-    /// Trust exactly the certificate with this SHA-256 fingerprint (as the operator
-    /// published it; colons optional, any case), e.g. for a self-signed server.
-    #[arg(long, value_name = "sha256:HEX", conflicts_with = "ca")]
-    pub pin: Option<crate::tls::Fingerprint>,
-    /// Trust the CA certificates (or the server's self-signed certificate) in this PEM
-    /// file instead of the system's; the host name is still checked.
-    #[arg(long, value_name = "FILE")]
-    pub ca: Option<PathBuf>,
+    /// How the server's certificate is checked.
+    #[command(flatten)]
+    pub verify: VerifyArgs,
     /// Seconds allowed to reach the server and finish the TLS handshake.
     #[arg(long, value_name = "SECS", default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
@@ -361,7 +394,10 @@ mod tests {
             panic!("not tunnel")
         };
         assert_eq!(t.listen, "127.0.0.1:1986".parse().unwrap());
-        assert_eq!((t.pin, t.ca, t.connect_timeout), (None, None, 10));
+        assert_eq!(
+            (t.verify.pin, t.verify.ca, t.connect_timeout),
+            (None, None, 10)
+        );
         let pin = format!("sha256:{}", "ab".repeat(32));
         let cli = Cli::try_parse_from([
             "espmail",
@@ -375,8 +411,10 @@ mod tests {
         .unwrap();
         assert!(matches!(
             cli.command,
-            TopCommand::World(Command::Tunnel(TunnelArgs { pin: Some(fp), .. }))
-                if fp.as_bytes() == &[0xAB; 32]
+            TopCommand::World(Command::Tunnel(TunnelArgs {
+                verify: VerifyArgs { pin: Some(fp), .. },
+                ..
+            })) if fp.as_bytes() == &[0xAB; 32]
         ));
         for bad in [
             &["tunnel", "h:1", "--pin", "sha256:abcd"][..],

@@ -60,7 +60,11 @@ fn run(cli: Cli) -> Result<()> {
         | Command::RotateKey(_)
         | Command::Quarantine(_)) => Ok(espmail::ops::run(cmd)?),
         Command::Talk(args) => {
-            let opts = espmail::talk::TalkOptions::new(args.server, &args.name, args.password)?;
+            let tls = args.tls || args.verify.is_set();
+            let mut opts = espmail::talk::TalkOptions::new(args.server, &args.name, args.password)?;
+            if tls {
+                opts = opts.with_tls(args.verify.verify());
+            }
             let rt = runtime()?;
             // Ok is an orderly end (exit 0): the player left, or the server said why.
             rt.block_on(espmail::talk::run(opts))?;
@@ -76,15 +80,10 @@ fn run(cli: Cli) -> Result<()> {
 
 /// The tunnel's command line as the library's options (the library does not see `cli`).
 fn tunnel_options(args: TunnelArgs) -> espmail::tunnel::TunnelOptions {
-    use espmail::tls::Verify;
     espmail::tunnel::TunnelOptions {
         server: args.server,
         listen: args.listen,
-        verify: match (args.pin, args.ca) {
-            (Some(pin), _) => Verify::Pin(pin),
-            (None, Some(ca)) => Verify::CaFile(ca),
-            (None, None) => Verify::SystemCas,
-        },
+        verify: args.verify.verify(),
         connect_timeout: std::time::Duration::from_secs(args.connect_timeout),
     }
 }

@@ -30,8 +30,14 @@ impl Talk {
     }
 
     fn start_at(host: &str, name: &str, password: Option<&str>) -> Talk {
+        Talk::start_with(host, name, password, &[])
+    }
+
+    /// `talk HOST --name NAME EXTRA…`.
+    fn start_with(host: &str, name: &str, password: Option<&str>, extra: &[&str]) -> Talk {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_espmail"));
         cmd.args(["talk", host, "--name", name])
+            .args(extra)
             .env_remove("ESPMAIL_PASSWORD")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -428,4 +434,58 @@ fn a_trusted_front_end_needs_no_password() {
     assert!(!t.screen().contains("password"));
     t.type_line("/quit");
     assert_eq!(t.exits().0, 0);
+}
+
+#[test]
+fn talk_speaks_tls_and_sends_nothing_to_a_server_that_fails_the_check() {
+    use common::tls::{make_pair, Behind, TlsFront};
+    let server = TestServer::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let pair = make_pair(dir.path(), "server", "localhost");
+    let front = TlsFront::start(&pair.paths, Behind::Forward(server.addr));
+    let mut bob = enter(&server, "Bob");
+
+    // Pinned: the whole login goes inside TLS, and speech reaches a plain player.
+    let pin = pair.fingerprint.to_pin();
+    let mut alice = Talk::start_with(
+        &front.addr.to_string(),
+        "Alice",
+        Some(&common::pw("Alice")),
+        &["--tls", "--pin", &pin],
+    );
+    alice.expect("-- In the Plaza as Alice.");
+    alice.type_line("hello from inside TLS");
+    bob.expect("hello from inside TLS");
+    assert_eq!(front.seen.now().forwarded, 1);
+
+    // The wrong pin (which implies --tls): talk says why, with both fingerprints, and
+    // exits 1; the server behind the front never sees a connection.
+    let other = make_pair(dir.path(), "other", "localhost");
+    let mut carol = Talk::start_with(
+        &front.addr.to_string(),
+        "Carol",
+        Some(&common::pw("Carol")),
+        &["--pin", &other.fingerprint.to_pin()],
+    );
+    let (code, screen, err) = carol.exits();
+    assert_eq!(code, 1, "{err}");
+    assert!(screen.is_empty(), "{screen:?}");
+    assert!(err.contains(&other.fingerprint.to_string()), "{err}");
+    assert!(err.contains(&pair.fingerprint.to_string()), "{err}");
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    // A CA file that is not the server's issuer: refused the same way.
+    let mut dave = Talk::start_with(
+        &front.addr.to_string(),
+        "Dave",
+        Some(&common::pw("Dave")),
+        &["--ca", other.paths.cert.to_str().unwrap()],
+    );
+    let (code, _, err) = dave.exits();
+    assert_eq!(code, 1, "{err}");
+    assert!(err.starts_with("espmail: cannot connect to "), "{err}");
+    assert_eq!(
+        front.seen.now().forwarded,
+        1,
+        "no connection reached the server for a failed check"
+    );
 }

@@ -32,6 +32,7 @@ use crate::protocol::habitat::MAX_REASSEMBLED_ARGS;
 use crate::protocol::preamble::{check_name, MAX_NAME_CHARS};
 use crate::server::session::SHUTTING_DOWN;
 use crate::terminal;
+use crate::tls::{Connector, TlsError, Verify};
 use crate::world::accounts::{PROMPT_AGAIN, PROMPT_NEW_PASSWORD, PROMPT_PASSWORD};
 use crate::world::LOGGED_IN_ELSEWHERE;
 
@@ -49,6 +50,8 @@ pub struct TalkOptions {
     /// The avatar name (checked by [`TalkOptions::new`]).
     name: String,
     password: Option<Zeroizing<String>>,
+    /// Speak TLS, checking the server this way; `None`: plain TCP.
+    tls: Option<Verify>,
 }
 
 impl fmt::Debug for TalkOptions {
@@ -57,6 +60,7 @@ impl fmt::Debug for TalkOptions {
             .field("server", &self.server)
             .field("name", &self.name)
             .field("password", &self.password.as_ref().map(|_| "<given>"))
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -72,7 +76,15 @@ impl TalkOptions {
             server: server.into(),
             name: parse_name(name)?,
             password: password.map(Zeroizing::new),
+            tls: None,
         })
+    }
+
+    /// Connect with TLS (to the server's TLS listener), checking its certificate as
+    /// `verify` says; no byte of the login goes out before the check has passed.
+    pub fn with_tls(mut self, verify: Verify) -> TalkOptions {
+        self.tls = Some(verify);
+        self
     }
 
     /// The avatar name.
@@ -150,10 +162,24 @@ impl From<ClientError> for TalkError {
     }
 }
 
-/// `espmail talk HOST:PORT --name NAME`: connect over TCP, log in, and talk.
+/// `espmail talk HOST:PORT --name NAME [--tls]`: connect over TCP (or TLS), log in, and
+/// talk.
 pub async fn run(opts: TalkOptions) -> Result<Ending, TalkError> {
-    let stream = connect(&opts.server).await?;
-    run_on(stream, opts).await
+    match &opts.tls {
+        Some(verify) => {
+            let failed = |e: TlsError| TalkError::Connect {
+                addr: opts.server.clone(),
+                reason: e.to_string(),
+            };
+            let connector = Connector::new(verify, SERVER_WAIT).map_err(failed)?;
+            let stream = connector.connect(&opts.server).await.map_err(failed)?;
+            run_on(stream, opts).await
+        }
+        None => {
+            let stream = connect(&opts.server).await?;
+            run_on(stream, opts).await
+        }
+    }
 }
 
 async fn connect(addr: &str) -> Result<TcpStream, TalkError> {
