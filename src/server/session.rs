@@ -41,6 +41,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::codec::{Framed, FramedParts};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, trace, warn};
+use zeroize::Zeroizing;
 
 use super::delivery::{Delivery, Show};
 use super::esp::{self, Admit, Lines};
@@ -49,11 +50,11 @@ use super::outbound::{Outbound, SendError};
 use super::plaza::Plaza;
 pub use super::plaza::Push;
 use super::{sleep_opt, Deps};
-use crate::log_redact::{self, Dir, Sensitive};
+use crate::log_redact::{self, Dir, Fingerprinter, Sensitive, Wipe};
 use crate::protocol::frame::{BadFrame, Frame};
-use crate::protocol::habitat::{Packet, Reassembler};
+use crate::protocol::habitat::{self, Packet, Reassembler};
 use crate::protocol::messages::{
-    ClientMsg, ClientRequest, ServerMessage, IM_ALIVE_OK_TEXT, REGION_NOID,
+    self, ClientMsg, ClientRequest, ServerMessage, IM_ALIVE_OK_TEXT, REGION_NOID,
 };
 use crate::protocol::qlink::QLinkCodec;
 use crate::world::accounts::WRONG_NAME_OR_PASSWORD;
@@ -215,6 +216,9 @@ struct Live<S> {
     lapsed_text: Option<Cow<'static, str>>,
     idle_deadline: tokio::time::Instant,
     debug_rx: Option<tokio::sync::watch::Receiver<bool>>,
+    /// This session's fingerprint key: the same text shows the same within this session
+    /// only, so a guess sent from another session can never be matched against it.
+    fp: Arc<Fingerprinter>,
 }
 
 /// How handling one event ended.
@@ -229,6 +233,7 @@ where
 {
     fn new(frames: Framed<S, QLinkCodec>, peer: SocketAddr, deps: Arc<Deps>, auth: Auth) -> Self {
         let settings = &deps.settings;
+        let fp = Arc::new(Fingerprinter::random());
         let esp = match &auth {
             Auth::Yes(a) => Some(EspState::new(a.name.clone())),
             _ => None,
@@ -237,7 +242,7 @@ where
             peer,
             frames,
             reasm: Reassembler::new(),
-            out: Outbound::new(settings.out_bytes_per_sec),
+            out: Outbound::new(settings.out_bytes_per_sec, Arc::clone(&fp)),
             phase: Phase::Greeting,
             auth,
             plaza: Plaza::seat(&deps.registry, settings.outbox_len),
@@ -248,6 +253,7 @@ where
             lapsed_text: None,
             idle_deadline: tokio::time::Instant::now() + settings.idle_timeout,
             debug_rx: deps.debug.clone(),
+            fp,
             deps,
         }
     }
@@ -332,11 +338,21 @@ where
 
     // ---- inbound ----
 
+    /// How an inbound frame's payload may show at debug: under this session's key, except
+    /// a prompt reply's (a password typed in-world, a Y/N), which shows by length only.
+    fn fingerprinter_for(&self, payload: &[u8]) -> Option<&Fingerprinter> {
+        match habitat::peek_header(payload) {
+            Some(h) if messages::is_prompt_reply(h) => None,
+            _ => Some(&self.fp),
+        }
+    }
+
     async fn on_frame(&mut self, item: Result<Frame, BadFrame>) -> Result<Flow, SessionError> {
         let now = Instant::now();
         match &item {
             Ok(frame) => {
-                debug!(pkt = %log_redact::packet(Dir::In, frame), "frame");
+                let fp = self.fingerprinter_for(&frame.payload);
+                debug!(pkt = %log_redact::packet(Dir::In, frame, fp), "frame");
                 self.idle_deadline = tokio::time::Instant::now() + self.deps.settings.idle_timeout;
             }
             Err(BadFrame::Crc { probe: true, .. }) => debug!("handshake probe"),
@@ -371,7 +387,8 @@ where
             }
         };
         let h = packet.header;
-        trace!(hab = %log_redact::habitat(Dir::In, h.ctrl, h.noid, h.reqnum, &packet.payload), "packet");
+        let fp = (!messages::is_prompt_reply(h)).then_some(&*self.fp);
+        trace!(hab = %log_redact::habitat(Dir::In, (h.ctrl, h.noid, h.reqnum), &packet.payload, fp), "packet");
         let whole = match self.reasm.push(packet) {
             Ok(Some(p)) => p,
             Ok(None) => return Ok(Flow::Continue),
@@ -380,7 +397,11 @@ where
                 return Ok(Flow::Continue);
             }
         };
-        let msg = match ClientMsg::parse(&whole) {
+        let parsed = ClientMsg::parse(&whole);
+        // The request's text now lives in `msg` (wiped when dropped); this copy goes now.
+        let mut payload = whole.payload;
+        payload.wipe();
+        let msg = match parsed {
             Ok(m) => m,
             Err(e) => {
                 info!(error = %e, "malformed request ignored");
@@ -559,11 +580,16 @@ where
         let Some(prompt) = self.prompt.take() else {
             return self.on_late_reply(text).await;
         };
-        let answer = strip_prompt_echo(prompt.text.as_bytes(), text.expose()).to_vec();
+        // A copy of what was typed (a password, perhaps): zeroed when dropped, like `text`.
+        let mut answer =
+            Zeroizing::new(strip_prompt_echo(prompt.text.as_bytes(), text.expose()).to_vec());
+        drop(text);
         match prompt.for_ {
             PromptFor::Password => {
+                // Moved into a `Password`, which zeroes it in turn.
+                let typed = std::mem::take(&mut *answer);
                 let step = match &mut self.auth {
-                    Auth::Asking(asking) => asking.answer(answer, &self.deps, self.peer).await,
+                    Auth::Asking(asking) => asking.answer(typed, &self.deps, self.peer).await,
                     _ => Step::Nothing,
                 };
                 self.on_login_step(step).await
@@ -690,7 +716,7 @@ where
         }
         match classify_speak(text.expose()) {
             Speech::Chat(words) => {
-                debug!(len = words.len(), fp = %words.fingerprint(), "speak");
+                debug!(len = words.len(), fp = %self.fp.fingerprint(words.expose()), "speak");
                 self.plaza.chat(words);
                 self.send(ServerMessage::EspReply {
                     seq,
@@ -723,7 +749,7 @@ where
         let visible = self.is_visible();
         let intents = match (visible, self.esp.as_mut()) {
             (true, Some(state)) => {
-                debug!(len = text.len(), fp = %text.fingerprint(), "esp");
+                debug!(len = text.len(), fp = %self.fp.fingerprint(text.expose()), "esp");
                 let dir = self.plaza.directory();
                 state.esp(text.expose(), &dir, &self.deps.mail_rate, Instant::now())
             }
