@@ -52,6 +52,9 @@ pub struct ServerConfig {
     /// Pace output to each client at this many bytes per second, as a C64 modem link
     /// would (0 = no pacing).
     pub rate_limit_bytes_per_sec: u32,
+    /// Bad frames and packets one connection may send before it is closed. Each costs a
+    /// counter, not a log line; the real C64's handshake probe is not counted.
+    pub max_bad_frames: u32,
 }
 
 impl Default for ServerConfig {
@@ -63,6 +66,9 @@ impl Default for ServerConfig {
             idle_timeout_secs: 3600,
             outbox_len: 512,
             rate_limit_bytes_per_sec: 0,
+            // A working link (the C64 over TCP, or at 1200 baud with the odd CRC error)
+            // sends a handful in a whole evening; a thousand is junk, about 10 KB of it.
+            max_bad_frames: 1000,
         }
     }
 }
@@ -428,6 +434,9 @@ impl Config {
         if self.server.outbox_len == 0 {
             return invalid("server.outbox_len", "must be at least 1");
         }
+        if self.server.max_bad_frames == 0 {
+            return invalid("server.max_bad_frames", "must be at least 1");
+        }
         if self.auth.mode == AuthMode::Trusted && self.auth.trusted_peers.is_empty() {
             return invalid(
                 "auth.trusted_peers",
@@ -569,7 +578,7 @@ impl Config {
         };
         format!(
             "server: listen={} max_connections={} login_timeout={}s idle_timeout={}s \
-             outbox_len={} rate_limit={}\n\
+             outbox_len={} rate_limit={} max_bad_frames={}\n\
              data: dir={} database={} keyfile={}\n\
              auth: mode={} trusted_peers={} auto_register={} min_password_len={}\n\
              mail: max_per_recipient={} max_text_len={} retention_days={} \
@@ -585,6 +594,7 @@ impl Config {
                 0 => "off".to_owned(),
                 n => format!("{n}B/s"),
             },
+            s.max_bad_frames,
             self.data.dir.display(),
             self.data.database_path().display(),
             self.data.keyfile_path().display(),

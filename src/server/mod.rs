@@ -19,8 +19,11 @@
 //! - `delivery`: waiting mail at login: the lease, the pacing, ack → delete;
 //! - `outbound`: the packet queue, the link window, mail tags and the Ping after them,
 //!   the stuck-client limit;
+//! - `bad_input`: bad frames and packets counted by kind, logged at a bounded rate, and
+//!   the limit after which the connection closes;
 //! - [`pace`]: the byte-rate and line-rate arithmetic.
 
+mod bad_input;
 mod delivery;
 mod esp;
 mod login;
@@ -69,6 +72,8 @@ pub struct Settings {
     pub outbox_len: usize,
     /// How long a prompt (ESP Mail offer, next-mail question) waits for an answer.
     pub prompt_timeout: Duration,
+    /// Bad frames and packets after which a connection is closed.
+    pub max_bad_frames: u32,
 }
 
 impl Settings {
@@ -81,20 +86,16 @@ impl Settings {
             out_bytes_per_sec: c.server.rate_limit_bytes_per_sec,
             outbox_len: c.server.outbox_len,
             prompt_timeout: Duration::from_secs(c.mail.prompt_timeout_secs),
+            max_bad_frames: c.server.max_bad_frames,
         }
     }
 }
 
 impl Default for Settings {
+    /// The settings of the built-in config (its numbers are written once, in
+    /// `config.rs`).
     fn default() -> Self {
-        Settings {
-            max_connections: 10_000,
-            login_timeout: Duration::from_secs(600),
-            idle_timeout: Duration::from_secs(1800),
-            out_bytes_per_sec: 0,
-            outbox_len: 64,
-            prompt_timeout: Duration::from_secs(120),
-        }
+        Settings::from_config(&Config::default())
     }
 }
 

@@ -124,16 +124,11 @@ impl Plaza {
     }
 
     /// Whether a request on `noid` may be acted on: it must be this avatar's own noid, and
-    /// the region must have been described.
+    /// the region must have been described. (Not logged here: the session counts speech
+    /// that fails this as bad input, and a request on another avatar is a click.)
     pub fn owns(&self, noid: u8) -> bool {
         // A ghost (no noids left) talks on FF, its Who_am_I.
-        let mine = noid == self.my_noid();
-        if !mine {
-            info!(noid, "request on a noid this avatar does not own ignored");
-        } else if !self.drawn {
-            info!("request before DESCRIBE ignored");
-        }
-        mine && self.drawn
+        noid == self.my_noid() && self.drawn
     }
 
     /// Makes the avatar `name` present: reachable by name, and announced to the others

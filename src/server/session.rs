@@ -24,8 +24,11 @@
 //! frames or packets, so a second client protocol would add its own codec and mapping
 //! here, beside this one, without touching them.
 //!
-//! A bad frame or packet costs only itself (a NAK or nothing, as WIRE.md §1.3.4 says);
-//! message text never reaches a log (only lengths and fingerprints).
+//! A bad frame or packet costs only itself (a NAK or nothing, as WIRE.md §1.3.4 says) and a
+//! counter (`bad_input`): not a log line each, and past `[server] max_bad_frames` the
+//! connection. Once a login is refused, frames are read only for the ack that lets the
+//! connection close. Message text never reaches a log (only lengths and fingerprints
+//! keyed for this session; none for prompt answers).
 //!
 //! May touch: its own stream; the registry, accounts and vault through `Deps`.
 
@@ -43,6 +46,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, trace, warn};
 use zeroize::Zeroizing;
 
+use super::bad_input::{BadInput, BadKind, Verdict};
 use super::delivery::{Delivery, Show};
 use super::esp::{self, Admit, Lines};
 use super::login::{self, Auth, LoginError, Step};
@@ -71,6 +75,23 @@ pub const SHUTTING_DOWN: &str = "The server is shutting down. Goodbye.";
 /// After a refusal, how long to wait for the client to ack the IM_ALIVE before closing
 /// (ESPMAIL.md §1: "once the reply is flushed (and acked, or after 2 s)").
 const REFUSAL_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The real C64's flow-control hello, an Action payload that is not a Habitat packet
+/// (WIRE.md 1.3.5).
+const SG: &[u8] = b"SG";
+
+/// Speech on a noid that is not the sender's own (or before DESCRIBE), as a reason.
+struct NotOwned(u8);
+
+impl std::fmt::Display for NotOwned {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "speech on noid {} before DESCRIBE or not its own",
+            self.0
+        )
+    }
+}
 
 /// Why a session ended other than by the peer hanging up.
 #[derive(Debug, thiserror::Error)]
@@ -184,6 +205,7 @@ where
         parts.read_buf = BytesMut::from(&leftover[..]);
         let mut live = Live::new(Framed::from_parts(parts), self.peer, self.deps, auth);
         let result = live.run(&self.shutdown).await;
+        live.bad.finish();
         live.plaza.leave();
         if result.is_ok() {
             // The mailbox lease goes first: a login that replaced this one must not wait
@@ -219,6 +241,8 @@ struct Live<S> {
     /// This session's fingerprint key: the same text shows the same within this session
     /// only, so a guess sent from another session can never be matched against it.
     fp: Arc<Fingerprinter>,
+    /// Bad frames and packets so far.
+    bad: BadInput,
 }
 
 /// How handling one event ended.
@@ -254,6 +278,7 @@ where
             idle_deadline: tokio::time::Instant::now() + settings.idle_timeout,
             debug_rx: deps.debug.clone(),
             fp,
+            bad: BadInput::new(settings.max_bad_frames),
             deps,
         }
     }
@@ -349,14 +374,24 @@ where
 
     async fn on_frame(&mut self, item: Result<Frame, BadFrame>) -> Result<Flow, SessionError> {
         let now = Instant::now();
+        if let Phase::Refusing { .. } = self.phase {
+            // Only what closing needs: the ack of the refusal. Nothing is answered, logged
+            // or acted on, and nothing moves the close (it is at a fixed time).
+            if let Ok(frame) = item {
+                self.out.receive(Ok(frame), now);
+            }
+            return Ok(Flow::Continue);
+        }
+        let mut flow = Flow::Continue;
         match &item {
             Ok(frame) => {
                 let fp = self.fingerprinter_for(&frame.payload);
                 debug!(pkt = %log_redact::packet(Dir::In, frame, fp), "frame");
                 self.idle_deadline = tokio::time::Instant::now() + self.deps.settings.idle_timeout;
             }
+            // The real C64's deliberate probe: answered with the NAK it asks for, not bad.
             Err(BadFrame::Crc { probe: true, .. }) => debug!("handshake probe"),
-            Err(bad) => info!(error = %bad, "bad frame"),
+            Err(bad) => flow = self.bad(BadKind::Frame, bad),
         }
         let out = self.out.receive(item, now);
         for frame in out.send {
@@ -370,21 +405,33 @@ where
             d.acked(|frame| link.is_acked(frame)).await;
         }
         self.settle_delivery();
-        let flow = match out.packet {
-            Some(packet) => self.on_packet(packet.expose()).await?,
-            None => Flow::Continue,
-        };
+        if let Some(packet) = out.packet {
+            if let Flow::Close = self.on_packet(packet.expose()).await? {
+                flow = Flow::Close;
+            }
+        }
         self.pump().await?;
         Ok(flow)
+    }
+
+    /// Counts one bad input (ESPMAIL.md §5: a counter, not a log line); the session closes
+    /// once it has sent its limit.
+    fn bad(&mut self, kind: BadKind, why: &dyn std::fmt::Display) -> Flow {
+        match self.bad.record(kind, why, Instant::now()) {
+            Verdict::Continue => Flow::Continue,
+            Verdict::Close => Flow::Close,
+        }
     }
 
     async fn on_packet(&mut self, escaped: &Bytes) -> Result<Flow, SessionError> {
         let packet = match Packet::parse_escaped(escaped) {
             Ok(p) => p,
-            Err(e) => {
-                info!(error = %e, len = escaped.len(), "bad packet ignored");
+            // The real C64's flow-control hello (WIRE.md 1.3.5): an Action to ack, no packet.
+            Err(_) if escaped[..] == *SG => {
+                debug!("flow-control hello");
                 return Ok(Flow::Continue);
             }
+            Err(e) => return Ok(self.bad(BadKind::Packet, &e)),
         };
         let h = packet.header;
         let fp = (!messages::is_prompt_reply(h)).then_some(&*self.fp);
@@ -392,10 +439,7 @@ where
         let whole = match self.reasm.push(packet) {
             Ok(Some(p)) => p,
             Ok(None) => return Ok(Flow::Continue),
-            Err(e) => {
-                info!(error = %e, "bad split packet ignored");
-                return Ok(Flow::Continue);
-            }
+            Err(e) => return Ok(self.bad(BadKind::Split, &e)),
         };
         let parsed = ClientMsg::parse(&whole);
         // The request's text now lives in `msg` (wiped when dropped); this copy goes now.
@@ -403,20 +447,15 @@ where
         payload.wipe();
         let msg = match parsed {
             Ok(m) => m,
-            Err(e) => {
-                info!(error = %e, "malformed request ignored");
-                return Ok(Flow::Continue);
-            }
+            Err(e) => return Ok(self.bad(BadKind::Request, &e)),
         };
         match self.phase {
             Phase::Greeting => {
                 self.answer_alive();
                 Ok(Flow::Continue)
             }
-            Phase::Refusing { .. } => {
-                debug!("request after a refusal ignored");
-                Ok(Flow::Continue)
-            }
+            // Not reached: frames on a refused session stop in `on_frame`.
+            Phase::Refusing { .. } => Ok(Flow::Continue),
             Phase::Alive | Phase::Here => self.on_request(msg).await,
         }
     }
@@ -464,12 +503,18 @@ where
             }
             ClientRequest::PromptReply { text } => return self.on_prompt_reply(text).await,
             ClientRequest::Speak { text, .. } => {
-                if self.plaza.owns(msg.noid) && self.line_allowed(seq, false) {
+                if !self.plaza.owns(msg.noid) {
+                    return Ok(self.bad(BadKind::NotOwned, &NotOwned(msg.noid)));
+                }
+                if self.line_allowed(seq, false) {
                     self.on_speak(seq, text).await;
                 }
             }
             ClientRequest::Esp { text, .. } => {
-                if self.plaza.owns(msg.noid) && self.line_allowed(seq, true) {
+                if !self.plaza.owns(msg.noid) {
+                    return Ok(self.bad(BadKind::NotOwned, &NotOwned(msg.noid)));
+                }
+                if self.line_allowed(seq, true) {
                     self.on_esp(seq, text).await;
                 }
             }
