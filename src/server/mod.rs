@@ -21,9 +21,11 @@
 //!   the stuck-client limit;
 //! - `bad_input`: bad frames and packets counted by kind, logged at a bounded rate, and
 //!   the limit after which the connection closes;
+//! - [`caps`]: connections per address, and seats held before authentication;
 //! - [`pace`]: the byte-rate and line-rate arithmetic.
 
 mod bad_input;
+pub mod caps;
 mod delivery;
 mod esp;
 mod login;
@@ -49,11 +51,12 @@ use tokio_util::task::TaskTracker;
 use tracing::{field, info, info_span, warn, Instrument};
 
 use crate::admin::AdminStats;
-use crate::config::{self, Config};
+use crate::config::{self, AddrRange, Config};
 use crate::espmail::MailHandle;
 use crate::world::accounts::{AccountsHandle, AuthMode};
 use crate::world::esp::MailRate;
 use crate::world::Registry;
+use caps::{AddressCaps, AddressSlot, SeatsBeforeLogin};
 use session::Push;
 
 /// The numbers the accept loop and sessions live by. `main.rs` fills them from the config.
@@ -117,6 +120,42 @@ pub struct Deps {
     pub debug: Option<tokio::sync::watch::Receiver<bool>>,
     /// Connections open now.
     pub connections: AtomicUsize,
+    /// What one address, and the connections not yet authenticated, may hold.
+    pub guards: Guards,
+}
+
+/// What one address may hold, and what connections may hold before they authenticate
+/// (DESIGN.md promise 10). Built once from the config; shared by the accept loop and the
+/// sessions.
+#[derive(Debug, Clone)]
+pub struct Guards {
+    /// Connections per address (`max_connections_per_address`, `connection_cap_exempt`).
+    pub addresses: Arc<AddressCaps>,
+    /// Seats in the Plaza held by connections at the in-world password prompt.
+    pub seats_before_login: SeatsBeforeLogin,
+}
+
+impl Guards {
+    /// The guards a config asks for. In trusted mode the trusted front ends are exempt
+    /// from the per-address cap as well: every player comes through them, so counting
+    /// them as one address would cap the whole world.
+    pub fn from_config(c: &Config) -> Guards {
+        let mut exempt = c.server.connection_cap_exempt.clone();
+        if c.auth.mode == config::AuthMode::Trusted {
+            exempt.extend(c.auth.trusted_peers.iter().copied().map(AddrRange::from));
+        }
+        Guards {
+            addresses: AddressCaps::new(c.server.max_connections_per_address, exempt),
+            seats_before_login: SeatsBeforeLogin::new(c.server.max_unauthenticated_seats),
+        }
+    }
+}
+
+impl Default for Guards {
+    /// The built-in config's.
+    fn default() -> Self {
+        Guards::from_config(&Config::default())
+    }
 }
 
 impl Deps {
@@ -186,6 +225,7 @@ pub async fn run(
     let sessions = TaskTracker::new();
     let mut backoff = Duration::from_millis(10);
     let mut refused: u64 = 0;
+    let mut refused_by_address: u64 = 0;
     let mut result = Ok(());
     for conn in 1u64.. {
         // The permit is taken before the accept, so the count can never overshoot; when
@@ -220,17 +260,36 @@ pub async fn run(
         // A slot may have come free while we waited in accept: a permit taken before the
         // wait would otherwise refuse a connection the server has room for.
         let permit = permit.or_else(|| permits.clone().try_acquire_owned().ok());
-        match permit {
-            Some(permit) => spawn_session(&sessions, stream, peer, conn, &deps, &shutdown, permit),
-            None => {
-                refused += 1;
-                // Logged at powers of two so a flood cannot flood the log too.
-                if refused.is_power_of_two() {
-                    warn!(%peer, refused, max = deps.settings.max_connections, "connection limit reached; refusing");
+        let Some(permit) = permit else {
+            refused += 1;
+            // Logged at powers of two so a flood cannot flood the log too.
+            if refused.is_power_of_two() {
+                warn!(%peer, refused, max = deps.settings.max_connections, "connection limit reached; refusing");
+            }
+            drop(stream);
+            continue;
+        };
+        // Closed at once, like the global limit: one address cannot fill the server.
+        let slot = match deps.guards.addresses.take(peer.ip()) {
+            Ok(slot) => slot,
+            Err(full) => {
+                refused_by_address += 1;
+                if refused_by_address.is_power_of_two() {
+                    warn!(%peer, refused = refused_by_address, max = full.max, "per-address connection limit reached; refusing");
                 }
                 drop(stream);
+                continue;
             }
-        }
+        };
+        spawn_session(
+            &sessions,
+            stream,
+            peer,
+            conn,
+            &deps,
+            &shutdown,
+            (permit, slot),
+        );
     }
     drop(listener);
     info!(
@@ -251,7 +310,7 @@ fn spawn_session(
     conn: u64,
     deps: &Arc<Deps>,
     shutdown: &CancellationToken,
-    permit: OwnedSemaphorePermit,
+    permit: (OwnedSemaphorePermit, AddressSlot),
 ) {
     let span = info_span!("session", %peer, conn, avatar = field::Empty);
     let session = session::Session::new(stream, peer, deps.clone(), shutdown.child_token());

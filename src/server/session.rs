@@ -47,6 +47,7 @@ use tracing::{debug, info, trace, warn};
 use zeroize::Zeroizing;
 
 use super::bad_input::{BadInput, BadKind, Verdict};
+use super::caps::SeatBeforeLogin;
 use super::delivery::{Delivery, Show};
 use super::esp::{self, Admit, Lines};
 use super::login::{self, Auth, LoginError, Step};
@@ -75,6 +76,10 @@ pub const SHUTTING_DOWN: &str = "The server is shutting down. Goodbye.";
 /// After a refusal, how long to wait for the client to ack the IM_ALIVE before closing
 /// (ESPMAIL.md §1: "once the reply is flushed (and acked, or after 2 s)").
 const REFUSAL_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The IM_ALIVE refusal when every seat for a login at the in-world password prompt is
+/// taken (ESPMAIL.md has no words for this; ours fit the C64's error line).
+pub const TOO_MANY_LOGINS: &str = "Too many logins at once; try again in a minute.";
 
 /// The real C64's flow-control hello, an Action payload that is not a Habitat packet
 /// (WIRE.md 1.3.5).
@@ -173,12 +178,13 @@ where
         }
     }
 
-    /// Run to the end and log how it ended; errors end only this session. `permit` (the
-    /// connection's place under `max_connections`) is released before the last log line.
-    pub async fn run_logged(self, permit: tokio::sync::OwnedSemaphorePermit) {
+    /// Run to the end and log how it ended; errors end only this session. `places` (the
+    /// connection's places under `max_connections` and its address's cap) are given back
+    /// before the last log line.
+    pub async fn run_logged<P: Send>(self, places: P) {
         info!("connected");
         let result = self.run().await;
-        drop(permit);
+        drop(places);
         match result {
             Ok(()) => info!("disconnected"),
             Err(e) => info!(error = %e, "session ended"),
@@ -187,6 +193,9 @@ where
 
     async fn run(mut self) -> Result<(), SessionError> {
         let login_timeout = self.deps.settings.login_timeout;
+        // Logging in (login line, then the first packet that IM_ALIVE answers) has this
+        // long in all.
+        let login_deadline = tokio::time::Instant::now() + login_timeout;
         let Some((login, leftover)) =
             login::read_preamble(&mut self.stream, login_timeout, &self.shutdown).await?
         else {
@@ -204,9 +213,13 @@ where
         let mut parts = FramedParts::new::<Frame>(self.stream, QLinkCodec::new());
         parts.read_buf = BytesMut::from(&leftover[..]);
         let mut live = Live::new(Framed::from_parts(parts), self.peer, self.deps, auth);
+        live.login_deadline = login_deadline;
         let result = live.run(&self.shutdown).await;
         live.bad.finish();
         live.plaza.leave();
+        // Nothing the linger below does needs the seat: its noids go back now.
+        live.plaza.give_up_seat();
+        live.seat_before_login = None;
         if result.is_ok() {
             // The mailbox lease goes first: a login that replaced this one must not wait
             // for the linger below to open it.
@@ -243,6 +256,14 @@ struct Live<S> {
     fp: Arc<Fingerprinter>,
     /// Bad frames and packets so far.
     bad: BadInput,
+    /// Until IM_ALIVE is answered: when logging in has taken too long.
+    login_deadline: tokio::time::Instant,
+    /// Held while the connection has a seat but is not authenticated (the in-world
+    /// password dialogue): one of the few such seats there may be.
+    seat_before_login: Option<SeatBeforeLogin>,
+    /// While seated before authentication and no password prompt is asked yet: when the
+    /// seat is given up (the prompt clock governs once a prompt is asked).
+    seat_lapses_at: Option<tokio::time::Instant>,
 }
 
 /// How handling one event ended.
@@ -269,7 +290,7 @@ where
             out: Outbound::new(settings.out_bytes_per_sec, Arc::clone(&fp)),
             phase: Phase::Greeting,
             auth,
-            plaza: Plaza::seat(&deps.registry, settings.outbox_len),
+            plaza: Plaza::new(&deps.registry, settings.outbox_len),
             esp,
             lines: Lines::default(),
             delivery: None,
@@ -279,13 +300,18 @@ where
             debug_rx: deps.debug.clone(),
             fp,
             bad: BadInput::new(settings.max_bad_frames),
+            login_deadline: tokio::time::Instant::now() + settings.login_timeout,
+            seat_before_login: None,
+            seat_lapses_at: None,
             deps,
         }
     }
 
     async fn run(&mut self, shutdown: &CancellationToken) -> Result<(), SessionError> {
-        let kicked = self.plaza.kicked();
         loop {
+            // Taken each time round: the seat (and its kick) may have come since.
+            let kicked = self.plaza.kicked();
+            let login_at = (self.phase == Phase::Greeting).then_some(self.login_deadline);
             let closing_at = match self.phase {
                 Phase::Refusing { until } => {
                     if self.out.link().window_len() == 0 || tokio::time::Instant::now() >= until {
@@ -320,6 +346,14 @@ where
                     return Ok(());
                 }
                 _ = sleep_opt(closing_at) => return Ok(()),
+                _ = sleep_opt(login_at) => {
+                    info!("no first packet before the login timeout");
+                    return Ok(());
+                }
+                _ = sleep_opt(self.seat_lapses_at) => {
+                    info!("no HERE_I_AM before the login timeout; closing an unauthenticated seat");
+                    return Ok(());
+                }
                 _ = sleep_opt(link_at) => {
                     self.out.poll(&mut self.frames).await?;
                     Flow::Continue
@@ -460,17 +494,43 @@ where
         }
     }
 
-    /// The answer to the first packet: IM_ALIVE, refused (and closing) or alive.
+    /// The answer to the first packet: IM_ALIVE, refused (and closing) or alive. Only an
+    /// alive connection takes a seat: an authenticated one always, one that will be asked
+    /// its password in-world only while fewer than `max_unauthenticated_seats` others are.
     fn answer_alive(&mut self) {
-        if let Auth::Refused = self.auth {
+        let refusal = match &self.auth {
+            Auth::Refused => Some(WRONG_NAME_OR_PASSWORD),
+            Auth::Yes(_) => None,
+            Auth::Asking(_) => match self.deps.guards.seats_before_login.take() {
+                Some(allowance) => {
+                    // Why a seat before the password: the real C64 sends none in its
+                    // login line and can only be asked in the world, which it shows only
+                    // with its own avatar drawn. Such seats are few (this allowance),
+                    // count under the address's cap, and lapse: HERE_I_AM must come
+                    // within the login timeout (the C64 loads from disk for up to two
+                    // minutes before it), then each prompt has the prompt timeout, and
+                    // the dialogue ends after a few wrong answers.
+                    self.seat_before_login = Some(allowance);
+                    self.seat_lapses_at =
+                        Some(tokio::time::Instant::now() + self.deps.settings.login_timeout);
+                    None
+                }
+                None => {
+                    info!("every seat for a login at the password prompt is taken; refused");
+                    Some(TOO_MANY_LOGINS)
+                }
+            },
+        };
+        if let Some(text) = refusal {
             self.send(ServerMessage::ImAliveReply {
                 status: 0,
-                text: Bytes::from_static(WRONG_NAME_OR_PASSWORD.as_bytes()),
+                text: Bytes::from_static(text.as_bytes()),
             });
             self.phase = Phase::Refusing {
                 until: tokio::time::Instant::now() + REFUSAL_LINGER,
             };
         } else {
+            self.plaza.take_seat();
             self.send(ServerMessage::ImAliveReply {
                 status: 1,
                 text: Bytes::from_static(IM_ALIVE_OK_TEXT),
@@ -563,6 +623,9 @@ where
         match step {
             Step::Ask(text) => self.ask(PromptFor::Password, text),
             Step::Authenticated(avatar) => {
+                // A seat like any other from now on.
+                self.seat_before_login = None;
+                self.seat_lapses_at = None;
                 self.esp = Some(EspState::new(avatar.name.clone()));
                 self.plaza.enter(&avatar.name);
                 self.auth = Auth::Yes(avatar);
@@ -610,6 +673,10 @@ where
             }
         }
         self.lapsed_text = None;
+        if for_ == PromptFor::Password {
+            // The prompt clock takes over the unauthenticated seat's time limit.
+            self.seat_lapses_at = None;
+        }
         let text = text.into();
         self.send(ServerMessage::PromptUser(Bytes::copy_from_slice(
             text.as_bytes(),
