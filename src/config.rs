@@ -65,6 +65,10 @@ pub struct ServerConfig {
     /// real C64 sends no password in its login line, so it needs its avatar drawn to be
     /// asked for one in-world.
     pub max_unauthenticated_seats: usize,
+    /// Front ends (relays, load balancers) whose connections start with a PROXY header
+    /// (v1 or v2) naming the player's address; that address is then counted and logged
+    /// instead of the front end's. A connection from them without one is refused.
+    pub proxy_from: Vec<AddrRange>,
 }
 
 impl Default for ServerConfig {
@@ -85,6 +89,7 @@ impl Default for ServerConfig {
             // Logins at the in-world prompt at the same moment: a handful in a revival
             // world; the other 111 of the 127 seats stay for players who got in.
             max_unauthenticated_seats: 16,
+            proxy_from: Vec::new(),
         }
     }
 }
@@ -680,7 +685,7 @@ impl Config {
         format!(
             "server: listen={} max_connections={} login_timeout={}s idle_timeout={}s \
              outbox_len={} rate_limit={} max_bad_frames={} max_connections_per_address={} \
-             connection_cap_exempt={} max_unauthenticated_seats={}\n\
+             connection_cap_exempt={} max_unauthenticated_seats={} proxy_from={}\n\
              data: dir={} database={} keyfile={}\n\
              auth: mode={} trusted_peers={} auto_register={} min_password_len={}\n\
              mail: max_per_recipient={} max_text_len={} retention_days={} \
@@ -700,6 +705,7 @@ impl Config {
             s.max_connections_per_address,
             list_or_none(&s.connection_cap_exempt),
             s.max_unauthenticated_seats,
+            list_or_none(&s.proxy_from),
             self.data.dir.display(),
             self.data.database_path().display(),
             self.data.keyfile_path().display(),

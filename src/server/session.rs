@@ -54,7 +54,7 @@ use super::login::{self, Auth, LoginError, Step};
 use super::outbound::{Outbound, SendError};
 use super::plaza::Plaza;
 pub use super::plaza::Push;
-use super::{sleep_opt, Deps};
+use super::{sleep_opt, Deps, Peer};
 use crate::log_redact::{self, Dir, Fingerprinter, Sensitive, Wipe};
 use crate::protocol::frame::{BadFrame, Frame};
 use crate::protocol::habitat::{self, Packet, Reassembler};
@@ -153,7 +153,9 @@ struct Prompt {
 /// One connection's task.
 pub struct Session<S> {
     stream: S,
-    peer: SocketAddr,
+    peer: Peer,
+    /// Bytes already read from the stream (after a PROXY header): the preamble's first.
+    read_ahead: Bytes,
     deps: Arc<Deps>,
     shutdown: CancellationToken,
 }
@@ -162,20 +164,23 @@ impl<S> Session<S>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    /// A session for an accepted connection from `peer` (as the listener or a trusted
+    /// A session for an accepted connection from `peer` (as the listener or a listed
     /// front end reported it).
-    pub fn new(
-        stream: S,
-        peer: SocketAddr,
-        deps: Arc<Deps>,
-        shutdown: CancellationToken,
-    ) -> Session<S> {
+    pub fn new(stream: S, peer: Peer, deps: Arc<Deps>, shutdown: CancellationToken) -> Session<S> {
         Session {
             stream,
             peer,
+            read_ahead: Bytes::new(),
             deps,
             shutdown,
         }
+    }
+
+    /// The session of a connection whose first bytes were already read (those after a
+    /// front end's PROXY header).
+    pub fn with_read_ahead(mut self, bytes: Bytes) -> Session<S> {
+        self.read_ahead = bytes;
+        self
     }
 
     /// Run to the end and log how it ended; errors end only this session. `places` (the
@@ -196,8 +201,13 @@ where
         // Logging in (login line, then the first packet that IM_ALIVE answers) has this
         // long in all.
         let login_deadline = tokio::time::Instant::now() + login_timeout;
-        let Some((login, leftover)) =
-            login::read_preamble(&mut self.stream, login_timeout, &self.shutdown).await?
+        let Some((login, leftover)) = login::read_preamble(
+            &mut self.stream,
+            &self.read_ahead,
+            login_timeout,
+            &self.shutdown,
+        )
+        .await?
         else {
             return Ok(());
         };
@@ -208,11 +218,11 @@ where
             leftover = leftover.len(),
             "login line read"
         );
-        let auth = login::authenticate(&self.deps, self.peer, login).await;
+        let auth = login::authenticate(&self.deps, &self.peer, login).await;
         // The link starts with whatever the client sent after its login line.
         let mut parts = FramedParts::new::<Frame>(self.stream, QLinkCodec::new());
         parts.read_buf = BytesMut::from(&leftover[..]);
-        let mut live = Live::new(Framed::from_parts(parts), self.peer, self.deps, auth);
+        let mut live = Live::new(Framed::from_parts(parts), self.peer.addr, self.deps, auth);
         live.login_deadline = login_deadline;
         let result = live.run(&self.shutdown).await;
         live.bad.finish();
@@ -1048,7 +1058,7 @@ mod tests {
         let (client, server) = tokio::io::duplex(64);
         let session = Session::new(
             server,
-            SocketAddr::new(peer, 40_000),
+            Peer::direct(SocketAddr::new(peer, 40_000)),
             Arc::clone(deps),
             CancellationToken::new(),
         );
