@@ -52,6 +52,23 @@ pub struct ServerConfig {
     /// Pace output to each client at this many bytes per second, as a C64 modem link
     /// would (0 = no pacing).
     pub rate_limit_bytes_per_sec: u32,
+    /// Bad frames and packets one connection may send before it is closed. Each costs a
+    /// counter, not a log line; the real C64's handshake probe is not counted.
+    pub max_bad_frames: u32,
+    /// Connections from one address (one IPv6 /64) at once; one more is accepted and
+    /// closed at once. Players behind one NAT share it.
+    pub max_connections_per_address: usize,
+    /// Addresses or networks the per-address cap does not apply to (e.g. a relay on this
+    /// host that cannot send a PROXY header).
+    pub connection_cap_exempt: Vec<AddrRange>,
+    /// Connections that may hold a seat in the Plaza before they are authenticated: the
+    /// real C64 sends no password in its login line, so it needs its avatar drawn to be
+    /// asked for one in-world.
+    pub max_unauthenticated_seats: usize,
+    /// Front ends (relays, load balancers) whose connections start with a PROXY header
+    /// (v1 or v2) naming the player's address; that address is then counted and logged
+    /// instead of the front end's. A connection from them without one is refused.
+    pub proxy_from: Vec<AddrRange>,
 }
 
 impl Default for ServerConfig {
@@ -63,8 +80,93 @@ impl Default for ServerConfig {
             idle_timeout_secs: 3600,
             outbox_len: 512,
             rate_limit_bytes_per_sec: 0,
+            // A working link (the C64 over TCP, or at 1200 baud with the odd CRC error)
+            // sends a handful in a whole evening; a thousand is junk, about 10 KB of it.
+            max_bad_frames: 1000,
+            // A household or a club behind one NAT; far below the 127 seats of the Plaza.
+            max_connections_per_address: 16,
+            connection_cap_exempt: Vec::new(),
+            // Logins at the in-world prompt at the same moment: a handful in a revival
+            // world; the other 111 of the 127 seats stay for players who got in.
+            max_unauthenticated_seats: 16,
+            proxy_from: Vec::new(),
         }
     }
+}
+
+/// An IP address or a network, for the lists of addresses the server treats apart:
+/// `"10.0.0.5"`, `"::1"`, or `"10.0.0.0/8"`, `"fd00::/8"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AddrRange(ipnet::IpNet);
+
+impl AddrRange {
+    /// Whether `ip` is this address or inside this network. An IPv4 address reached over
+    /// IPv6 (`::ffff:a.b.c.d`) counts as the IPv4 address.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        self.0.contains(&ip.to_canonical())
+    }
+}
+
+impl From<IpAddr> for AddrRange {
+    fn from(ip: IpAddr) -> AddrRange {
+        AddrRange(ipnet::IpNet::from(ip))
+    }
+}
+
+impl std::str::FromStr for AddrRange {
+    type Err = ipnet::AddrParseError;
+
+    fn from_str(text: &str) -> Result<AddrRange, Self::Err> {
+        match text.parse::<IpAddr>() {
+            Ok(ip) => Ok(AddrRange::from(ip)),
+            // `trunc` so that "10.0.0.5/8" means the network it names, 10.0.0.0/8.
+            Err(_) => text.parse::<ipnet::IpNet>().map(|n| AddrRange(n.trunc())),
+        }
+    }
+}
+
+impl fmt::Display for AddrRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.prefix_len() == self.0.max_prefix_len() {
+            write!(f, "{}", self.0.addr())
+        } else {
+            write!(f, "{}", self.0)
+        }
+    }
+}
+
+impl Serialize for AddrRange {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for AddrRange {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<AddrRange, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = AddrRange;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(NET_EXPECTED)
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<AddrRange, E> {
+                text.parse()
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Str(text), &self))
+            }
+        }
+        d.deserialize_str(Visitor)
+    }
+}
+
+/// serde's "expected" for an [`AddrRange`], turned into words by [`expected_in_words`].
+const NET_EXPECTED: &str = "IP address or network";
+
+/// A list for the settings summary: `a,b` or `none`.
+fn list_or_none<T: fmt::Display>(items: &[T]) -> String {
+    if items.is_empty() {
+        return "none".to_owned();
+    }
+    items.iter().map(T::to_string).collect::<Vec<_>>().join(",")
 }
 
 /// `[data]`.
@@ -428,6 +530,19 @@ impl Config {
         if self.server.outbox_len == 0 {
             return invalid("server.outbox_len", "must be at least 1");
         }
+        if self.server.max_bad_frames == 0 {
+            return invalid("server.max_bad_frames", "must be at least 1");
+        }
+        if self.server.max_connections_per_address == 0 {
+            return invalid("server.max_connections_per_address", "must be at least 1");
+        }
+        if self.server.max_unauthenticated_seats == 0 {
+            return invalid(
+                "server.max_unauthenticated_seats",
+                "must be at least 1 (a C64 logging in without a password needs a seat to be \
+                 asked for it)",
+            );
+        }
         if self.auth.mode == AuthMode::Trusted && self.auth.trusted_peers.is_empty() {
             return invalid(
                 "auth.trusted_peers",
@@ -569,7 +684,8 @@ impl Config {
         };
         format!(
             "server: listen={} max_connections={} login_timeout={}s idle_timeout={}s \
-             outbox_len={} rate_limit={}\n\
+             outbox_len={} rate_limit={} max_bad_frames={} max_connections_per_address={} \
+             connection_cap_exempt={} max_unauthenticated_seats={} proxy_from={}\n\
              data: dir={} database={} keyfile={}\n\
              auth: mode={} trusted_peers={} auto_register={} min_password_len={}\n\
              mail: max_per_recipient={} max_text_len={} retention_days={} \
@@ -585,6 +701,11 @@ impl Config {
                 0 => "off".to_owned(),
                 n => format!("{n}B/s"),
             },
+            s.max_bad_frames,
+            s.max_connections_per_address,
+            list_or_none(&s.connection_cap_exempt),
+            s.max_unauthenticated_seats,
+            list_or_none(&s.proxy_from),
             self.data.dir.display(),
             self.data.database_path().display(),
             self.data.keyfile_path().display(),
@@ -662,6 +783,10 @@ const LISTEN_WORDS: &str = "an IP address and port, such as 127.0.0.1:1986 or [:
 const PEER_WORDS: &str = "an IP address in quotes, such as \"127.0.0.1\" or \"::1\" \
                           (host names are not accepted)";
 
+/// What each entry of an address list must look like ([`AddrRange`]).
+const NET_WORDS: &str = "an IP address or network in quotes, such as \"10.0.0.5\", \
+                         \"10.0.0.0/8\" or \"::1\" (host names are not accepted)";
+
 /// serde's messages name Rust types ("expected u32", "expected socket address") and use
 /// Rust words ("variant", "field"); an operator editing a TOML file should read what the
 /// value must be, in words: "retention_days must be a whole number from 0 to 4294967295,
@@ -737,6 +862,7 @@ fn expected_in_words(expected: &str) -> String {
         "a sequence" => "a list in brackets, such as [\"127.0.0.1\"]",
         "socket address" => LISTEN_WORDS,
         "IP address" => PEER_WORDS,
+        NET_EXPECTED => NET_WORDS,
         "enum AuthMode" => "\"password\" or \"trusted\"",
         other if other.starts_with("struct ") => "a section (a table)",
         other => other,
@@ -1019,6 +1145,45 @@ mod tests {
             .contains("dir=/srv/world/data database=/srv/world/db/espmail.db"));
         assert!(c.make_paths_absolute(Path::new("/elsewhere")).is_empty());
         assert_eq!(c.data.dir, PathBuf::from("/srv/world/data"));
+    }
+
+    #[test]
+    fn address_lists_take_addresses_and_networks_in_words() {
+        let c = parse(
+            "[server]\nconnection_cap_exempt = [\"127.0.0.1\", \"10.1.2.3/8\", \"fd00::/8\", \"::1\"]\n",
+        )
+        .unwrap();
+        let shown: Vec<String> = c
+            .server
+            .connection_cap_exempt
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(shown, ["127.0.0.1", "10.0.0.0/8", "fd00::/8", "::1"]);
+        let net = c.server.connection_cap_exempt[1];
+        assert!(net.contains("10.200.0.1".parse().unwrap()));
+        assert!(!net.contains("11.0.0.1".parse().unwrap()));
+        assert!(c.server.connection_cap_exempt[0].contains("::ffff:127.0.0.1".parse().unwrap()));
+        assert!(c
+            .summary()
+            .contains("connection_cap_exempt=127.0.0.1,10.0.0.0/8,fd00::/8,::1"));
+
+        let err = parse("[server]\nconnection_cap_exempt = [\"gw.example\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("connection_cap_exempt[0] must be an IP address or network in quotes"),
+            "{err}"
+        );
+        assert!(err.contains("not \"gw.example\""), "{err}");
+        for bad in [
+            "max_connections_per_address",
+            "max_unauthenticated_seats",
+            "max_bad_frames",
+        ] {
+            let err = parse(&format!("[server]\n{bad} = 0\n")).unwrap_err();
+            assert!(err.to_string().contains(&format!("server.{bad}")), "{err}");
+        }
     }
 
     #[test]

@@ -4,13 +4,14 @@
 //!
 //! - [`protocol`]: pure codec: Q-Link frames, the link state machine, Habitat packets,
 //!   typed messages, the login preamble. No sockets, no clock.
-//! - [`server`]: the only owner of player sockets: accept loop, permits, shutdown, and one
-//!   session task per connection.
+//! - [`server`]: the only owner of player sockets: accept loop, permits and per-address
+//!   caps, PROXY headers from listed front ends, shutdown, and one session task per
+//!   connection (bad input counted, seats only for logins that may enter).
 //! - [`world`]: presence in the Plaza, accounts and authentication, ESP routing and the
 //!   ESP Mail offer: typed values in, typed intents out; never bytes, never a stream.
 //! - [`espmail`]: ESP Mail: keyfile, encryption, the durable store, delivery and deletion.
 //! - [`log_redact`]: beside them all: the only code that decides how sensitive values show
-//!   in logs.
+//!   in logs (lengths, and fingerprints keyed per session), and that wipes them on drop.
 //! - [`cli`]: the command line (clap derive), used by the `espmail` binary;
 //!   [`cli_docs`]: completions and man pages generated from it.
 //! - [`ops`]: the operator commands beside `serve` (init, account, admin, stats, purge,

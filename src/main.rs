@@ -174,6 +174,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         ),
         debug: Some(control.subscribe()),
         connections: AtomicUsize::new(0),
+        guards: server::Guards::from_config(&config),
     });
     let admin_path = config.admin_socket_path();
     let admin_socket = admin::AdminSocket::bind(&admin_path)?;

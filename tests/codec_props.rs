@@ -133,6 +133,24 @@ fn habitat_free_vector(noid: u8, state: &[u8]) -> espmail::protocol::messages::C
 }
 
 proptest! {
+    /// The header a frame is logged by is the header its packet is parsed with: any
+    /// bytes, and any packet escaped as the C64 escapes it (5D on header bytes too).
+    #[test]
+    fn peek_header_agrees_with_parsing(
+        bytes in proptest::collection::vec(any::<u8>(), 0..12),
+        ctrl in any::<u8>(),
+        noid in any::<u8>(),
+        reqnum in any::<u8>(),
+    ) {
+        let parsed = |b: &[u8]| Packet::parse_escaped(b).ok().map(|p| p.header);
+        prop_assert_eq!(habitat::peek_header(&bytes), parsed(&bytes));
+        let packet = Packet::new(Header { ctrl, noid, reqnum }, bytes.clone());
+        let escaped = packet.escaped();
+        prop_assert_eq!(habitat::peek_header(&escaped), Some(packet.header));
+    }
+}
+
+proptest! {
     #[test]
     fn escape_round_trips_and_hides_every_0d(raw in proptest::collection::vec(any::<u8>(), 0..300)) {
         let esc = escape(&raw);

@@ -176,4 +176,6 @@ async fn the_recorded_c64_handshake_leads_to_a_working_session() {
         Packet::parse_escaped(&reply.payload).unwrap().to_bytes(),
         Bytes::from(vec![0x55, 0xe4, me, 0x00, 0x00])
     );
+    // The probe and the SG hellos are the C64's own handshake: never bad input.
+    assert_eq!(server.log_count("bad input"), 0, "{}", server.log());
 }

@@ -364,3 +364,151 @@ async fn debug_switched_on_through_the_admin_socket_never_logs_a_canary() {
         );
     }
 }
+
+/// The session number (`conn=N` of the session span) a log line belongs to.
+fn conn_of(line: &str) -> Option<u64> {
+    let at = line.find(" conn=")? + " conn=".len();
+    let digits: String = line[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+/// Every fingerprint (`fp=` and 8 hex digits) on a line.
+fn fingerprints(line: &str) -> Vec<String> {
+    line.match_indices("fp=")
+        .filter_map(|(i, _)| line.get(i + 3..i + 11))
+        .filter(|fp| fp.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The connection numbers of the sessions whose span names `avatar`.
+fn sessions_of(log: &str, avatar: &str) -> Vec<u64> {
+    let mut conns: Vec<u64> = log
+        .lines()
+        .filter(|l| {
+            l.contains(&format!("avatar={avatar}")) || l.contains(&format!("avatar=\"{avatar}\""))
+        })
+        .filter_map(conn_of)
+        .collect();
+    conns.sort_unstable();
+    conns.dedup();
+    conns
+}
+
+/// Every fingerprint logged by session `conn`.
+fn fingerprints_of(log: &str, conn: u64) -> Vec<String> {
+    log.lines()
+        .filter(|l| conn_of(l) == Some(conn))
+        .flat_map(fingerprints)
+        .collect()
+}
+
+/// The fingerprint on session `conn`'s `: speak len=` line.
+fn speak_fingerprint(log: &str, conn: u64) -> String {
+    let line = log
+        .lines()
+        .find(|l| conn_of(l) == Some(conn) && l.contains(": speak len="))
+        .unwrap_or_else(|| panic!("no speak line in session {conn}:\n{log}"));
+    fingerprints(line)
+        .pop()
+        .expect("a speak line has a fingerprint")
+}
+
+/// Inbound Action lines of session `conn` that carry no fingerprint (prompt replies).
+fn unfingerprinted_actions(log: &str, conn: u64) -> usize {
+    log.lines()
+        .filter(|l| conn_of(l) == Some(conn) && l.contains("pkt=dir=in cmd=Action"))
+        .filter(|l| fingerprints(l).is_empty())
+        .count()
+}
+
+/// Issue 10, M5: fingerprints cannot confirm a guess. The same text said in two sessions
+/// shows two fingerprints; a password typed at the in-world prompt shows none at all, so
+/// another player who says the same bytes, or sends them as a prompt reply of their own,
+/// finds nothing in the log to compare with; and no canary reaches the log in any form.
+#[tokio::test]
+async fn fingerprints_are_per_session_and_a_typed_password_has_none() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = TestServer::start_in(&tmp.path().join("data"), &["-d"]);
+    let k = Canaries::new();
+    // Carol's password exists before she types it in-world.
+    let carol = Client::enter(&server.host(), "Carol", Some(&k.carol_pw))
+        .await
+        .unwrap();
+    leave(carol).await;
+
+    // Alice and Bob say the same words, each in a session of their own.
+    let mut alice = Client::enter(&server.host(), "Alice", Some(&k.alice_pw))
+        .await
+        .unwrap();
+    let mut bob = Client::enter(&server.host(), "Bob", Some(&k.bob_pw))
+        .await
+        .unwrap();
+    assert!(!alice.speak(k.chat.as_bytes()).await.unwrap());
+    assert!(!bob.speak(k.chat.as_bytes()).await.unwrap());
+
+    // Carol types her password at the prompt; Mallory then tries it as speech and as a
+    // prompt reply nobody asked for.
+    let (carol, _) = enter_at_prompt(&server, "Carol", &k.carol_pw, false, DEBUG_NOTICE).await;
+    let mut mallory = Client::enter(&server.host(), "Mallory", Some("mallory-password"))
+        .await
+        .unwrap();
+    assert!(!mallory.speak(k.carol_pw.as_bytes()).await.unwrap());
+    mallory
+        .answer(b"Password: ", k.carol_pw.as_bytes())
+        .await
+        .unwrap();
+    // Handled in order: the reply to this SPEAK comes after the prompt reply was read.
+    assert!(!mallory.speak(b"done").await.unwrap());
+    for c in [alice, bob, carol, mallory] {
+        leave(c).await;
+    }
+    let mut server = server;
+    server.signal("TERM");
+    assert!(server.wait_exit().success());
+    let log = server.log();
+
+    assert_no_leak("log", &log, &k);
+    let [a] = sessions_of(&log, "Alice")[..] else {
+        panic!("one session of Alice:\n{log}")
+    };
+    let [b] = sessions_of(&log, "Bob")[..] else {
+        panic!("one session of Bob:\n{log}")
+    };
+    assert_ne!(
+        speak_fingerprint(&log, a),
+        speak_fingerprint(&log, b),
+        "the same words show the same fingerprint in two sessions"
+    );
+    let carols = sessions_of(&log, "Carol");
+    assert_eq!(carols.len(), 2, "{log}");
+    let [m] = sessions_of(&log, "Mallory")[..] else {
+        panic!("one session of Mallory:\n{log}")
+    };
+    let mallory_fps = fingerprints_of(&log, m);
+    assert!(mallory_fps.len() > 5, "Mallory's session is fingerprinted");
+    for c in carols {
+        let carol_fps = fingerprints_of(&log, c);
+        assert!(!carol_fps.is_empty(), "Carol's session is fingerprinted");
+        let common: Vec<&String> = carol_fps
+            .iter()
+            .filter(|fp| mallory_fps.contains(fp))
+            .collect();
+        assert!(
+            common.is_empty(),
+            "Carol's session and Mallory's share fingerprints {common:?}"
+        );
+    }
+    // The typed password and Mallory's unsolicited reply: logged by length only.
+    assert_eq!(unfingerprinted_actions(&log, carols_last(&log)), 1, "{log}");
+    assert_eq!(unfingerprinted_actions(&log, m), 1, "{log}");
+    assert!(!log.contains("prompt reply"), "{log}");
+}
+
+/// Carol's second session: the one that typed the password in-world.
+fn carols_last(log: &str) -> u64 {
+    *sessions_of(log, "Carol").last().unwrap()
+}

@@ -3,11 +3,17 @@
 //! (DESIGN.md, promise 5).
 //!
 //! Sensitive values travel in [`Sensitive`], whose `Debug` and `Display` print only a
-//! length and a keyed [`Fingerprint`]: a short HMAC under a key drawn at random when the
-//! process starts. The same bytes give the same fingerprint within one run, so an admin
-//! can correlate log lines, but a fingerprint cannot be reversed, and cannot be matched
-//! against another run's. The content leaves only through [`Sensitive::expose`]: there is
-//! no `Deref`, no `Serialize`, no `AsRef`.
+//! length. The content leaves only through [`Sensitive::expose`]: there is no `Deref`, no
+//! `Serialize`, no `AsRef`; and it is wiped from memory when the value is dropped
+//! ([`Wipe`]).
+//!
+//! Debug logs stay useful through keyed [`Fingerprint`]s: a short HMAC under a key drawn
+//! at random **for each session** ([`Fingerprinter::random`], one per connection). The
+//! same bytes give the same fingerprint within one session, so an admin can follow one
+//! player's text through it; the same bytes in another session give another fingerprint,
+//! so nobody can confirm a guess by sending it from a session of their own and comparing.
+//! Prompt answers and passwords get no fingerprint at all: the caller passes no
+//! fingerprinter for them, and the summaries then show a length only.
 //!
 //! Beside the types, the module sets up logging itself:
 //!
@@ -21,7 +27,6 @@
 
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::OnceLock;
 
 pub mod control;
 pub mod layer;
@@ -68,11 +73,14 @@ use openssl::hash::MessageDigest;
 use openssl::pkey::PKey;
 use openssl::sign::Signer;
 
-/// A value that must never reach a log as it is.
-#[derive(Clone, PartialEq, Eq, Default)]
-pub struct Sensitive<T>(T);
+use bytes::Bytes;
+use zeroize::Zeroize;
 
-impl<T> Sensitive<T> {
+/// A value that must never reach a log as it is, wiped from memory when dropped.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Sensitive<T: Wipe>(T);
+
+impl<T: Wipe> Sensitive<T> {
     /// Wraps a value.
     pub fn new(value: T) -> Self {
         Sensitive(value)
@@ -84,13 +92,14 @@ impl<T> Sensitive<T> {
         &self.0
     }
 
-    /// Unwraps the value, for the code that must own it.
-    pub fn into_exposed(self) -> T {
-        self.0
+    /// Unwraps the value, for the code that must own it (and wipe it, or hand it to a
+    /// type that does).
+    pub fn into_exposed(mut self) -> T {
+        std::mem::take(&mut self.0)
     }
 }
 
-impl<T: AsRef<[u8]>> Sensitive<T> {
+impl<T: Wipe + AsRef<[u8]>> Sensitive<T> {
     /// Length in bytes (safe to log).
     pub fn len(&self) -> usize {
         self.0.as_ref().len()
@@ -100,28 +109,68 @@ impl<T: AsRef<[u8]>> Sensitive<T> {
     pub fn is_empty(&self) -> bool {
         self.0.as_ref().is_empty()
     }
+}
 
-    /// The keyed fingerprint under this process's key (safe to log).
-    pub fn fingerprint(&self) -> Fingerprint {
-        Fingerprinter::process().fingerprint(self.0.as_ref())
+impl<T: Wipe> Drop for Sensitive<T> {
+    fn drop(&mut self) {
+        self.0.wipe();
     }
 }
 
-impl<T: AsRef<[u8]>> fmt::Debug for Sensitive<T> {
+impl<T: Wipe + AsRef<[u8]>> fmt::Debug for Sensitive<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "<redacted len={} fp={}>", self.len(), self.fingerprint())
+        // A length only: a fingerprint here would be keyed for the whole process, and so
+        // comparable across sessions (see the module doc).
+        write!(f, "<redacted len={}>", self.len())
     }
 }
 
-impl<T: AsRef<[u8]>> fmt::Display for Sensitive<T> {
+impl<T: Wipe + AsRef<[u8]>> fmt::Display for Sensitive<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(self, f)
     }
 }
 
-impl<T> From<T> for Sensitive<T> {
+impl<T: Wipe> From<T> for Sensitive<T> {
     fn from(value: T) -> Self {
         Sensitive(value)
+    }
+}
+
+/// What [`Sensitive`] can hold: a value that can overwrite its own bytes before they are
+/// freed (`zeroize` does the writing, so the compiler cannot drop it as a dead store).
+///
+/// A local trait rather than `zeroize::Zeroize` itself, because [`Bytes`] cannot be
+/// `Zeroize`: its memory may be shared with other handles. A `Bytes` is wiped when this
+/// handle is the only one left; a shared one is left to its other holders (see
+/// [`Wipe for Bytes`](#impl-Wipe-for-Bytes)).
+pub trait Wipe: Default {
+    /// Overwrites the bytes this value owns with zeros.
+    fn wipe(&mut self);
+}
+
+impl Wipe for Vec<u8> {
+    fn wipe(&mut self) {
+        self.zeroize();
+    }
+}
+
+impl Wipe for String {
+    fn wipe(&mut self) {
+        self.zeroize();
+    }
+}
+
+impl Wipe for Bytes {
+    /// Wipes the bytes when this is their only handle (a buffer the server built and
+    /// owns alone). A `Bytes` that shares its memory (a slice of the socket's read
+    /// buffer, a packet also held by the link's resend window) is left as it is: the
+    /// other handle still needs the bytes, and the memory goes with the last of them.
+    fn wipe(&mut self) {
+        let taken = std::mem::take(self);
+        if let Ok(mut unique) = taken.try_into_mut() {
+            unique[..].zeroize();
+        }
     }
 }
 
@@ -144,8 +193,9 @@ impl fmt::Debug for Fingerprint {
     }
 }
 
-/// Computes fingerprints under one key. The process has one ([`Fingerprinter::process`]);
-/// tests make their own to show that keys matter.
+/// Computes fingerprints under one key. Each session makes its own
+/// ([`Fingerprinter::random`]), so fingerprints never compare across sessions; there is
+/// no process-wide one.
 pub struct Fingerprinter {
     /// `None` when no key could be had: every fingerprint is then `00000000`, which tells
     /// an admin nothing but, unlike a guessable fallback key, cannot reveal short texts.
@@ -173,12 +223,6 @@ impl Fingerprinter {
         }
     }
 
-    /// The fingerprinter of this process, with its key drawn at first use.
-    pub fn process() -> &'static Fingerprinter {
-        static PROCESS: OnceLock<Fingerprinter> = OnceLock::new();
-        PROCESS.get_or_init(Fingerprinter::random)
-    }
-
     /// The fingerprint of `data` (`00000000` if there is no key or the HMAC fails).
     pub fn fingerprint(&self, data: &[u8]) -> Fingerprint {
         let mut out = [0u8; 4];
@@ -198,28 +242,42 @@ impl Fingerprinter {
     }
 }
 
-/// Fingerprint of arbitrary bytes under the process key, for values that are not held in
-/// a [`Sensitive`] (e.g. a raw packet about to be logged by its structure).
-pub fn fingerprint(data: &[u8]) -> Fingerprint {
-    Fingerprinter::process().fingerprint(data)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn debug_and_display_show_only_length_and_fingerprint() {
+    fn debug_and_display_show_only_the_length() {
         let secret = Sensitive::new(b"meet me by the fountain".to_vec());
         for shown in [
             format!("{secret:?}"),
             format!("{secret}"),
             format!("{:#?}", Some(&secret)),
         ] {
+            assert!(shown.contains("<redacted len=23>"), "{shown}");
             assert!(!shown.contains("fountain"), "{shown}");
-            assert!(shown.contains("len=23"), "{shown}");
-            assert!(shown.contains(&secret.fingerprint().to_string()), "{shown}");
+            assert!(!shown.contains("fp="), "no fingerprint: {shown}");
         }
+    }
+
+    #[test]
+    fn the_content_survives_into_exposed_and_a_shared_buffer_is_left_to_its_holders() {
+        let owned = Sensitive::new("sesame".to_string());
+        assert_eq!(owned.into_exposed(), "sesame");
+
+        // A packet also held elsewhere (the link's window, the read buffer): wiping this
+        // handle must not change what the other one reads.
+        let shared = Bytes::from(b"meet me".to_vec());
+        let other = shared.clone();
+        drop(Sensitive::new(shared));
+        assert_eq!(&other[..], b"meet me");
+
+        let mut text = b"meet me".to_vec();
+        text.wipe();
+        assert!(text.is_empty());
+        let mut alone = Bytes::from(b"meet me".to_vec());
+        alone.wipe();
+        assert!(alone.is_empty());
     }
 
     #[test]

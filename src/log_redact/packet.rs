@@ -1,16 +1,18 @@
 //! Packets as log lines: their structure, never their bytes.
 //!
 //! At debug and trace level an admin wants to follow a conversation frame by frame. These
-//! values `Display` the direction, the header numbers, the payload length and the keyed
-//! fingerprint of the payload: two identical payloads in one run show the same
-//! fingerprint, and nothing a player typed is shown. Use them as a field:
-//! `debug!(pkt = %log_redact::packet(Dir::In, &frame), "frame")`.
+//! values `Display` the direction, the header numbers, the payload length and, given the
+//! session's [`Fingerprinter`], the keyed fingerprint of the payload: two identical
+//! payloads in one session show the same fingerprint, and nothing a player typed is
+//! shown. Given no fingerprinter (a prompt reply: a typed password or answer), the length
+//! is all there is. Use them as a field:
+//! `debug!(pkt = %log_redact::packet(Dir::In, &frame, Some(&fp)), "frame")`.
 
 use std::fmt;
 
 use crate::protocol::frame::Frame;
 
-use super::fingerprint;
+use super::Fingerprinter;
 
 /// Which way a packet went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,17 +32,27 @@ impl fmt::Display for Dir {
     }
 }
 
-/// A Q-Link frame as a log value: `dir=in cmd=Action send=0x11 recv=0x10 len=N fp=XXXXXXXX`.
+/// A Q-Link frame as a log value: `dir=in cmd=Action send=0x11 recv=0x10 len=N fp=XXXXXXXX`
+/// (no `fp` without a fingerprinter).
 #[derive(Clone, Copy)]
 pub struct PacketSummary<'a> {
     dir: Dir,
     frame: &'a Frame,
+    fp: Option<&'a Fingerprinter>,
 }
 
-/// Describes a frame for the log (computes nothing until it is displayed, so a disabled
-/// debug event costs no HMAC).
-pub fn packet(dir: Dir, frame: &Frame) -> PacketSummary<'_> {
-    PacketSummary { dir, frame }
+/// Describes a frame for the log, fingerprinted under `fp` (the session's) when given
+/// (computes nothing until it is displayed, so a disabled debug event costs no HMAC).
+pub fn packet<'a>(dir: Dir, frame: &'a Frame, fp: Option<&'a Fingerprinter>) -> PacketSummary<'a> {
+    PacketSummary { dir, frame, fp }
+}
+
+/// ` fp=XXXXXXXX` under `fp`, or nothing.
+fn write_fp(f: &mut fmt::Formatter<'_>, fp: Option<&Fingerprinter>, data: &[u8]) -> fmt::Result {
+    match fp {
+        Some(fp) => write!(f, " fp={}", fp.fingerprint(data)),
+        None => Ok(()),
+    }
 }
 
 impl fmt::Display for PacketSummary<'_> {
@@ -48,14 +60,14 @@ impl fmt::Display for PacketSummary<'_> {
         let fr = self.frame;
         write!(
             f,
-            "dir={} cmd={:?} send={:#04x} recv={:#04x} len={} fp={}",
+            "dir={} cmd={:?} send={:#04x} recv={:#04x} len={}",
             self.dir,
             fr.cmd,
             fr.send,
             fr.recv,
             fr.payload.len(),
-            fingerprint(&fr.payload)
-        )
+        )?;
+        write_fp(f, self.fp, &fr.payload)
     }
 }
 
@@ -67,7 +79,8 @@ impl fmt::Debug for PacketSummary<'_> {
 
 /// A Habitat packet as a log value:
 /// `dir=out noid=0 req=14 ctrl=0x80 len=N fp=XXXXXXXX`. `payload` is the packet's
-/// argument bytes (after noid and request number), fingerprinted, never shown.
+/// argument bytes (after noid and request number), fingerprinted when a fingerprinter is
+/// given, never shown.
 #[derive(Clone, Copy)]
 pub struct HabitatSummary<'a> {
     dir: Dir,
@@ -75,17 +88,25 @@ pub struct HabitatSummary<'a> {
     noid: u8,
     reqnum: u8,
     payload: &'a [u8],
+    fp: Option<&'a Fingerprinter>,
 }
 
 /// Describes a Habitat packet for the log by its header numbers (the caller's parser
-/// owns the packet type; this module only needs the numbers).
-pub fn habitat(dir: Dir, ctrl: u8, noid: u8, reqnum: u8, payload: &[u8]) -> HabitatSummary<'_> {
+/// owns the packet type; this module only needs the numbers), fingerprinted under `fp`
+/// when given.
+pub fn habitat<'a>(
+    dir: Dir,
+    (ctrl, noid, reqnum): (u8, u8, u8),
+    payload: &'a [u8],
+    fp: Option<&'a Fingerprinter>,
+) -> HabitatSummary<'a> {
     HabitatSummary {
         dir,
         ctrl,
         noid,
         reqnum,
         payload,
+        fp,
     }
 }
 
@@ -93,14 +114,14 @@ impl fmt::Display for HabitatSummary<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "dir={} noid={} req={} ctrl={:#04x} len={} fp={}",
+            "dir={} noid={} req={} ctrl={:#04x} len={}",
             self.dir,
             self.noid,
             self.reqnum,
             self.ctrl,
             self.payload.len(),
-            fingerprint(self.payload)
-        )
+        )?;
+        write_fp(f, self.fp, self.payload)
     }
 }
 
@@ -125,19 +146,28 @@ mod tests {
             cmd: Command::ACTION,
             payload: payload.clone(),
         };
-        let shown = packet(Dir::In, &frame).to_string();
-        let fp = fingerprint(&payload);
+        let fp = Fingerprinter::random();
+        let shown = packet(Dir::In, &frame, Some(&fp)).to_string();
         assert_eq!(
             shown,
             format!(
-                "dir=in cmd=Action send=0x11 recv=0x10 len={} fp={fp}",
-                payload.len()
+                "dir=in cmd=Action send=0x11 recv=0x10 len={} fp={}",
+                payload.len(),
+                fp.fingerprint(&payload)
             )
         );
-        assert_eq!(format!("{:?}", packet(Dir::In, &frame)), shown);
+        assert_eq!(format!("{:?}", packet(Dir::In, &frame, Some(&fp))), shown);
         assert!(!shown.contains("fountain"));
         let hex: String = b"fountain".iter().map(|b| format!("{b:02x}")).collect();
         assert!(!shown.contains(&hex));
+        // Without a fingerprinter (a prompt reply): the length only.
+        assert_eq!(
+            packet(Dir::In, &frame, None).to_string(),
+            format!(
+                "dir=in cmd=Action send=0x11 recv=0x10 len={}",
+                payload.len()
+            )
+        );
     }
 
     #[test]
@@ -148,27 +178,42 @@ mod tests {
             cmd: Command(0x41),
             payload: Bytes::new(),
         };
-        let shown = packet(Dir::Out, &frame).to_string();
+        let fp = Fingerprinter::random();
+        let shown = packet(Dir::Out, &frame, Some(&fp)).to_string();
         assert!(shown.starts_with("dir=out cmd=Command(0x41) send=0x7f recv=0x10 len=0 fp="));
     }
 
     #[test]
-    fn habitat_shows_header_numbers_and_fingerprint() {
+    fn habitat_shows_header_numbers_and_a_fingerprint_of_this_session_only() {
         let args = b"Hello, Plaza";
-        let shown = habitat(Dir::Out, 0x80, 3, 14, args).to_string();
+        let fp = Fingerprinter::random();
+        let shown = habitat(Dir::Out, (0x80, 3, 14), args, Some(&fp)).to_string();
         assert_eq!(
             shown,
             format!(
                 "dir=out noid=3 req=14 ctrl=0x80 len=12 fp={}",
-                fingerprint(args)
+                fp.fingerprint(args)
             )
         );
         assert!(!shown.contains("Plaza"));
-        // Same bytes, same fingerprint within the run; different bytes, different one.
-        assert_eq!(shown, habitat(Dir::Out, 0x80, 3, 14, args).to_string());
+        // Same bytes, same fingerprint within the session; different bytes, different one.
+        assert_eq!(
+            shown,
+            habitat(Dir::Out, (0x80, 3, 14), args, Some(&fp)).to_string()
+        );
         assert_ne!(
             shown,
-            habitat(Dir::Out, 0x80, 3, 14, b"Hello, Plazb").to_string()
+            habitat(Dir::Out, (0x80, 3, 14), b"Hello, Plazb", Some(&fp)).to_string()
+        );
+        // Another session's key: the same bytes do not show the same.
+        let other = Fingerprinter::random();
+        assert_ne!(
+            shown,
+            habitat(Dir::Out, (0x80, 3, 14), args, Some(&other)).to_string()
+        );
+        assert_eq!(
+            habitat(Dir::In, (0xe0, 0, 7), args, None).to_string(),
+            "dir=in noid=0 req=7 ctrl=0xe0 len=12"
         );
     }
 }

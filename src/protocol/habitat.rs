@@ -3,11 +3,14 @@
 //! `AB len … BA` deframer (§1.2).
 //!
 //! Pure: bytes in, bytes or values out. No sockets, no clock, no logging. Packet payloads
-//! may carry what a player typed, so [`Packet`]'s `Debug` shows lengths only.
+//! may carry what a player typed, so [`Packet`]'s `Debug` shows lengths only, and the
+//! [`Reassembler`] zeroes the parts and partial requests it held once it is done with them.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::frame::MAX_ESCAPED_PACKET;
+use crate::log_redact::Wipe;
+use zeroize::Zeroize;
 
 /// First byte of every Habitat packet (`MICROCOSM_ID`, `U`).
 pub const MICROCOSM_ID: u8 = 0x55;
@@ -135,6 +138,30 @@ pub fn descape(escaped: &[u8], skip: usize) -> Vec<u8> {
         }
     }
     out
+}
+
+/// The header of the Habitat packet an Action carries, read from its escaped payload
+/// without descaping the rest: the same header [`Packet::parse_escaped`] would find, or
+/// `None` where it would fail. For deciding how a frame may be logged before its payload
+/// is parsed (a prompt reply's bytes get no fingerprint).
+pub fn peek_header(escaped: &[u8]) -> Option<Header> {
+    let mut raw = [0u8; HEADER_LEN];
+    let mut n = 0;
+    let mut iter = escaped.iter();
+    while n < HEADER_LEN {
+        let b = *iter.next()?;
+        raw[n] = if b == ESCAPE {
+            *iter.next()? ^ ESCAPE_XOR
+        } else {
+            b
+        };
+        n += 1;
+    }
+    (raw[0] == MICROCOSM_ID).then_some(Header {
+        ctrl: raw[1],
+        noid: raw[2],
+        reqnum: raw[3],
+    })
 }
 
 /// The header of a Habitat packet after the `55`: `ctrl noid reqnum`.
@@ -403,7 +430,8 @@ impl Reassembler {
     pub fn push(&mut self, packet: Packet) -> Result<Option<Packet>, PacketError> {
         let h = packet.header;
         if h.is_start() {
-            if self.pending.take().is_some() {
+            if let Some((_, old)) = self.pending.take() {
+                wipe_buffer(old);
                 self.abandoned += 1;
             }
             if h.is_end() {
@@ -422,12 +450,14 @@ impl Reassembler {
                 });
             }
             self.pending = Some((h, BytesMut::from(&packet.payload[..])));
+            wipe_payload(packet);
             return Ok(None);
         }
         let Some((first, mut buf)) = self.pending.take() else {
             return Err(PacketError::Orphan { ctrl: h.ctrl });
         };
         if first.noid != h.noid || first.reqnum != h.reqnum {
+            wipe_buffer(buf);
             self.abandoned += 1;
             return Err(PacketError::Mismatch {
                 noid: h.noid,
@@ -436,6 +466,7 @@ impl Reassembler {
         }
         let len = buf.len() + packet.payload.len();
         if len > MAX_REASSEMBLED_ARGS {
+            wipe_buffer(buf);
             self.abandoned += 1;
             return Err(PacketError::TooLarge {
                 len,
@@ -443,6 +474,7 @@ impl Reassembler {
             });
         }
         buf.put_slice(&packet.payload);
+        wipe_payload(packet);
         if h.is_end() {
             return Ok(Some(Packet {
                 header: Header::new(true, true, h.seq(), h.noid, h.reqnum),
@@ -452,6 +484,27 @@ impl Reassembler {
         self.pending = Some((first, buf));
         Ok(None)
     }
+}
+
+impl Drop for Reassembler {
+    /// A request cut off half-way (the connection ended) may hold typed text: wiped.
+    fn drop(&mut self) {
+        if let Some((_, buf)) = self.pending.take() {
+            wipe_buffer(buf);
+        }
+    }
+}
+
+/// Zeroes a partial request before its memory is freed.
+fn wipe_buffer(mut buf: BytesMut) {
+    buf[..].zeroize();
+}
+
+/// Zeroes a part's payload once it has been copied into the buffer, when nothing else
+/// holds it (a descaped packet is the session's own copy).
+fn wipe_payload(packet: Packet) {
+    let mut payload = packet.payload;
+    payload.wipe();
 }
 
 /// Why a QLR record could not be deframed.

@@ -248,6 +248,13 @@ impl ClientMsg {
     }
 }
 
+/// Whether a client packet with this header carries typed answer bytes: a PROMPT_REPLY
+/// (a password typed at the in-world prompt, or a Y/N) or any part of a split one. Such
+/// bytes get no fingerprint in any log line.
+pub fn is_prompt_reply(header: Header) -> bool {
+    header.noid == REGION_NOID && header.reqnum == region::PROMPT_REPLY
+}
+
 /// Makes text safe for a balloon or prompt and makes the packet fit the C64
 /// (ESPMAIL.md §4, WIRE.md §4.3): bytes outside 0x01–0x7F become `?`, the text is cut to
 /// [`SPEECH_CAP`] bytes, then cut further while `prefix_escaped` (the escaped bytes

@@ -202,9 +202,11 @@ impl<M: Leased> Delivery<M> {
             .sent
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
+        // The decrypted text's working copy is zeroed as the message is (on drop).
+        let speakable = zeroize::Zeroizing::new(esp::speakable(mail.text.expose()));
         shows.push(Show::Mail {
             header: esp::mail_header(&mail.sender, sent),
-            body: Sensitive::new(esp::pad_body(&esp::speakable(mail.text.expose()))),
+            body: Sensitive::new(esp::pad_body(&speakable)),
             id: mail.id,
         });
         self.unframed.push(mail.id);
@@ -235,7 +237,7 @@ mod tests {
     use std::sync::{Arc, Mutex};
     use std::time::{Duration, Instant};
 
-    use super::super::outbound::wire::{ack_of, cmds, wire, written, Wire};
+    use super::super::outbound::wire::{ack_of, cmds, outbound, wire, written, Wire};
     use super::super::outbound::Outbound;
     use super::*;
     use crate::espmail::crypto::MAIL_ID_LEN;
@@ -350,7 +352,7 @@ mod tests {
                 "ask Next ESP Mail (1 left)? (Y/N) ",
             ]
         );
-        let (mut out, mut w) = (Outbound::new(0), wire());
+        let (mut out, mut w) = (outbound(), wire());
         let frames = show(&mut out, &mut w, &mut d, shows).await;
         // count, header, body, prompt, then the Ping that asks for the body's ack.
         assert_eq!(
@@ -394,7 +396,7 @@ mod tests {
     async fn a_lapsed_next_prompt_says_kept_and_a_late_yes_still_delivers() {
         let (b, confirmed) = mailbox(3);
         let (mut d, shows) = Delivery::start(b).unwrap();
-        let (mut out, mut w) = (Outbound::new(0), wire());
+        let (mut out, mut w) = (outbound(), wire());
         let frames = show(&mut out, &mut w, &mut d, shows).await;
         assert_eq!(labels(&d.lapsed()), ["line ESP Mail kept for later."]);
         assert!(d.is_lapsed());
@@ -419,7 +421,7 @@ mod tests {
     async fn another_prompt_ends_the_delivery_and_answers_an_open_question() {
         let (b, confirmed) = mailbox(3);
         let (mut d, shows) = Delivery::start(b).unwrap();
-        let (mut out, mut w) = (Outbound::new(0), wire());
+        let (mut out, mut w) = (outbound(), wire());
         let frames = show(&mut out, &mut w, &mut d, shows).await;
         assert_eq!(labels(&d.superseded()), ["line ESP Mail kept for later."]);
         ack(&mut out, &mut d, &frames[3]).await;
@@ -439,7 +441,7 @@ mod tests {
     async fn n_keeps_the_rest_and_says_so() {
         let (b, confirmed) = mailbox(2);
         let (mut d, shows) = Delivery::start(b).unwrap();
-        let (mut out, mut w) = (Outbound::new(0), wire());
+        let (mut out, mut w) = (outbound(), wire());
         let frames = show(&mut out, &mut w, &mut d, shows).await;
         assert_eq!(labels(&d.answer(b"N")), ["line ESP Mail kept for later."]);
         assert!(!d.is_done());
@@ -457,7 +459,7 @@ mod tests {
             2,
             "count and the one message, no prompt"
         );
-        let (mut out, mut w) = (Outbound::new(0), wire());
+        let (mut out, mut w) = (outbound(), wire());
         show(&mut out, &mut w, &mut d, shows).await;
         assert!(!d.is_done());
         let reset = out.receive(Ok(Frame::bare(Command::RESET, 0x10, 0x10)), Instant::now());
@@ -501,7 +503,7 @@ mod tests {
             // unacked, and is then replaced.
             let mailbox = handle.open_mailbox("bob").await.unwrap();
             let (mut d, shows) = Delivery::start(mailbox).unwrap();
-            let (mut out, mut w) = (Outbound::new(0), wire());
+            let (mut out, mut w) = (outbound(), wire());
             let frames = show(&mut out, &mut w, &mut d, shows).await;
             ack(&mut out, &mut d, &frames[2]).await;
             assert_eq!(handle.count_waiting("bob").await.unwrap(), 1);

@@ -22,7 +22,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::{sleep_opt, Deps};
+use super::{sleep_opt, Deps, Peer};
 use crate::protocol::preamble::{Login, Preamble, PreambleError, Step as LineStep};
 use crate::world::accounts::{
     self, AuthError, Avatar, AvatarName, Decision, DialogueStep, Password, PasswordDialogue,
@@ -61,12 +61,13 @@ impl Auth {
     }
 }
 
-/// Reads the login preamble (WIRE.md 1.3.1), writing the `CONNECT` fallback after 2 s of
-/// silence. The real C64 may say nothing for minutes first, so only the generous login
+/// Reads the login preamble (WIRE.md 1.3.1), starting with `read_ahead` (bytes already
+/// read from the stream), writing the `CONNECT` fallback after 2 s of silence. The real C64 may say nothing for minutes first, so only the generous login
 /// timeout ends the wait. `None` when the client left, the time ran out or the server is
 /// shutting down; otherwise the login and the bytes read after it (the link's first).
 pub async fn read_preamble<S>(
     stream: &mut S,
+    read_ahead: &[u8],
     login_timeout: std::time::Duration,
     shutdown: &CancellationToken,
 ) -> Result<Option<(Login, Bytes)>, LoginError>
@@ -76,6 +77,12 @@ where
     let started = Instant::now();
     let deadline = tokio::time::Instant::now() + login_timeout;
     let mut parser = Preamble::new(started);
+    // What was read before (after a front end's PROXY header) comes first.
+    if !read_ahead.is_empty() {
+        if let LineStep::Done { login, leftover } = parser.feed(read_ahead, started)? {
+            return Ok(Some((login, leftover)));
+        }
+    }
     let mut buf = [0u8; 512];
     loop {
         let connect_at = parser.next_deadline().map(tokio::time::Instant::from_std);
@@ -106,10 +113,14 @@ where
 
 /// Binds the connection to an avatar, or decides to ask in-world, or refuses
 /// (ESPMAIL.md §1). Unknown names and wrong passwords end the same way.
-pub async fn authenticate(deps: &Deps, peer: SocketAddr, login: Login) -> Auth {
+///
+/// Trusted mode believes the socket's own peer ([`Peer::socket`]); the login throttle
+/// counts the player's address ([`Peer::addr`], a listed front end's PROXY header's).
+pub async fn authenticate(deps: &Deps, peer: &Peer, login: Login) -> Auth {
     let Login { name, password, .. } = login;
     let password = password.map(|p| Password::new(p.into_exposed().into_bytes()));
-    let decision = accounts::decide(&deps.auth_mode, peer.ip(), &name, password);
+    let decision = accounts::decide(&deps.auth_mode, peer.socket().ip(), &name, password);
+    let peer = peer.addr;
     let accounts = &deps.accounts;
     match decision {
         Decision::Refuse(reason) => {
@@ -313,7 +324,7 @@ mod tests {
                     .unwrap();
             });
             let token = CancellationToken::new();
-            let (login, leftover) = read_preamble(&mut server, WAIT, &token)
+            let (login, leftover) = read_preamble(&mut server, &[], WAIT, &token)
                 .await
                 .unwrap()
                 .expect("a login");
@@ -334,14 +345,14 @@ mod tests {
             let (client, mut server) = tokio::io::duplex(8);
             drop(client);
             let token = CancellationToken::new();
-            assert!(read_preamble(&mut server, WAIT, &token)
+            assert!(read_preamble(&mut server, &[], WAIT, &token)
                 .await
                 .unwrap()
                 .is_none());
 
             let (_client, mut server) = tokio::io::duplex(8);
             token.cancel();
-            assert!(read_preamble(&mut server, WAIT, &token)
+            assert!(read_preamble(&mut server, &[], WAIT, &token)
                 .await
                 .unwrap()
                 .is_none());
@@ -359,7 +370,9 @@ mod tests {
                 let _ = client.write_all(&[b'x'; 600]).await;
             });
             let token = CancellationToken::new();
-            let err = read_preamble(&mut server, WAIT, &token).await.unwrap_err();
+            let err = read_preamble(&mut server, &[], WAIT, &token)
+                .await
+                .unwrap_err();
             assert!(matches!(
                 err,
                 LoginError::Preamble(PreambleError::LineTooLong { .. })
@@ -390,7 +403,8 @@ mod tests {
         tokio::time::timeout(WAIT, async {
             let dir = tempfile::tempdir().unwrap();
             let deps = testing::deps(dir.path(), password_mode());
-            let Auth::Asking(mut asking) = authenticate(&deps, PEER, login("Cyd", None)).await
+            let Auth::Asking(mut asking) =
+                authenticate(&deps, &Peer::direct(PEER), login("Cyd", None)).await
             else {
                 panic!("no password in the line: asked in-world");
             };
@@ -402,7 +416,8 @@ mod tests {
             assert_eq!(avatar.name.display(), "Cyd");
 
             // Known now: the password is asked, and a wrong one is refused.
-            let Auth::Asking(mut asking) = authenticate(&deps, PEER, login("cyd", None)).await
+            let Auth::Asking(mut asking) =
+                authenticate(&deps, &Peer::direct(PEER), login("cyd", None)).await
             else {
                 panic!("asked in-world");
             };
@@ -412,11 +427,11 @@ mod tests {
 
             // The password in the login line is checked at once.
             assert!(matches!(
-                authenticate(&deps, PEER, login("Cyd", Some("sesame-42"))).await,
+                authenticate(&deps, &Peer::direct(PEER), login("Cyd", Some("sesame-42"))).await,
                 Auth::Yes(_)
             ));
             assert!(matches!(
-                authenticate(&deps, PEER, login("Cyd", Some("sesame-43"))).await,
+                authenticate(&deps, &Peer::direct(PEER), login("Cyd", Some("sesame-43"))).await,
                 Auth::Refused
             ));
             deps.mail.shutdown().await.unwrap();
@@ -431,10 +446,11 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let deps = testing::deps(dir.path(), password_mode());
             assert!(matches!(
-                authenticate(&deps, PEER, login("Dee", Some("right-one"))).await,
+                authenticate(&deps, &Peer::direct(PEER), login("Dee", Some("right-one"))).await,
                 Auth::Yes(_)
             ));
-            let Auth::Asking(mut asking) = authenticate(&deps, PEER, login("Dee", None)).await
+            let Auth::Asking(mut asking) =
+                authenticate(&deps, &Peer::direct(PEER), login("Dee", None)).await
             else {
                 panic!("asked in-world");
             };
@@ -464,12 +480,31 @@ mod tests {
                 },
             );
             assert!(matches!(
-                authenticate(&deps, PEER, login("Eve", None)).await,
+                authenticate(&deps, &Peer::direct(PEER), login("Eve", None)).await,
                 Auth::Yes(a) if a.name.display() == "Eve"
             ));
             let elsewhere = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 4)), 1);
             assert!(matches!(
-                authenticate(&deps, elsewhere, login("Eve", None)).await,
+                authenticate(&deps, &Peer::direct(elsewhere), login("Eve", None)).await,
+                Auth::Refused
+            ));
+            // A PROXY header says where the player is, not who may be believed: through
+            // the trusted front end, any player address is believed; through another
+            // front end, even the trusted one's address is not.
+            let through_trusted = Peer {
+                addr: "203.0.113.7:5000".parse().unwrap(),
+                via: Some(PEER),
+            };
+            assert!(matches!(
+                authenticate(&deps, &through_trusted, login("Eve", None)).await,
+                Auth::Yes(_)
+            ));
+            let claiming_trusted = Peer {
+                addr: PEER,
+                via: Some(elsewhere),
+            };
+            assert!(matches!(
+                authenticate(&deps, &claiming_trusted, login("Eve", None)).await,
                 Auth::Refused
             ));
             deps.mail.shutdown().await.unwrap();

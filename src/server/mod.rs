@@ -2,10 +2,11 @@
 //! graceful shutdown.
 //!
 //! [`run`] takes a listener that `main.rs` already bound (so the listening line can show
-//! the real port), takes a permit before each accept, spawns one [`session`] task per
-//! connection inside its own tracing span, and on shutdown stops accepting, lets every
-//! session finish what it must (an ESP Mail save, a delivery's delete) and returns only
-//! when all of them have.
+//! the real port), takes a permit before each accept, counts each connection under its
+//! player's address ([`caps`]; a listed front end's connection first says that address in
+//! a PROXY header), spawns one [`session`] task per connection inside its own tracing
+//! span, and on shutdown stops accepting, lets every session finish what it must (an ESP
+//! Mail save, a delivery's delete) and returns only when all of them have.
 //!
 //! One connection is one [`session::Session`], generic over its stream; its parts each
 //! have one job and are tested without a socket:
@@ -19,24 +20,33 @@
 //! - `delivery`: waiting mail at login: the lease, the pacing, ack → delete;
 //! - `outbound`: the packet queue, the link window, mail tags and the Ping after them,
 //!   the stuck-client limit;
+//! - `bad_input`: bad frames and packets counted by kind, logged at a bounded rate, and
+//!   the limit after which the connection closes;
+//! - [`caps`]: connections per address, and seats held before authentication;
+//! - `proxied`: the PROXY header a listed front end sends first, naming the player's
+//!   address;
 //! - [`pace`]: the byte-rate and line-rate arithmetic.
 
+mod bad_input;
+pub mod caps;
 mod delivery;
 mod esp;
 mod login;
 mod outbound;
 pub mod pace;
 mod plaza;
+mod proxied;
 pub mod session;
 #[cfg(test)]
 mod testing;
 
 use std::io;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures_util::future::BoxFuture;
 
 use tokio::net::{TcpListener, TcpStream};
@@ -46,12 +56,38 @@ use tokio_util::task::TaskTracker;
 use tracing::{field, info, info_span, warn, Instrument};
 
 use crate::admin::AdminStats;
-use crate::config::{self, Config};
+use crate::config::{self, AddrRange, Config};
 use crate::espmail::MailHandle;
 use crate::world::accounts::{AccountsHandle, AuthMode};
 use crate::world::esp::MailRate;
 use crate::world::Registry;
+use caps::{AddressCaps, AddressSlot, SeatsBeforeLogin};
 use session::Push;
+
+/// Who is on the other end of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    /// The player's address: the socket's peer, or the source a listed front end's PROXY
+    /// header gave. Everything counted per address (the login throttle, the connection
+    /// cap) and the log's `peer` use it.
+    pub addr: SocketAddr,
+    /// The listed front end the connection came through, if it did.
+    pub via: Option<SocketAddr>,
+}
+
+impl Peer {
+    /// A connection straight from `addr`.
+    pub fn direct(addr: SocketAddr) -> Peer {
+        Peer { addr, via: None }
+    }
+
+    /// The socket's own peer: the address trusted mode checks against `trusted_peers`.
+    /// A PROXY header says where a player connects from, which is for counting; whether
+    /// a name is believed stays with whoever is really on the other end of the socket.
+    pub fn socket(&self) -> SocketAddr {
+        self.via.unwrap_or(self.addr)
+    }
+}
 
 /// The numbers the accept loop and sessions live by. `main.rs` fills them from the config.
 #[derive(Debug, Clone)]
@@ -69,6 +105,8 @@ pub struct Settings {
     pub outbox_len: usize,
     /// How long a prompt (ESP Mail offer, next-mail question) waits for an answer.
     pub prompt_timeout: Duration,
+    /// Bad frames and packets after which a connection is closed.
+    pub max_bad_frames: u32,
 }
 
 impl Settings {
@@ -81,20 +119,16 @@ impl Settings {
             out_bytes_per_sec: c.server.rate_limit_bytes_per_sec,
             outbox_len: c.server.outbox_len,
             prompt_timeout: Duration::from_secs(c.mail.prompt_timeout_secs),
+            max_bad_frames: c.server.max_bad_frames,
         }
     }
 }
 
 impl Default for Settings {
+    /// The settings of the built-in config (its numbers are written once, in
+    /// `config.rs`).
     fn default() -> Self {
-        Settings {
-            max_connections: 10_000,
-            login_timeout: Duration::from_secs(600),
-            idle_timeout: Duration::from_secs(1800),
-            out_bytes_per_sec: 0,
-            outbox_len: 64,
-            prompt_timeout: Duration::from_secs(120),
-        }
+        Settings::from_config(&Config::default())
     }
 }
 
@@ -116,6 +150,56 @@ pub struct Deps {
     pub debug: Option<tokio::sync::watch::Receiver<bool>>,
     /// Connections open now.
     pub connections: AtomicUsize,
+    /// What one address, and the connections not yet authenticated, may hold.
+    pub guards: Guards,
+}
+
+/// What one address may hold, and what connections may hold before they authenticate
+/// (DESIGN.md promise 10). Built once from the config; shared by the accept loop and the
+/// sessions.
+#[derive(Debug, Clone)]
+pub struct Guards {
+    /// Connections per address (`max_connections_per_address`, `connection_cap_exempt`).
+    pub addresses: Arc<AddressCaps>,
+    /// Seats in the Plaza held by connections at the in-world password prompt.
+    pub seats_before_login: SeatsBeforeLogin,
+    /// Front ends whose connections start with a PROXY header (`proxy_from`).
+    pub proxy_from: Vec<AddrRange>,
+    /// Connections refused for their address's cap so far (for logging at powers of two).
+    pub refused_by_address: Arc<AtomicU64>,
+    /// Connections from a listed front end refused for want of a valid header, so far.
+    pub refused_front_end: Arc<AtomicU64>,
+}
+
+impl Guards {
+    /// The guards a config asks for. In trusted mode the trusted front ends are exempt
+    /// from the per-address cap as well: every player comes through them, so counting
+    /// them as one address would cap the whole world.
+    pub fn from_config(c: &Config) -> Guards {
+        let mut exempt = c.server.connection_cap_exempt.clone();
+        if c.auth.mode == config::AuthMode::Trusted {
+            exempt.extend(c.auth.trusted_peers.iter().copied().map(AddrRange::from));
+        }
+        Guards {
+            addresses: AddressCaps::new(c.server.max_connections_per_address, exempt),
+            seats_before_login: SeatsBeforeLogin::new(c.server.max_unauthenticated_seats),
+            proxy_from: c.server.proxy_from.clone(),
+            refused_by_address: Arc::default(),
+            refused_front_end: Arc::default(),
+        }
+    }
+
+    /// Whether `ip` is a front end listed in `proxy_from`.
+    pub fn is_front_end(&self, ip: IpAddr) -> bool {
+        self.proxy_from.iter().any(|range| range.contains(ip))
+    }
+}
+
+impl Default for Guards {
+    /// The built-in config's.
+    fn default() -> Self {
+        Guards::from_config(&Config::default())
+    }
 }
 
 impl Deps {
@@ -219,17 +303,39 @@ pub async fn run(
         // A slot may have come free while we waited in accept: a permit taken before the
         // wait would otherwise refuse a connection the server has room for.
         let permit = permit.or_else(|| permits.clone().try_acquire_owned().ok());
-        match permit {
-            Some(permit) => spawn_session(&sessions, stream, peer, conn, &deps, &shutdown, permit),
-            None => {
-                refused += 1;
-                // Logged at powers of two so a flood cannot flood the log too.
-                if refused.is_power_of_two() {
-                    warn!(%peer, refused, max = deps.settings.max_connections, "connection limit reached; refusing");
-                }
-                drop(stream);
+        let Some(permit) = permit else {
+            refused += 1;
+            // Logged at powers of two so a flood cannot flood the log too.
+            if refused.is_power_of_two() {
+                warn!(%peer, refused, max = deps.settings.max_connections, "connection limit reached; refusing");
             }
+            drop(stream);
+            continue;
+        };
+        // A listed front end's connection starts with its PROXY header: read in the
+        // connection's own task (the header may be slow; the accept loop must not wait),
+        // then counted by the player's address.
+        if deps.guards.is_front_end(peer.ip()) {
+            let task = proxied_task(stream, peer, conn, deps.clone(), shutdown.clone(), permit);
+            sessions.spawn(task);
+            continue;
         }
+        // Closed at once, like the global limit: one address cannot fill the server.
+        let Some(slot) = take_address_slot(&deps, peer) else {
+            drop(stream);
+            continue;
+        };
+        let peer = Peer::direct(peer);
+        let places = (permit, slot);
+        sessions.spawn(session_task(
+            stream,
+            peer,
+            Bytes::new(),
+            conn,
+            deps.clone(),
+            &shutdown,
+            places,
+        ));
     }
     drop(listener);
     info!(
@@ -243,26 +349,86 @@ pub async fn run(
     result
 }
 
-fn spawn_session(
-    sessions: &TaskTracker,
-    stream: TcpStream,
-    peer: SocketAddr,
-    conn: u64,
-    deps: &Arc<Deps>,
-    shutdown: &CancellationToken,
-    permit: OwnedSemaphorePermit,
-) {
-    let span = info_span!("session", %peer, conn, avatar = field::Empty);
-    let session = session::Session::new(stream, peer, deps.clone(), shutdown.child_token());
-    let deps = deps.clone();
-    deps.connections.fetch_add(1, Ordering::Relaxed);
-    sessions.spawn(
-        async move {
-            session.run_logged(permit).await;
-            deps.connections.fetch_sub(1, Ordering::Relaxed);
+/// A place under the player's address's cap, or `None` when it has its cap (logged at
+/// powers of two, so a flood cannot flood the log too).
+fn take_address_slot(deps: &Deps, peer: SocketAddr) -> Option<AddressSlot> {
+    match deps.guards.addresses.take(peer.ip()) {
+        Ok(slot) => Some(slot),
+        Err(full) => {
+            let refused = deps
+                .guards
+                .refused_by_address
+                .fetch_add(1, Ordering::Relaxed)
+                + 1;
+            if refused.is_power_of_two() {
+                warn!(%peer, refused, max = full.max, "per-address connection limit reached; refusing");
+            }
+            None
         }
-        .instrument(span),
-    );
+    }
+}
+
+/// One connection's session, in its own span: `peer` is the player's address, `via` the
+/// front end it came through.
+fn session_task(
+    stream: TcpStream,
+    peer: Peer,
+    read_ahead: Bytes,
+    conn: u64,
+    deps: Arc<Deps>,
+    shutdown: &CancellationToken,
+    places: (OwnedSemaphorePermit, AddressSlot),
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    // A root span: a proxied connection's session does not nest in the header's span.
+    let span = info_span!(parent: None, "session", peer = %peer.addr, conn, via = field::Empty, avatar = field::Empty);
+    if let Some(front_end) = peer.via {
+        span.record("via", field::display(front_end));
+    }
+    let session = session::Session::new(stream, peer, deps.clone(), shutdown.child_token())
+        .with_read_ahead(read_ahead);
+    async move {
+        deps.connections.fetch_add(1, Ordering::Relaxed);
+        session.run_logged(places).await;
+        deps.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+    .instrument(span)
+}
+
+/// A connection from a listed front end: its PROXY header, then its session as the
+/// player's. Without a valid header it is refused: its player's address is unknown.
+fn proxied_task(
+    mut stream: TcpStream,
+    front_end: SocketAddr,
+    conn: u64,
+    deps: Arc<Deps>,
+    shutdown: CancellationToken,
+    permit: OwnedSemaphorePermit,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let span = info_span!("proxied", %front_end, conn);
+    async move {
+        let (header, read_ahead) = match proxied::read_header(&mut stream, proxied::HEADER_TIMEOUT, &shutdown).await {
+            Ok(Some(found)) => found,
+            Ok(None) => return,
+            Err(e) => {
+                let refused = deps.guards.refused_front_end.fetch_add(1, Ordering::Relaxed) + 1;
+                if refused.is_power_of_two() {
+                    warn!(error = %e, refused, "connection from a front end listed in proxy_from without a valid PROXY header; refused");
+                }
+                return;
+            }
+        };
+        // LOCAL (v2) and UNKNOWN (v1): the front end speaks for itself.
+        let player = header.source.unwrap_or(front_end);
+        let Some(slot) = take_address_slot(&deps, player) else {
+            return;
+        };
+        let peer = Peer {
+            addr: player,
+            via: Some(front_end),
+        };
+        session_task(stream, peer, read_ahead, conn, deps, &shutdown, (permit, slot)).await;
+    }
+    .instrument(span)
 }
 
 /// Sleeps until `at`, or forever when there is nothing to wait for (a timer that may be

@@ -14,6 +14,7 @@
 
 use std::collections::VecDeque;
 use std::io;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -22,7 +23,7 @@ use tracing::{debug, trace, warn};
 
 use super::pace::Pacer;
 use crate::espmail::MailId;
-use crate::log_redact::{self, Dir};
+use crate::log_redact::{self, Dir, Fingerprinter};
 use crate::protocol::frame::{BadFrame, Frame};
 use crate::protocol::link::{Link, LinkError, OutFrameId, Output};
 use crate::protocol::messages::ServerMessage;
@@ -65,16 +66,19 @@ pub struct Outbound {
     link: Link,
     pacer: Pacer,
     queue: VecDeque<Queued>,
+    /// The session's fingerprint key, for the debug lines of what goes out.
+    fp: Arc<Fingerprinter>,
 }
 
 impl Outbound {
     /// A fresh link (as right after the login preamble), paced at `bytes_per_sec` (0 =
-    /// no cap).
-    pub fn new(bytes_per_sec: u32) -> Outbound {
+    /// no cap); packets show in debug lines under the session's fingerprinter `fp`.
+    pub fn new(bytes_per_sec: u32, fp: Arc<Fingerprinter>) -> Outbound {
         Outbound {
             link: Link::new(),
             pacer: Pacer::new(bytes_per_sec),
             queue: VecDeque::new(),
+            fp,
         }
     }
 
@@ -104,7 +108,8 @@ impl Outbound {
     pub fn send(&mut self, msg: &ServerMessage) {
         for packet in msg.packets() {
             let h = packet.header;
-            trace!(hab = %log_redact::habitat(Dir::Out, h.ctrl, h.noid, h.reqnum, &packet.payload), "packet");
+            let numbers = (h.ctrl, h.noid, h.reqnum);
+            trace!(hab = %log_redact::habitat(Dir::Out, numbers, &packet.payload, Some(&self.fp)), "packet");
             self.queue.push_back(Queued {
                 payload: packet.escaped(),
                 mail: None,
@@ -188,7 +193,7 @@ impl Outbound {
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
-        debug!(pkt = %log_redact::packet(Dir::Out, &frame), "frame");
+        debug!(pkt = %log_redact::packet(Dir::Out, &frame, Some(&self.fp)), "frame");
         sink.send(frame).await?;
         Ok(())
     }
@@ -211,6 +216,11 @@ pub(super) mod wire {
 
     pub fn wire() -> Wire {
         FramedWrite::new(Vec::new(), QLinkCodec::new())
+    }
+
+    /// An unpaced [`Outbound`] with a fingerprinter of its own.
+    pub fn outbound() -> Outbound {
+        Outbound::new(0, Arc::new(Fingerprinter::random()))
     }
 
     /// Decodes (and forgets) everything written so far.
@@ -257,7 +267,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_window_keeps_packets_queued_until_the_client_acks() {
-        let mut out = Outbound::new(0);
+        let mut out = outbound();
         let mut w = wire();
         for _ in 0..WINDOW + 5 {
             out.send(&ServerMessage::CaughtUp);
@@ -281,7 +291,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_packet_carrying_a_mails_last_line_is_tagged_and_pinged() {
-        let mut out = Outbound::new(0);
+        let mut out = outbound();
         let mut w = wire();
         out.send(&line("ESP Mail from Alice, Nov 23 14:05:"));
         out.send_tagged(&line("meet me by the fountain"), MAIL);
@@ -311,7 +321,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_tag_behind_a_full_window_is_reported_when_its_packet_goes_out() {
-        let mut out = Outbound::new(0);
+        let mut out = outbound();
         let mut w = wire();
         for _ in 0..WINDOW {
             out.send(&ServerMessage::CaughtUp);
@@ -329,7 +339,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_client_that_stops_acking_is_stuck_past_the_limit() {
-        let mut out = Outbound::new(0);
+        let mut out = outbound();
         let mut w = wire();
         for _ in 0..WINDOW + MAX_QUEUED_PACKETS {
             out.send(&ServerMessage::CaughtUp);
@@ -349,7 +359,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_link_timer_pings_frames_left_unacked() {
-        let mut out = Outbound::new(0);
+        let mut out = outbound();
         let mut w = wire();
         out.send(&line("hello"));
         out.pump(&mut w).await.unwrap();

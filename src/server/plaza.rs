@@ -3,6 +3,10 @@
 //! its own client: the DESCRIBE contents vector, and HEREIS / APPEAR / GOAWAY / SPEAK$ for
 //! the others' comings, goings and speech.
 //!
+//! A connection has no seat until the session gives it one ([`Plaza::take_seat`]): a
+//! refused connection never does, so it holds no noids (DESIGN.md promise 10). Until then
+//! its noid is FF, as a ghost's.
+//!
 //! Sessions never send each other bytes: they exchange [`Push`] values through the
 //! registry, and each one draws them for its own client with [`Plaza::draw`].
 //!
@@ -50,32 +54,61 @@ pub enum Push {
 /// One connection's place in the Plaza.
 pub struct Plaza {
     registry: Arc<Registry<Push>>,
-    member: Member<Push>,
+    /// The seat, once taken.
+    member: Option<Member<Push>>,
     outbox_tx: mpsc::Sender<Push>,
     outbox_rx: mpsc::Receiver<Push>,
     /// The client asked for the region (DESCRIBE answered): it can show the others.
     drawn: bool,
     /// Present: reachable by name, and announced to the others.
     entered: bool,
+    /// Never cancelled: what [`Plaza::kicked`] gives before there is a seat to kick.
+    unseated: CancellationToken,
 }
 
 impl Plaza {
-    /// Takes a seat (noids, or a ghost's none) with an outbox of `outbox_len` pushes.
-    pub fn seat(registry: &Arc<Registry<Push>>, outbox_len: usize) -> Plaza {
+    /// A place in the Plaza with an outbox of `outbox_len` pushes, and no seat yet.
+    pub fn new(registry: &Arc<Registry<Push>>, outbox_len: usize) -> Plaza {
         let (outbox_tx, outbox_rx) = mpsc::channel(outbox_len.max(1));
         Plaza {
             registry: Arc::clone(registry),
-            member: registry.seat(),
+            member: None,
             outbox_tx,
             outbox_rx,
             drawn: false,
             entered: false,
+            unseated: CancellationToken::new(),
         }
     }
 
-    /// This avatar's noid (`Who_am_I`): FF for a ghost.
+    /// Takes a seat (noids, or a ghost's none when fewer than two are free). Once only.
+    pub fn take_seat(&mut self) {
+        if self.member.is_none() {
+            self.member = Some(self.registry.seat());
+        }
+    }
+
+    /// Gives the seat back (its noids are free again), at the end of the session. Leave
+    /// first: the others are told only by [`Plaza::leave`].
+    pub fn give_up_seat(&mut self) {
+        self.member = None;
+    }
+
+    /// A place with its seat taken (the tests').
+    #[cfg(test)]
+    pub fn seat(registry: &Arc<Registry<Push>>, outbox_len: usize) -> Plaza {
+        let mut p = Plaza::new(registry, outbox_len);
+        p.take_seat();
+        p
+    }
+
+    /// This avatar's noid (`Who_am_I`): FF for a ghost, or before a seat is taken.
     pub fn my_noid(&self) -> u8 {
-        self.member.noids().map_or(UNASSIGNED_NOID, |n| n.avatar)
+        self.noids().map_or(UNASSIGNED_NOID, |n| n.avatar)
+    }
+
+    fn noids(&self) -> Option<Noids> {
+        self.member.as_ref().and_then(Member::noids)
     }
 
     /// Whether the avatar has entered (and so is visible to the others).
@@ -84,13 +117,17 @@ impl Plaza {
     }
 
     /// Fires when the world closes this session (replaced by a second login, too slow).
+    /// Take it again once a seat was taken: before, it never fires.
     pub fn kicked(&self) -> CancellationToken {
-        self.member.kicked().clone()
+        match &self.member {
+            Some(m) => m.kicked().clone(),
+            None => self.unseated.clone(),
+        }
     }
 
     /// Why the world closed this session, once it did.
     pub fn kick_reason(&self) -> Option<KickReason> {
-        self.member.kick_reason()
+        self.member.as_ref().and_then(Member::kick_reason)
     }
 
     /// The next push from another session.
@@ -106,14 +143,15 @@ impl Plaza {
     /// The DESCRIBE reply: the region with every avatar present (this one included), in
     /// noid order. From now on the client can show the others' pushes.
     pub fn describe(&mut self, seq: u8) -> ServerMessage {
+        let me = self.member.as_ref().map(Member::id);
         let mut everyone: Vec<Noids> = self
             .registry
             .present()
             .into_iter()
-            .filter(|p| p.id != self.member.id())
+            .filter(|p| Some(p.id) != me)
             .filter_map(|p| p.noids)
             .collect();
-        everyone.extend(self.member.noids());
+        everyone.extend(self.noids());
         everyone.sort_by_key(|n| n.avatar);
         let mut vector = ContentsVector::describe(RegionState::new(self.my_noid(), 0));
         for n in everyone {
@@ -124,27 +162,27 @@ impl Plaza {
     }
 
     /// Whether a request on `noid` may be acted on: it must be this avatar's own noid, and
-    /// the region must have been described.
+    /// the region must have been described. (Not logged here: the session counts speech
+    /// that fails this as bad input, and a request on another avatar is a click.)
     pub fn owns(&self, noid: u8) -> bool {
         // A ghost (no noids left) talks on FF, its Who_am_I.
-        let mine = noid == self.my_noid();
-        if !mine {
-            info!(noid, "request on a noid this avatar does not own ignored");
-        } else if !self.drawn {
-            info!("request before DESCRIBE ignored");
-        }
-        mine && self.drawn
+        noid == self.my_noid() && self.drawn
     }
 
     /// Makes the avatar `name` present: reachable by name, and announced to the others
-    /// (HEREIS). A present session of the same avatar is replaced. Once only.
+    /// (HEREIS). A present session of the same avatar is replaced. Once only; takes the
+    /// seat first if there is none yet.
     pub fn enter(&mut self, name: &AvatarName) {
         if self.entered {
             return;
         }
-        let entered = self.member.enter(name, self.outbox_tx.clone());
+        self.take_seat();
+        let Some(member) = &self.member else {
+            return;
+        };
+        let entered = member.enter(name, self.outbox_tx.clone());
         self.entered = true;
-        if let Some(noids) = self.member.noids() {
+        if let Some(noids) = self.noids() {
             self.broadcast(&Push::Arrived(noids));
         }
         info!(replaced = entered.replaced.is_some(), "entered the Plaza");
@@ -153,7 +191,7 @@ impl Plaza {
     /// Tells the others this avatar appeared. A ghost is in nobody's contents vector, so
     /// there is nothing for them to show.
     pub fn announce_appear(&self) {
-        if let Some(noids) = self.member.noids() {
+        if let Some(noids) = self.noids() {
             self.broadcast(&Push::Appeared(noids.avatar));
         }
     }
@@ -166,11 +204,11 @@ impl Plaza {
 
     /// Leaves the Plaza (at the end of the session): the others see GOAWAY.
     pub fn leave(&mut self) {
-        if !self.entered {
+        let Some(member) = self.member.as_ref().filter(|_| self.entered) else {
             return;
-        }
-        self.member.leave();
-        if let Some(noids) = self.member.noids() {
+        };
+        member.leave();
+        if let Some(noids) = self.noids() {
             self.broadcast(&Push::Left(noids));
         }
     }
@@ -201,7 +239,8 @@ impl Plaza {
     }
 
     fn broadcast(&self, push: &Push) {
-        self.registry.broadcast(Some(self.member.id()), push);
+        self.registry
+            .broadcast(self.member.as_ref().map(Member::id), push);
     }
 }
 
@@ -283,7 +322,7 @@ mod tests {
         bob.chat(Sensitive::new(b"hello".to_vec()));
         bob.announce_appear();
         bob.leave();
-        let b = bob.member.noids().unwrap();
+        let b = bob.noids().unwrap();
         assert_eq!(
             drawn(&mut alice),
             [
@@ -322,7 +361,7 @@ mod tests {
         let ServerMessage::DescribeReply { vector, .. } = seats[1].describe(0) else {
             panic!()
         };
-        let noids: Vec<Noids> = seats.iter().map(|p| p.member.noids().unwrap()).collect();
+        let noids: Vec<Noids> = seats.iter().map(|p| p.noids().unwrap()).collect();
         let mut expected = ContentsVector::describe(RegionState::new(noids[1].avatar, 0));
         let mut order = noids.clone();
         order.sort_by_key(|n| n.avatar);

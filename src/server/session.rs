@@ -24,8 +24,11 @@
 //! frames or packets, so a second client protocol would add its own codec and mapping
 //! here, beside this one, without touching them.
 //!
-//! A bad frame or packet costs only itself (a NAK or nothing, as WIRE.md §1.3.4 says);
-//! message text never reaches a log (only lengths and fingerprints).
+//! A bad frame or packet costs only itself (a NAK or nothing, as WIRE.md §1.3.4 says) and a
+//! counter (`bad_input`): not a log line each, and past `[server] max_bad_frames` the
+//! connection. Once a login is refused, frames are read only for the ack that lets the
+//! connection close. Message text never reaches a log (only lengths and fingerprints
+//! keyed for this session; none for prompt answers).
 //!
 //! May touch: its own stream; the registry, accounts and vault through `Deps`.
 
@@ -41,19 +44,22 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::codec::{Framed, FramedParts};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, trace, warn};
+use zeroize::Zeroizing;
 
+use super::bad_input::{BadInput, BadKind, Verdict};
+use super::caps::SeatBeforeLogin;
 use super::delivery::{Delivery, Show};
 use super::esp::{self, Admit, Lines};
 use super::login::{self, Auth, LoginError, Step};
 use super::outbound::{Outbound, SendError};
 use super::plaza::Plaza;
 pub use super::plaza::Push;
-use super::{sleep_opt, Deps};
-use crate::log_redact::{self, Dir, Sensitive};
+use super::{sleep_opt, Deps, Peer};
+use crate::log_redact::{self, Dir, Fingerprinter, Sensitive, Wipe};
 use crate::protocol::frame::{BadFrame, Frame};
-use crate::protocol::habitat::{Packet, Reassembler};
+use crate::protocol::habitat::{self, Packet, Reassembler};
 use crate::protocol::messages::{
-    ClientMsg, ClientRequest, ServerMessage, IM_ALIVE_OK_TEXT, REGION_NOID,
+    self, ClientMsg, ClientRequest, ServerMessage, IM_ALIVE_OK_TEXT, REGION_NOID,
 };
 use crate::protocol::qlink::QLinkCodec;
 use crate::world::accounts::WRONG_NAME_OR_PASSWORD;
@@ -70,6 +76,27 @@ pub const SHUTTING_DOWN: &str = "The server is shutting down. Goodbye.";
 /// After a refusal, how long to wait for the client to ack the IM_ALIVE before closing
 /// (ESPMAIL.md §1: "once the reply is flushed (and acked, or after 2 s)").
 const REFUSAL_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The IM_ALIVE refusal when every seat for a login at the in-world password prompt is
+/// taken (ESPMAIL.md has no words for this; ours fit the C64's error line).
+pub const TOO_MANY_LOGINS: &str = "Too many logins at once; try again in a minute.";
+
+/// The real C64's flow-control hello, an Action payload that is not a Habitat packet
+/// (WIRE.md 1.3.5).
+const SG: &[u8] = b"SG";
+
+/// Speech on a noid that is not the sender's own (or before DESCRIBE), as a reason.
+struct NotOwned(u8);
+
+impl std::fmt::Display for NotOwned {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "speech on noid {} before DESCRIBE or not its own",
+            self.0
+        )
+    }
+}
 
 /// Why a session ended other than by the peer hanging up.
 #[derive(Debug, thiserror::Error)]
@@ -126,7 +153,9 @@ struct Prompt {
 /// One connection's task.
 pub struct Session<S> {
     stream: S,
-    peer: SocketAddr,
+    peer: Peer,
+    /// Bytes already read from the stream (after a PROXY header): the preamble's first.
+    read_ahead: Bytes,
     deps: Arc<Deps>,
     shutdown: CancellationToken,
 }
@@ -135,28 +164,32 @@ impl<S> Session<S>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    /// A session for an accepted connection from `peer` (as the listener or a trusted
+    /// A session for an accepted connection from `peer` (as the listener or a listed
     /// front end reported it).
-    pub fn new(
-        stream: S,
-        peer: SocketAddr,
-        deps: Arc<Deps>,
-        shutdown: CancellationToken,
-    ) -> Session<S> {
+    pub fn new(stream: S, peer: Peer, deps: Arc<Deps>, shutdown: CancellationToken) -> Session<S> {
         Session {
             stream,
             peer,
+            read_ahead: Bytes::new(),
             deps,
             shutdown,
         }
     }
 
-    /// Run to the end and log how it ended; errors end only this session. `permit` (the
-    /// connection's place under `max_connections`) is released before the last log line.
-    pub async fn run_logged(self, permit: tokio::sync::OwnedSemaphorePermit) {
+    /// The session of a connection whose first bytes were already read (those after a
+    /// front end's PROXY header).
+    pub fn with_read_ahead(mut self, bytes: Bytes) -> Session<S> {
+        self.read_ahead = bytes;
+        self
+    }
+
+    /// Run to the end and log how it ended; errors end only this session. `places` (the
+    /// connection's places under `max_connections` and its address's cap) are given back
+    /// before the last log line.
+    pub async fn run_logged<P: Send>(self, places: P) {
         info!("connected");
         let result = self.run().await;
-        drop(permit);
+        drop(places);
         match result {
             Ok(()) => info!("disconnected"),
             Err(e) => info!(error = %e, "session ended"),
@@ -165,8 +198,16 @@ where
 
     async fn run(mut self) -> Result<(), SessionError> {
         let login_timeout = self.deps.settings.login_timeout;
-        let Some((login, leftover)) =
-            login::read_preamble(&mut self.stream, login_timeout, &self.shutdown).await?
+        // Logging in (login line, then the first packet that IM_ALIVE answers) has this
+        // long in all.
+        let login_deadline = tokio::time::Instant::now() + login_timeout;
+        let Some((login, leftover)) = login::read_preamble(
+            &mut self.stream,
+            &self.read_ahead,
+            login_timeout,
+            &self.shutdown,
+        )
+        .await?
         else {
             return Ok(());
         };
@@ -177,13 +218,18 @@ where
             leftover = leftover.len(),
             "login line read"
         );
-        let auth = login::authenticate(&self.deps, self.peer, login).await;
+        let auth = login::authenticate(&self.deps, &self.peer, login).await;
         // The link starts with whatever the client sent after its login line.
         let mut parts = FramedParts::new::<Frame>(self.stream, QLinkCodec::new());
         parts.read_buf = BytesMut::from(&leftover[..]);
-        let mut live = Live::new(Framed::from_parts(parts), self.peer, self.deps, auth);
+        let mut live = Live::new(Framed::from_parts(parts), self.peer.addr, self.deps, auth);
+        live.login_deadline = login_deadline;
         let result = live.run(&self.shutdown).await;
+        live.bad.finish();
         live.plaza.leave();
+        // Nothing the linger below does needs the seat: its noids go back now.
+        live.plaza.give_up_seat();
+        live.seat_before_login = None;
         if result.is_ok() {
             // The mailbox lease goes first: a login that replaced this one must not wait
             // for the linger below to open it.
@@ -215,6 +261,19 @@ struct Live<S> {
     lapsed_text: Option<Cow<'static, str>>,
     idle_deadline: tokio::time::Instant,
     debug_rx: Option<tokio::sync::watch::Receiver<bool>>,
+    /// This session's fingerprint key: the same text shows the same within this session
+    /// only, so a guess sent from another session can never be matched against it.
+    fp: Arc<Fingerprinter>,
+    /// Bad frames and packets so far.
+    bad: BadInput,
+    /// Until IM_ALIVE is answered: when logging in has taken too long.
+    login_deadline: tokio::time::Instant,
+    /// Held while the connection has a seat but is not authenticated (the in-world
+    /// password dialogue): one of the few such seats there may be.
+    seat_before_login: Option<SeatBeforeLogin>,
+    /// While seated before authentication and no password prompt is asked yet: when the
+    /// seat is given up (the prompt clock governs once a prompt is asked).
+    seat_lapses_at: Option<tokio::time::Instant>,
 }
 
 /// How handling one event ended.
@@ -229,6 +288,7 @@ where
 {
     fn new(frames: Framed<S, QLinkCodec>, peer: SocketAddr, deps: Arc<Deps>, auth: Auth) -> Self {
         let settings = &deps.settings;
+        let fp = Arc::new(Fingerprinter::random());
         let esp = match &auth {
             Auth::Yes(a) => Some(EspState::new(a.name.clone())),
             _ => None,
@@ -237,10 +297,10 @@ where
             peer,
             frames,
             reasm: Reassembler::new(),
-            out: Outbound::new(settings.out_bytes_per_sec),
+            out: Outbound::new(settings.out_bytes_per_sec, Arc::clone(&fp)),
             phase: Phase::Greeting,
             auth,
-            plaza: Plaza::seat(&deps.registry, settings.outbox_len),
+            plaza: Plaza::new(&deps.registry, settings.outbox_len),
             esp,
             lines: Lines::default(),
             delivery: None,
@@ -248,13 +308,20 @@ where
             lapsed_text: None,
             idle_deadline: tokio::time::Instant::now() + settings.idle_timeout,
             debug_rx: deps.debug.clone(),
+            fp,
+            bad: BadInput::new(settings.max_bad_frames),
+            login_deadline: tokio::time::Instant::now() + settings.login_timeout,
+            seat_before_login: None,
+            seat_lapses_at: None,
             deps,
         }
     }
 
     async fn run(&mut self, shutdown: &CancellationToken) -> Result<(), SessionError> {
-        let kicked = self.plaza.kicked();
         loop {
+            // Taken each time round: the seat (and its kick) may have come since.
+            let kicked = self.plaza.kicked();
+            let login_at = (self.phase == Phase::Greeting).then_some(self.login_deadline);
             let closing_at = match self.phase {
                 Phase::Refusing { until } => {
                     if self.out.link().window_len() == 0 || tokio::time::Instant::now() >= until {
@@ -289,6 +356,14 @@ where
                     return Ok(());
                 }
                 _ = sleep_opt(closing_at) => return Ok(()),
+                _ = sleep_opt(login_at) => {
+                    info!("no first packet before the login timeout");
+                    return Ok(());
+                }
+                _ = sleep_opt(self.seat_lapses_at) => {
+                    info!("no HERE_I_AM before the login timeout; closing an unauthenticated seat");
+                    return Ok(());
+                }
                 _ = sleep_opt(link_at) => {
                     self.out.poll(&mut self.frames).await?;
                     Flow::Continue
@@ -332,15 +407,35 @@ where
 
     // ---- inbound ----
 
+    /// How an inbound frame's payload may show at debug: under this session's key, except
+    /// a prompt reply's (a password typed in-world, a Y/N), which shows by length only.
+    fn fingerprinter_for(&self, payload: &[u8]) -> Option<&Fingerprinter> {
+        match habitat::peek_header(payload) {
+            Some(h) if messages::is_prompt_reply(h) => None,
+            _ => Some(&self.fp),
+        }
+    }
+
     async fn on_frame(&mut self, item: Result<Frame, BadFrame>) -> Result<Flow, SessionError> {
         let now = Instant::now();
+        if let Phase::Refusing { .. } = self.phase {
+            // Only what closing needs: the ack of the refusal. Nothing is answered, logged
+            // or acted on, and nothing moves the close (it is at a fixed time).
+            if let Ok(frame) = item {
+                self.out.receive(Ok(frame), now);
+            }
+            return Ok(Flow::Continue);
+        }
+        let mut flow = Flow::Continue;
         match &item {
             Ok(frame) => {
-                debug!(pkt = %log_redact::packet(Dir::In, frame), "frame");
+                let fp = self.fingerprinter_for(&frame.payload);
+                debug!(pkt = %log_redact::packet(Dir::In, frame, fp), "frame");
                 self.idle_deadline = tokio::time::Instant::now() + self.deps.settings.idle_timeout;
             }
+            // The real C64's deliberate probe: answered with the NAK it asks for, not bad.
             Err(BadFrame::Crc { probe: true, .. }) => debug!("handshake probe"),
-            Err(bad) => info!(error = %bad, "bad frame"),
+            Err(bad) => flow = self.bad(BadKind::Frame, bad),
         }
         let out = self.out.receive(item, now);
         for frame in out.send {
@@ -354,63 +449,98 @@ where
             d.acked(|frame| link.is_acked(frame)).await;
         }
         self.settle_delivery();
-        let flow = match out.packet {
-            Some(packet) => self.on_packet(packet.expose()).await?,
-            None => Flow::Continue,
-        };
+        if let Some(packet) = out.packet {
+            if let Flow::Close = self.on_packet(packet.expose()).await? {
+                flow = Flow::Close;
+            }
+        }
         self.pump().await?;
         Ok(flow)
+    }
+
+    /// Counts one bad input (ESPMAIL.md §5: a counter, not a log line); the session closes
+    /// once it has sent its limit.
+    fn bad(&mut self, kind: BadKind, why: &dyn std::fmt::Display) -> Flow {
+        match self.bad.record(kind, why, Instant::now()) {
+            Verdict::Continue => Flow::Continue,
+            Verdict::Close => Flow::Close,
+        }
     }
 
     async fn on_packet(&mut self, escaped: &Bytes) -> Result<Flow, SessionError> {
         let packet = match Packet::parse_escaped(escaped) {
             Ok(p) => p,
-            Err(e) => {
-                info!(error = %e, len = escaped.len(), "bad packet ignored");
+            // The real C64's flow-control hello (WIRE.md 1.3.5): an Action to ack, no packet.
+            Err(_) if escaped[..] == *SG => {
+                debug!("flow-control hello");
                 return Ok(Flow::Continue);
             }
+            Err(e) => return Ok(self.bad(BadKind::Packet, &e)),
         };
         let h = packet.header;
-        trace!(hab = %log_redact::habitat(Dir::In, h.ctrl, h.noid, h.reqnum, &packet.payload), "packet");
+        let fp = (!messages::is_prompt_reply(h)).then_some(&*self.fp);
+        trace!(hab = %log_redact::habitat(Dir::In, (h.ctrl, h.noid, h.reqnum), &packet.payload, fp), "packet");
         let whole = match self.reasm.push(packet) {
             Ok(Some(p)) => p,
             Ok(None) => return Ok(Flow::Continue),
-            Err(e) => {
-                info!(error = %e, "bad split packet ignored");
-                return Ok(Flow::Continue);
-            }
+            Err(e) => return Ok(self.bad(BadKind::Split, &e)),
         };
-        let msg = match ClientMsg::parse(&whole) {
+        let parsed = ClientMsg::parse(&whole);
+        // The request's text now lives in `msg` (wiped when dropped); this copy goes now.
+        let mut payload = whole.payload;
+        payload.wipe();
+        let msg = match parsed {
             Ok(m) => m,
-            Err(e) => {
-                info!(error = %e, "malformed request ignored");
-                return Ok(Flow::Continue);
-            }
+            Err(e) => return Ok(self.bad(BadKind::Request, &e)),
         };
         match self.phase {
             Phase::Greeting => {
                 self.answer_alive();
                 Ok(Flow::Continue)
             }
-            Phase::Refusing { .. } => {
-                debug!("request after a refusal ignored");
-                Ok(Flow::Continue)
-            }
+            // Not reached: frames on a refused session stop in `on_frame`.
+            Phase::Refusing { .. } => Ok(Flow::Continue),
             Phase::Alive | Phase::Here => self.on_request(msg).await,
         }
     }
 
-    /// The answer to the first packet: IM_ALIVE, refused (and closing) or alive.
+    /// The answer to the first packet: IM_ALIVE, refused (and closing) or alive. Only an
+    /// alive connection takes a seat: an authenticated one always, one that will be asked
+    /// its password in-world only while fewer than `max_unauthenticated_seats` others are.
     fn answer_alive(&mut self) {
-        if let Auth::Refused = self.auth {
+        let refusal = match &self.auth {
+            Auth::Refused => Some(WRONG_NAME_OR_PASSWORD),
+            Auth::Yes(_) => None,
+            Auth::Asking(_) => match self.deps.guards.seats_before_login.take() {
+                Some(allowance) => {
+                    // Why a seat before the password: the real C64 sends none in its
+                    // login line and can only be asked in the world, which it shows only
+                    // with its own avatar drawn. Such seats are few (this allowance),
+                    // count under the address's cap, and lapse: HERE_I_AM must come
+                    // within the login timeout (the C64 loads from disk for up to two
+                    // minutes before it), then each prompt has the prompt timeout, and
+                    // the dialogue ends after a few wrong answers.
+                    self.seat_before_login = Some(allowance);
+                    self.seat_lapses_at =
+                        Some(tokio::time::Instant::now() + self.deps.settings.login_timeout);
+                    None
+                }
+                None => {
+                    info!("every seat for a login at the password prompt is taken; refused");
+                    Some(TOO_MANY_LOGINS)
+                }
+            },
+        };
+        if let Some(text) = refusal {
             self.send(ServerMessage::ImAliveReply {
                 status: 0,
-                text: Bytes::from_static(WRONG_NAME_OR_PASSWORD.as_bytes()),
+                text: Bytes::from_static(text.as_bytes()),
             });
             self.phase = Phase::Refusing {
                 until: tokio::time::Instant::now() + REFUSAL_LINGER,
             };
         } else {
+            self.plaza.take_seat();
             self.send(ServerMessage::ImAliveReply {
                 status: 1,
                 text: Bytes::from_static(IM_ALIVE_OK_TEXT),
@@ -443,12 +573,18 @@ where
             }
             ClientRequest::PromptReply { text } => return self.on_prompt_reply(text).await,
             ClientRequest::Speak { text, .. } => {
-                if self.plaza.owns(msg.noid) && self.line_allowed(seq, false) {
+                if !self.plaza.owns(msg.noid) {
+                    return Ok(self.bad(BadKind::NotOwned, &NotOwned(msg.noid)));
+                }
+                if self.line_allowed(seq, false) {
                     self.on_speak(seq, text).await;
                 }
             }
             ClientRequest::Esp { text, .. } => {
-                if self.plaza.owns(msg.noid) && self.line_allowed(seq, true) {
+                if !self.plaza.owns(msg.noid) {
+                    return Ok(self.bad(BadKind::NotOwned, &NotOwned(msg.noid)));
+                }
+                if self.line_allowed(seq, true) {
                     self.on_esp(seq, text).await;
                 }
             }
@@ -497,6 +633,9 @@ where
         match step {
             Step::Ask(text) => self.ask(PromptFor::Password, text),
             Step::Authenticated(avatar) => {
+                // A seat like any other from now on.
+                self.seat_before_login = None;
+                self.seat_lapses_at = None;
                 self.esp = Some(EspState::new(avatar.name.clone()));
                 self.plaza.enter(&avatar.name);
                 self.auth = Auth::Yes(avatar);
@@ -544,6 +683,10 @@ where
             }
         }
         self.lapsed_text = None;
+        if for_ == PromptFor::Password {
+            // The prompt clock takes over the unauthenticated seat's time limit.
+            self.seat_lapses_at = None;
+        }
         let text = text.into();
         self.send(ServerMessage::PromptUser(Bytes::copy_from_slice(
             text.as_bytes(),
@@ -559,11 +702,16 @@ where
         let Some(prompt) = self.prompt.take() else {
             return self.on_late_reply(text).await;
         };
-        let answer = strip_prompt_echo(prompt.text.as_bytes(), text.expose()).to_vec();
+        // A copy of what was typed (a password, perhaps): zeroed when dropped, like `text`.
+        let mut answer =
+            Zeroizing::new(strip_prompt_echo(prompt.text.as_bytes(), text.expose()).to_vec());
+        drop(text);
         match prompt.for_ {
             PromptFor::Password => {
+                // Moved into a `Password`, which zeroes it in turn.
+                let typed = std::mem::take(&mut *answer);
                 let step = match &mut self.auth {
-                    Auth::Asking(asking) => asking.answer(answer, &self.deps, self.peer).await,
+                    Auth::Asking(asking) => asking.answer(typed, &self.deps, self.peer).await,
                     _ => Step::Nothing,
                 };
                 self.on_login_step(step).await
@@ -690,7 +838,7 @@ where
         }
         match classify_speak(text.expose()) {
             Speech::Chat(words) => {
-                debug!(len = words.len(), fp = %words.fingerprint(), "speak");
+                debug!(len = words.len(), fp = %self.fp.fingerprint(words.expose()), "speak");
                 self.plaza.chat(words);
                 self.send(ServerMessage::EspReply {
                     seq,
@@ -723,7 +871,7 @@ where
         let visible = self.is_visible();
         let intents = match (visible, self.esp.as_mut()) {
             (true, Some(state)) => {
-                debug!(len = text.len(), fp = %text.fingerprint(), "esp");
+                debug!(len = text.len(), fp = %self.fp.fingerprint(text.expose()), "esp");
                 let dir = self.plaza.directory();
                 state.esp(text.expose(), &dir, &self.deps.mail_rate, Instant::now())
             }
@@ -910,7 +1058,7 @@ mod tests {
         let (client, server) = tokio::io::duplex(64);
         let session = Session::new(
             server,
-            SocketAddr::new(peer, 40_000),
+            Peer::direct(SocketAddr::new(peer, 40_000)),
             Arc::clone(deps),
             CancellationToken::new(),
         );

@@ -34,5 +34,6 @@ pub fn deps(dir: &Path, auth_mode: AuthMode) -> Arc<Deps> {
         mail_rate: MailRate::default(),
         debug: None,
         connections: AtomicUsize::new(0),
+        guards: super::Guards::default(),
     })
 }

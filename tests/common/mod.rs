@@ -444,3 +444,40 @@ pub async fn speech_reaches(
         }
     );
 }
+
+/// A TCP connection to `server` from the loopback address `local` (127.0.0.2, 127.0.0.3,
+/// ... stand in for other hosts).
+pub async fn connect_from(local: &str, server: SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(SocketAddr::new(local.parse().unwrap(), 0))
+        .unwrap();
+    socket.connect(server).await.unwrap()
+}
+
+/// The protocol client on a connection from `local`, its login line sent.
+pub async fn client_from(
+    local: &str,
+    server: SocketAddr,
+    name: &str,
+    password: Option<&str>,
+) -> espmail::talk::Client {
+    let stream = connect_from(local, server).await;
+    espmail::talk::Client::handshake(stream, name, password)
+        .await
+        .unwrap()
+}
+
+/// [`client_from`], then all the way into the Plaza (IM_ALIVE, DESCRIBE, HERE_I_AM).
+pub async fn enter_from(
+    local: &str,
+    server: SocketAddr,
+    name: &str,
+    password: Option<&str>,
+) -> espmail::talk::Client {
+    let mut c = client_from(local, server, name, password).await;
+    c.im_alive().await.unwrap();
+    c.describe().await.unwrap();
+    c.here_i_am().await.unwrap();
+    c
+}
