@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use espmail::avatar::{AvatarName, Password};
 use espmail::world::accounts::{
-    Accounts, AccountsHandle, AccountsKey, AvatarName, Password, ScryptParams, ThrottleLimits,
+    Accounts, AccountsHandle, AccountsKey, ScryptParams, ThrottleLimits,
 };
 use espmail::world::esp::{EspState, LiveEsp, MailRate, RegistryDirectory};
 use espmail::world::Registry;

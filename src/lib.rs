@@ -9,6 +9,8 @@
 //! - [`world`]: presence in the Plaza, accounts and authentication, ESP routing and the
 //!   ESP Mail offer: typed values in, typed intents out; never bytes, never a stream.
 //! - [`espmail`]: ESP Mail: keyfile, encryption, the durable store, delivery and deletion.
+//! - [`avatar`]: the bottom layer under world and vault alike: avatar names, their one
+//!   normalisation, passwords (never printed) and the rule for a new one.
 //! - [`log_redact`]: beside them all: the only code that decides how sensitive values show
 //!   in logs.
 //! - [`cli`]: the command line (clap derive), used by the `espmail` binary;
@@ -26,6 +28,7 @@
 //!   loopback, TLS to the server, verified before any byte is relayed.
 
 pub mod admin;
+pub mod avatar;
 pub mod cli;
 pub mod cli_docs;
 pub mod config;

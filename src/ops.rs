@@ -30,6 +30,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::admin::{self, AdminError};
+use crate::avatar::{self, AvatarName, NameError, Password};
 use crate::cli::{
     AccountArgs, AccountOp, AdminArgs, AdminOp, Command, DataArgs, DebugSwitch, PurgeArgs,
     QuarantineArgs, QuarantineOp, RotateKeyArgs,
@@ -39,10 +40,7 @@ use crate::espmail::crypto::{self, Keyring};
 use crate::espmail::keyfile::{self, KeyId, Keyfile, KeyfileError};
 use crate::espmail::offline;
 use crate::espmail::store::{Limits, QuarantineSelect, RowId, Store, StoreError};
-use crate::world::accounts::{
-    self as world_accounts, AccountError, Accounts, AccountsKey, Avatar, AvatarName, NameError,
-    Password,
-};
+use crate::world::accounts::{AccountError, Accounts, AccountsKey, Avatar};
 
 /// Mail rows re-encrypted per transaction by `rotate-key`: small enough that a running
 /// reader never waits long, large enough that a big database rotates in few commits.
@@ -659,7 +657,7 @@ fn new_password(
 ) -> Result<Password, OpsError> {
     let pw = passwords.read_password(prompt, true)?;
     // The world's one rule, with the configured minimum (the store checks it again).
-    world_accounts::check_new_password(&pw, config.auth.min_password_len)?;
+    avatar::check_new_password(&pw, config.auth.min_password_len).map_err(AccountError::from)?;
     Ok(pw)
 }
 

@@ -13,13 +13,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, SystemTime};
 
+use espmail::avatar::Password;
 use espmail::config::Config;
 use espmail::espmail::crypto::MailId;
 use espmail::espmail::keyfile;
 use espmail::espmail::MailHandle;
 use espmail::log_redact::Sensitive;
 use espmail::ops;
-use espmail::world::accounts::{Accounts, Password};
+use espmail::world::accounts::Accounts;
 use vault_support::flip_sealed_byte;
 
 const DAY: Duration = Duration::from_secs(86_400);

@@ -6,9 +6,10 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
+use espmail::avatar::Password;
 use espmail::world::accounts::{
-    AccountError, Accounts, AccountsHandle, AccountsKey, AuthError, LoginOutcome, Password,
-    ScryptParams, ThrottleLimits,
+    AccountError, Accounts, AccountsHandle, AccountsKey, AuthError, LoginOutcome, ScryptParams,
+    ThrottleLimits,
 };
 
 const FAST: ScryptParams = ScryptParams {

@@ -30,6 +30,7 @@ use openssl::symm::{decrypt_aead, encrypt_aead, Cipher};
 use zeroize::Zeroizing;
 
 use super::keyfile::{KeyId, Keyfile, Secret};
+use crate::avatar::normalise;
 use crate::log_redact::Sensitive;
 
 /// Version of the row format, bound into every AAD (and into the HKDF labels).
@@ -141,17 +142,12 @@ impl fmt::Debug for MailId {
 /// A recipient's blind index under one key.
 pub type Blind = [u8; BLIND_LEN];
 
-/// Normalises an avatar name for matching: trimmed, lowercased (`Bob` = ` bob `).
-pub fn normalise(name: &str) -> String {
-    name.trim().to_lowercase()
-}
-
 /// What a message says, in the clear: only ever in memory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Letter {
     /// The sender's name, as they are shown.
     pub sender: String,
-    /// The recipient's normalised name (see [`normalise`]).
+    /// The recipient's normalised name (see [`crate::avatar::normalise`]).
     pub recipient: String,
     /// Send time, seconds since the Unix epoch (UTC).
     pub sent_secs: u64,

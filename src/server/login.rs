@@ -23,10 +23,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::{sleep_opt, Deps};
+use crate::avatar::{AvatarName, Password};
 use crate::protocol::preamble::{Login, Preamble, PreambleError, Step as LineStep};
-use crate::world::accounts::{
-    self, AuthError, Avatar, AvatarName, Decision, DialogueStep, Password, PasswordDialogue,
-};
+use crate::world::accounts::{self, AuthError, Avatar, Decision, DialogueStep, PasswordDialogue};
 
 /// Why the login line could not be read; either ends the connection.
 #[derive(Debug, thiserror::Error)]

@@ -26,15 +26,12 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use zeroize::{Zeroize, Zeroizing};
 
 use super::rate::{wait_secs, SlidingWindow};
+use crate::avatar::{
+    check_new_password, clamp_min_password_len, ct_eq, log_name, name_key, AvatarName, NameError,
+    Password, PasswordError, MIN_PASSWORD_LEN,
+};
 use crate::espmail::crypto::{self, CryptoError};
-use crate::log_redact::Sensitive;
 
-/// Longest avatar name, in characters.
-pub const NAME_MAX: usize = 16;
-/// Shortest password accepted for a new avatar, in characters.
-pub const MIN_PASSWORD_LEN: usize = 8;
-/// Longest password accepted (longer answers are refused, never truncated).
-pub const MAX_PASSWORD_LEN: usize = 256;
 /// The one answer for every failed login (ESPMAIL.md §1): unknown names, wrong passwords,
 /// untrusted peers and throttled attempts all read the same.
 pub const WRONG_NAME_OR_PASSWORD: &str = "Wrong name or password.";
@@ -49,7 +46,7 @@ pub const PROMPT_AGAIN: &str = "Again: ";
 /// Our words for a new password under the default [`MIN_PASSWORD_LEN`] (≤ 39 bytes);
 /// [`too_short_prompt`] gives the words for any configured minimum.
 pub const PROMPT_TOO_SHORT: &str = "Too short, use 8 or more: ";
-/// Our words for a new password over [`MAX_PASSWORD_LEN`] (≤ 39 bytes).
+/// Our words for a new password over [`MAX_PASSWORD_LEN`](crate::avatar::MAX_PASSWORD_LEN) (≤ 39 bytes).
 pub const PROMPT_TOO_LONG: &str = "Too long, use at most 256: ";
 /// Our words when the two new passwords differ (≤ 39 bytes).
 pub const PROMPT_MISMATCH: &str = "Not the same. Choose a password: ";
@@ -65,155 +62,11 @@ const CHECK_LABEL: &[u8] = b"espmail accounts: key check v1";
 /// HKDF-Expand info (with the block counter 1) deriving the accounts key from a keyfile secret.
 const DERIVE_INFO: &[u8] = b"espmail accounts key v1\x01";
 
-/// The single normalisation used for every name comparison, accounts and mail alike: the
-/// vault's blind index is computed from it, so a second definition could lose mail. It
-/// lives in [`crate::espmail::crypto`] (the lower layer) and is re-exported here.
-///
-/// It trims and lowercases. Legal names are ASCII, where that is plain ASCII case folding;
-/// for other strings Unicode lowercasing can turn a non-ASCII character into an ASCII one
-/// (U+212A KELVIN SIGN → `k`), so the world never looks anything up by `normalise` of an
-/// unchecked string: it uses the key of a parsed [`AvatarName`] (see `name_key`).
-pub use crate::espmail::crypto::normalise;
-
-/// Why a name is not a legal avatar name.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum NameError {
-    /// Nothing left after trimming.
-    #[error("an avatar name needs at least one character")]
-    Empty,
-    /// Over [`NAME_MAX`] characters.
-    #[error("an avatar name has at most {max} characters, this one has {len}")]
-    TooLong {
-        /// The limit.
-        max: usize,
-        /// The length given.
-        len: usize,
-    },
-    /// A character outside `A-Z a-z 0-9 space - _ .`.
-    #[error("an avatar name may use only A-Z, a-z, 0-9, space, '-', '_' and '.'")]
-    BadCharacter,
-}
-
-/// A legal avatar name: shown as given (trimmed), compared by its normalised key.
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct AvatarName {
-    display: String,
-    key: String,
-}
-
-impl AvatarName {
-    /// Checks the name rules of ESPMAIL.md §1 on the trimmed input.
-    pub fn parse(input: &str) -> Result<AvatarName, NameError> {
-        let display = input.trim();
-        let len = display.chars().count();
-        if len == 0 {
-            return Err(NameError::Empty);
-        }
-        if len > NAME_MAX {
-            return Err(NameError::TooLong { max: NAME_MAX, len });
-        }
-        if !display
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, ' ' | '-' | '_' | '.'))
-        {
-            return Err(NameError::BadCharacter);
-        }
-        Ok(AvatarName {
-            display: display.to_string(),
-            key: normalise(display),
-        })
-    }
-
-    /// The name as the player typed it (or as first registered, once read back).
-    pub fn display(&self) -> &str {
-        &self.display
-    }
-
-    /// The normalised name used for lookups.
-    pub fn key(&self) -> &str {
-        &self.key
-    }
-}
-
-impl fmt::Debug for AvatarName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Names may be logged (ESPMAIL.md §5 "logs name avatars").
-        write!(f, "{:?}", self.display)
-    }
-}
-
-impl fmt::Display for AvatarName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.display)
-    }
-}
-
 /// An avatar whose account exists: its name as first registered.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Avatar {
     /// Name as first registered, and its normalised key.
     pub name: AvatarName,
-}
-
-/// A password or typed password answer. Zeroed on drop; never printed.
-///
-/// One rule for every source (login line, in-world prompt, `espmail account` on a
-/// terminal): the password is the bytes as typed, minus any trailing CR/LF (a line
-/// terminator, which no client can type into a password). Nothing else is trimmed: leading
-/// and trailing spaces are part of the password, so the same typed password gives the same
-/// bytes whichever way it arrives.
-#[derive(Clone)]
-pub struct Password(Zeroizing<Vec<u8>>);
-
-impl Password {
-    /// Wraps raw bytes (a prompt answer or the login line's field), dropping only a
-    /// trailing line terminator (any run of CR and LF at the end).
-    pub fn new(bytes: Vec<u8>) -> Password {
-        let mut bytes = Zeroizing::new(bytes);
-        let keep = bytes
-            .iter()
-            .rposition(|b| !matches!(b, b'\r' | b'\n'))
-            .map_or(0, |i| i + 1);
-        // Only terminator bytes are dropped, and Zeroizing clears the whole capacity anyway.
-        bytes.truncate(keep);
-        Password(bytes)
-    }
-
-    /// The bytes, for hashing only.
-    pub fn expose(&self) -> &[u8] {
-        &self.0
-    }
-
-    /// Length in characters (UTF-8 characters when the bytes are UTF-8, else bytes).
-    pub fn char_len(&self) -> usize {
-        std::str::from_utf8(&self.0).map_or(self.0.len(), |s| s.chars().count())
-    }
-}
-
-impl From<String> for Password {
-    fn from(s: String) -> Password {
-        Password::new(s.into_bytes())
-    }
-}
-
-impl From<Sensitive<String>> for Password {
-    fn from(s: Sensitive<String>) -> Password {
-        Password::from(s.into_exposed())
-    }
-}
-
-impl From<Sensitive<Vec<u8>>> for Password {
-    fn from(s: Sensitive<Vec<u8>>) -> Password {
-        Password::new(s.into_exposed())
-    }
-}
-
-impl fmt::Debug for Password {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // No fingerprint: equal fingerprints would tell which avatars share a password.
-        f.write_str("<password>")
-    }
 }
 
 /// The secret the account table is keyed with (32 bytes, zeroed on drop). The server
@@ -450,6 +303,15 @@ pub enum AccountError {
     Worker(String),
 }
 
+impl From<PasswordError> for AccountError {
+    fn from(e: PasswordError) -> AccountError {
+        match e {
+            PasswordError::TooShort { min } => AccountError::PasswordTooShort { min },
+            PasswordError::TooLong { max } => AccountError::PasswordTooLong { max },
+        }
+    }
+}
+
 /// Why a login failed. The player sees [`WRONG_NAME_OR_PASSWORD`] for every variant; the
 /// variants exist for the log.
 #[derive(Debug, thiserror::Error)]
@@ -552,10 +414,10 @@ impl Accounts {
     }
 
     /// Sets the shortest new password accepted (`[auth] min_password_len`; default
-    /// [`MIN_PASSWORD_LEN`]). Clamped to 1..=[`MAX_PASSWORD_LEN`], so that some password
+    /// [`MIN_PASSWORD_LEN`]). Clamped to 1..=[`MAX_PASSWORD_LEN`](crate::avatar::MAX_PASSWORD_LEN), so that some password
     /// is always acceptable.
     pub fn with_min_password_len(mut self, min: usize) -> Accounts {
-        self.min_password_len = clamp_min_len(min);
+        self.min_password_len = clamp_min_password_len(min);
         self
     }
 
@@ -946,31 +808,6 @@ impl Credentials {
     }
 }
 
-/// The rule for a new password, in one place: `espmail account add`/`passwd`, registration
-/// at login and the in-world dialogue all ask this. `min_len` is the configured minimum
-/// (`[auth] min_password_len`), clamped like [`Accounts::with_min_password_len`]; the
-/// maximum is always [`MAX_PASSWORD_LEN`]. Too long is checked first, so an over-long
-/// password is never called too short whatever the minimum.
-pub fn check_new_password(password: &Password, min_len: usize) -> Result<(), AccountError> {
-    let len = password.char_len();
-    if len > MAX_PASSWORD_LEN {
-        return Err(AccountError::PasswordTooLong {
-            max: MAX_PASSWORD_LEN,
-        });
-    }
-    let min = clamp_min_len(min_len);
-    if len < min {
-        return Err(AccountError::PasswordTooShort { min });
-    }
-    Ok(())
-}
-
-/// A configured minimum made usable: at least 1 (an empty password is no password) and at
-/// most [`MAX_PASSWORD_LEN`] (above it nothing could ever be accepted).
-fn clamp_min_len(min: usize) -> usize {
-    min.clamp(1, MAX_PASSWORD_LEN)
-}
-
 fn password_acceptable(p: &Password, min_len: usize) -> bool {
     check_new_password(p, min_len).is_ok()
 }
@@ -987,25 +824,19 @@ fn new_password_hash(
 /// The in-world words for a new password shorter than `min_len` (clamped as in
 /// [`check_new_password`]): "Too short, use N or more: ", at most 28 bytes. The dialogue's
 /// steps carry `&'static str`, so each distinct minimum's text is made once and kept for
-/// the life of the process; there are at most [`MAX_PASSWORD_LEN`] of them, and the
+/// the life of the process; there are at most [`MAX_PASSWORD_LEN`](crate::avatar::MAX_PASSWORD_LEN) of them, and the
 /// minimum comes from the config, never from the network.
 pub fn too_short_prompt(min_len: usize) -> &'static str {
     use std::collections::HashMap;
     use std::sync::OnceLock;
     static MADE: OnceLock<Mutex<HashMap<usize, &'static str>>> = OnceLock::new();
-    let min = clamp_min_len(min_len);
+    let min = clamp_min_password_len(min_len);
     if min == MIN_PASSWORD_LEN {
         return PROMPT_TOO_SHORT;
     }
     let mut made = lock(MADE.get_or_init(|| Mutex::new(HashMap::new())));
     made.entry(min)
         .or_insert_with(|| Box::leak(format!("Too short, use {min} or more: ").into_boxed_str()))
-}
-
-/// Constant-time equality (only the lengths, which are not secret, are compared early;
-/// `openssl::memcmp::eq` itself panics on different lengths).
-fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && openssl::memcmp::eq(a, b)
 }
 
 fn unix_secs(t: SystemTime) -> i64 {
@@ -1087,21 +918,6 @@ impl LoginThrottle {
         if let Some(k) = name_key(name) {
             self.by_name.forget(&k);
         }
-    }
-}
-
-/// The lookup key of a name from the network: its normalised form when it is a legal
-/// avatar name, else `None` (it can never match an avatar).
-pub(crate) fn name_key(name: &str) -> Option<String> {
-    AvatarName::parse(name).ok().map(|n| n.key)
-}
-
-/// How a name from the network appears in a log: the normalised name when it is legal,
-/// else only its length (it could hold anything, newlines included).
-pub fn log_name(name: &str) -> String {
-    match AvatarName::parse(name) {
-        Ok(n) => n.key,
-        Err(_) => format!("<illegal name len={}>", name.len()),
     }
 }
 
@@ -1276,7 +1092,7 @@ impl AccountsHandle {
     /// A password login as ESPMAIL.md §1 describes it: throttled per name and address;
     /// with `auto_register`, an unknown name with an acceptable new password (the
     /// configured minimum, [`AccountsHandle::min_password_len`], up to
-    /// [`MAX_PASSWORD_LEN`] characters) creates the avatar. Failures are logged with the
+    /// [`MAX_PASSWORD_LEN`](crate::avatar::MAX_PASSWORD_LEN) characters) creates the avatar. Failures are logged with the
     /// name and address, never the password.
     pub async fn login(
         &self,
@@ -1489,7 +1305,7 @@ impl PasswordDialogue {
         let d = PasswordDialogue {
             state,
             failures: 0,
-            min_len: clamp_min_len(min_len),
+            min_len: clamp_min_password_len(min_len),
             too_short: too_short_prompt(min_len),
         };
         (d, DialogueStep::Ask(first))
@@ -1516,7 +1332,7 @@ impl PasswordDialogue {
                     self.state = DialogueState::Again(answer);
                     DialogueStep::Ask(PROMPT_AGAIN)
                 }
-                Err(AccountError::PasswordTooLong { .. }) => self.choose_failed(PROMPT_TOO_LONG),
+                Err(PasswordError::TooLong { .. }) => self.choose_failed(PROMPT_TOO_LONG),
                 Err(_) => self.choose_failed(self.too_short),
             },
             DialogueState::Again(first) => {
@@ -1572,6 +1388,7 @@ impl PasswordDialogue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::avatar::MAX_PASSWORD_LEN;
 
     fn pw(s: &str) -> Password {
         Password::from(s.to_string())
@@ -1584,41 +1401,13 @@ mod tests {
     };
 
     #[test]
-    fn name_rules() {
-        let n = AvatarName::parse("  Bob Smith-2_x. ").unwrap();
-        assert_eq!(n.display(), "Bob Smith-2_x.");
-        assert_eq!(n.key(), "bob smith-2_x.");
-        assert_eq!(AvatarName::parse("   "), Err(NameError::Empty));
-        assert_eq!(AvatarName::parse(""), Err(NameError::Empty));
-        assert_eq!(
-            AvatarName::parse("abcdefghijklmnopq"),
-            Err(NameError::TooLong { max: 16, len: 17 })
-        );
-        assert!(AvatarName::parse("abcdefghijklmnop").is_ok());
-        for bad in ["bob!", "bób", "a\tb", "x:y", "\u{0}", "a/b"] {
-            assert_eq!(
-                AvatarName::parse(bad),
-                Err(NameError::BadCharacter),
-                "{bad:?}"
-            );
-        }
-        assert_eq!(normalise("  BoB "), "bob");
-        assert_eq!(
-            AvatarName::parse("BOB").unwrap().key(),
-            AvatarName::parse("bob").unwrap().key()
-        );
-    }
-
-    #[test]
-    fn accounts_and_mail_normalise_names_the_same_way() {
+    fn accounts_and_mail_file_an_avatar_under_the_same_name_key() {
         use crate::espmail::crypto;
         use crate::espmail::keyfile::{Keyfile, Secret};
         let kf = Keyfile::from_keys(1, vec![(1, Secret::from_bytes([3; 32]))]).unwrap();
         let ring = crypto::Keyring::new(&kf).unwrap();
         for typed in ["Bob", " bOB ", "Bob Smith-2_x.", "A.B", "ZZ top", "x"] {
             let name = AvatarName::parse(typed).unwrap();
-            assert_eq!(name.key(), crypto::normalise(typed), "{typed:?}");
-            assert_eq!(normalise(typed), crypto::normalise(typed), "{typed:?}");
             // Mail for the avatar is filed under the blind index of its account key.
             assert_eq!(
                 ring.blinds(typed).unwrap(),
@@ -1626,44 +1415,18 @@ mod tests {
                 "{typed:?}"
             );
         }
-        // Strings that are not names still normalise identically on both sides...
-        for odd in ["\u{212A}en", "ÉVE", " İx ", "a\tb"] {
-            assert_eq!(normalise(odd), crypto::normalise(odd), "{odd:?}");
-        }
-        // ...but never yield a lookup key, so KELVIN SIGN cannot alias "ken".
-        assert_eq!(normalise("\u{212A}en"), "ken");
-        assert_eq!(name_key("\u{212A}en"), None);
-        assert_eq!(name_key(" Ken "), Some("ken".to_string()));
     }
 
     #[test]
-    fn password_never_prints() {
-        let p = pw("correct horse");
-        assert_eq!(format!("{p:?}"), "<password>");
-        assert_eq!(p.char_len(), 13);
-        assert_eq!(Password::new(vec![0xff; 3]).char_len(), 3);
-        assert_eq!(pw("ééé").char_len(), 3);
+    fn the_accounts_key_never_prints() {
         assert!(!format!("{:?}", AccountsKey::new([7; 32])).contains('7'));
     }
 
     #[test]
-    fn passwords_lose_only_the_line_terminator() {
-        for (raw, want) in [
-            (&b"secret12"[..], &b"secret12"[..]),
-            (b"secret12\n", b"secret12"),
-            (b"secret12\r\n", b"secret12"),
-            (b"secret12\r\r\n\n", b"secret12"),
-            (b"  two words  ", b"  two words  "),
-            (b"\tsecret12 \r\n", b"\tsecret12 "),
-            (b"\r\nsecret12", b"\r\nsecret12"),
-            (b"\r\n", b""),
-            (b"", b""),
-        ] {
-            assert_eq!(Password::new(raw.to_vec()).expose(), want, "{raw:?}");
-        }
+    fn the_login_line_and_the_prompt_give_the_same_password() {
         // The login line's field and the in-world answer give the same password.
         let typed = " my pass phrase ";
-        let line = Password::from(Sensitive::new(typed.to_string()));
+        let line = Password::from(crate::log_redact::Sensitive::new(typed.to_string()));
         let mut reply = b"Password:".to_vec();
         reply.extend_from_slice(typed.as_bytes());
         let prompt = Password::new(
@@ -1702,10 +1465,6 @@ mod tests {
             let step = d.answer(pw(p));
             assert_eq!(matches!(step, DialogueStep::Ask(PROMPT_AGAIN)), ok, "{p}");
         }
-        assert!(ct_eq(b"abc", b"abc"));
-        assert!(!ct_eq(b"abc", b"abd"));
-        assert!(!ct_eq(b"abc", b"abcd"));
-        assert!(ct_eq(b"", b""));
     }
 
     #[test]
@@ -1713,11 +1472,6 @@ mod tests {
         // A lower and a higher minimum than the default both count, and the prompt
         // names the number in use.
         for (min, short, long_enough) in [(4, "abc", "abcd"), (12, "12345678901", "123456789012")] {
-            assert!(matches!(
-                check_new_password(&pw(short), min),
-                Err(AccountError::PasswordTooShort { min: m }) if m == min
-            ));
-            assert!(check_new_password(&pw(long_enough), min).is_ok());
             let (mut d, _) = PasswordDialogue::start_with_min_len(false, true, min);
             let want = format!("Too short, use {min} or more: ");
             assert!(
@@ -1740,19 +1494,12 @@ mod tests {
             let t = too_short_prompt(min);
             assert!(t.len() <= 39 && t.ends_with(' '), "{t}");
         }
-        assert!(check_new_password(&pw(&"x".repeat(MAX_PASSWORD_LEN)), usize::MAX).is_ok());
     }
 
     #[test]
     fn a_too_long_password_is_never_called_too_short() {
         let long = "x".repeat(MAX_PASSWORD_LEN + 1);
         for min in [1, 8, 256, 1_000] {
-            assert!(matches!(
-                check_new_password(&pw(&long), min),
-                Err(AccountError::PasswordTooLong {
-                    max: MAX_PASSWORD_LEN
-                })
-            ));
             let (mut d, _) = PasswordDialogue::start_with_min_len(false, true, min);
             assert!(matches!(
                 d.answer(pw(&long)),
@@ -2052,12 +1799,6 @@ mod tests {
         }
         assert!(t.check("x", c, t0).is_err());
         assert_eq!(t.by_name.len(), names_before);
-    }
-
-    #[test]
-    fn log_name_shows_only_legal_names() {
-        assert_eq!(log_name(" Bob "), "bob");
-        assert_eq!(log_name("evil\nline"), "<illegal name len=9>");
     }
 
     #[test]

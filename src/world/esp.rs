@@ -18,9 +18,9 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::accounts::{normalise, AvatarName};
 use super::rate::{wait_secs, SlidingWindow};
 use super::{Registry, SendOutcome};
+use crate::avatar::{normalise, AvatarName};
 use crate::log_redact::Sensitive;
 
 /// Longest speech text in bytes (WIRE.md §4.3, ESPMAIL.md §4).

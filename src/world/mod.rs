@@ -7,7 +7,7 @@
 //!
 //! Rules kept here (ESPMAIL.md §1–§2, WIRE.md §3):
 //! - one registry for the one region; names are matched case-insensitively by the key of
-//!   a legal [`accounts::AvatarName`] ([`accounts::normalise`], shared with the vault) and
+//!   a legal [`AvatarName`] ([`crate::avatar::normalise`], shared with the vault) and
 //!   shown as first registered; a string that is not a legal name finds nobody;
 //! - every seated connection holds two noids, its avatar's and its head's, from 1..=254
 //!   (0 is the region, 255 means "ghost"/unassigned); freed noids are reused, lowest first.
@@ -56,7 +56,7 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::mpsc::Sender;
 use tokio_util::sync::CancellationToken;
 
-use accounts::AvatarName;
+use crate::avatar::{name_key, AvatarName};
 
 /// Identifies one connection for the life of the process.
 pub type SessionId = u64;
@@ -266,7 +266,7 @@ impl<M: Send + 'static> Registry<M> {
 
     /// The avatar called `name` (any case), if present.
     pub fn lookup(&self, name: &str) -> Option<Present> {
-        let key = accounts::name_key(name)?;
+        let key = name_key(name)?;
         self.lock().by_name.get(&key).map(|e| e.present.clone())
     }
 
@@ -296,7 +296,7 @@ impl<M: Send + 'static> Registry<M> {
     /// Queues `msg` for the avatar called `name` without waiting. A full outbox
     /// disconnects that avatar's session.
     pub fn send_to(&self, name: &str, msg: M) -> SendOutcome {
-        let Some(key) = accounts::name_key(name) else {
+        let Some(key) = name_key(name) else {
             return SendOutcome::Offline;
         };
         let mut st = self.lock();
