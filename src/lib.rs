@@ -11,6 +11,8 @@
 //! - [`espmail`]: ESP Mail: keyfile, encryption, the durable store, delivery and deletion.
 //! - [`avatar`]: the bottom layer under world and vault alike: avatar names, their one
 //!   normalisation, passwords (never printed) and the rule for a new one.
+//! - [`rate`]: the bottom layer's sliding-window limits, for the ESP Mail send rate and
+//!   the failed-login slowdown alike.
 //! - [`log_redact`]: beside them all: the only code that decides how sensitive values show
 //!   in logs.
 //! - [`cli`]: the command line (clap derive), used by the `espmail` binary;
@@ -37,6 +39,7 @@ pub mod listen;
 pub mod log_redact;
 pub mod ops;
 pub mod protocol;
+pub mod rate;
 pub mod server;
 pub mod supervisor;
 pub mod talk;

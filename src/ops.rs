@@ -284,18 +284,12 @@ impl PasswordSource for StdinPasswords {
         let first = prompt_no_echo(prompt)?;
         if confirm {
             let again = prompt_no_echo("Again: ")?;
-            if !same_bytes(first.expose(), again.expose()) {
+            if !first.same_as(&again) {
                 return Err(OpsError::PasswordMismatch);
             }
         }
         Ok(first)
     }
-}
-
-/// Compares two typed passwords in constant time (`openssl::memcmp::eq` wants equal
-/// lengths, so those are compared first; the length is not the secret here).
-fn same_bytes(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && openssl::memcmp::eq(a, b)
 }
 
 /// Reads one line as a password (without its line end). EOF before any byte is an error.

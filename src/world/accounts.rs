@@ -25,12 +25,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use zeroize::{Zeroize, Zeroizing};
 
-use super::rate::{wait_secs, SlidingWindow};
 use crate::avatar::{
     check_new_password, clamp_min_password_len, ct_eq, log_name, name_key, AvatarName, NameError,
     Password, PasswordError, MIN_PASSWORD_LEN,
 };
 use crate::espmail::crypto::{self, CryptoError};
+use crate::rate::{wait_secs, SlidingWindow};
 
 /// The one answer for every failed login (ESPMAIL.md §1): unknown names, wrong passwords,
 /// untrusted peers and throttled attempts all read the same.
@@ -1336,7 +1336,7 @@ impl PasswordDialogue {
                 Err(_) => self.choose_failed(self.too_short),
             },
             DialogueState::Again(first) => {
-                if ct_eq(first.expose(), answer.expose()) {
+                if first.same_as(&answer) {
                     self.state = DialogueState::Registering;
                     DialogueStep::Register(answer)
                 } else {

@@ -18,10 +18,10 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::rate::{wait_secs, SlidingWindow};
 use super::{Registry, SendOutcome};
 use crate::avatar::{normalise, AvatarName};
 use crate::log_redact::Sensitive;
+use crate::rate::{wait_secs, SlidingWindow};
 
 /// Longest speech text in bytes (WIRE.md §4.3, ESPMAIL.md §4).
 pub const SPEECH_CAP: usize = 114;

@@ -46,7 +46,6 @@
 
 pub mod accounts;
 pub mod esp;
-pub mod rate;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
