@@ -25,7 +25,8 @@ use tracing::{info, warn};
 use super::{sleep_opt, Deps};
 use crate::avatar::{AvatarName, Password};
 use crate::protocol::preamble::{Login, Preamble, PreambleError, Step as LineStep};
-use crate::world::accounts::{self, AuthError, Avatar, Decision, DialogueStep, PasswordDialogue};
+use crate::world::accounts::{AuthError, Avatar};
+use crate::world::login::{self, Decision, DialogueStep, PasswordDialogue};
 
 /// Why the login line could not be read; either ends the connection.
 #[derive(Debug, thiserror::Error)]
@@ -108,7 +109,7 @@ where
 pub async fn authenticate(deps: &Deps, peer: SocketAddr, login: Login) -> Auth {
     let Login { name, password, .. } = login;
     let password = password.map(|p| Password::new(p.into_exposed().into_bytes()));
-    let decision = accounts::decide(&deps.auth_mode, peer.ip(), &name, password);
+    let decision = login::decide(&deps.auth_mode, peer.ip(), &name, password);
     let accounts = &deps.accounts;
     match decision {
         Decision::Refuse(reason) => {
@@ -170,7 +171,7 @@ pub enum Step {
     Ask(&'static str),
     /// Authenticated as this avatar: make it visible and deliver its mail.
     Authenticated(Avatar),
-    /// Say [`accounts::WRONG_NAME_OR_PASSWORD`] and close.
+    /// Say [`login::WRONG_NAME_OR_PASSWORD`] and close.
     Refused,
     /// Close without a word (the avatar vanished meanwhile).
     Failed,
@@ -278,7 +279,7 @@ mod tests {
     use super::*;
     use crate::log_redact::Sensitive;
     use crate::server::testing;
-    use crate::world::accounts::{
+    use crate::world::login::{
         AuthMode, PROMPT_AGAIN, PROMPT_NEW_PASSWORD, PROMPT_PASSWORD, PROMPT_WRONG_PASSWORD,
     };
 

@@ -9,8 +9,9 @@ use std::sync::Arc;
 
 use super::{Deps, Settings};
 use crate::espmail::{keyfile::Keyfile, Limits, MailHandle};
-use crate::world::accounts::{Accounts, AccountsHandle, AccountsKey, AuthMode, ScryptParams};
+use crate::world::accounts::{Accounts, AccountsHandle, AccountsKey, ScryptParams};
 use crate::world::esp::MailRate;
+use crate::world::login::AuthMode;
 use crate::world::Registry;
 
 /// Everything a session needs, stored under `dir`, logins believed as `auth_mode` says.

@@ -23,10 +23,10 @@
 //!
 //! How a session uses the world (the server owns the socket and the protocol mapping):
 //!
-//! 1. login line → [`accounts::decide`]: `Refuse` (IM_ALIVE status 0 +
-//!    [`accounts::WRONG_NAME_OR_PASSWORD`]), `Trust` ([`accounts::AccountsHandle::ensure_trusted`]),
+//! 1. login line → [`login::decide`]: `Refuse` (IM_ALIVE status 0 +
+//!    [`login::WRONG_NAME_OR_PASSWORD`]), `Trust` ([`accounts::AccountsHandle::ensure_trusted`]),
 //!    `CheckPassword` ([`accounts::AccountsHandle::login`]) or `AskInWorld` (enter hidden;
-//!    after HERE_I_AM run [`accounts::PasswordDialogue`], checking answers with `login`);
+//!    after HERE_I_AM run [`login::PasswordDialogue`], checking answers with `login`);
 //! 2. [`Registry::seat`] before DESCRIBE: the [`Member`] gives `Who_am_I` ([`Member::noids`])
 //!    and [`Registry::present`] the other avatars for the contents vector;
 //! 3. once authenticated, [`Member::enter`] with the session's bounded outbox; broadcast
@@ -46,6 +46,7 @@
 
 pub mod accounts;
 pub mod esp;
+pub mod login;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
