@@ -17,12 +17,12 @@ use espmail::admin;
 use espmail::cli::{Cli, Command, DataArgs, ServeArgs, TopCommand, TunnelArgs};
 use espmail::cli_docs;
 use espmail::config::{Config, Overrides};
+use espmail::espmail::accounts::{Accounts, AccountsHandle, ThrottleLimits};
 use espmail::espmail::MailHandle;
 use espmail::log_redact;
 use espmail::ops;
 use espmail::server::{self, Deps, ServerStats, Settings};
 use espmail::supervisor;
-use espmail::world::accounts::{Accounts, AccountsHandle, ThrottleLimits};
 use espmail::world::esp::MailRate;
 use espmail::world::Registry;
 
@@ -153,8 +153,12 @@ fn serve(args: ServeArgs) -> Result<()> {
         warn_new_keyfile(&keyfile_path);
     }
     let mail = MailHandle::with_keyfile(&db_path, &kf, ops::mail_limits(&config))?;
-    let accounts = Accounts::open(&db_path, &ops::accounts_key(&kf, &db_path)?)?
-        .with_min_password_len(config.auth.min_password_len);
+    let accounts = Accounts::open(
+        &db_path,
+        &espmail::espmail::crypto::Keyring::new(&kf)?,
+        &ops::mail_limits(&config),
+    )?
+    .with_min_password_len(config.auth.min_password_len);
     drop(kf);
     let accounts = AccountsHandle::new(accounts, 2, ThrottleLimits::default());
     for line in config.summary().lines() {

@@ -1,7 +1,7 @@
 //! The operator's commands other than `serve` and `talk`: `init`, `account …`, `admin …`,
 //! `stats`, `purge`, `rotate-key` and `quarantine …`. Each loads the configuration (flags > file >
 //! defaults), does its work through the library's own APIs ([`crate::espmail::keyfile`],
-//! [`crate::espmail::offline`], [`crate::world::accounts`], [`crate::admin::request`]) and
+//! [`crate::espmail::offline`], [`crate::espmail::accounts`], [`crate::admin::request`]) and
 //! prints a few plain lines. Every failure is one [`OpsError`] whose message names the
 //! problem and the fix; `main` prints it on one stderr line and exits 1.
 //!
@@ -36,11 +36,11 @@ use crate::cli::{
     QuarantineArgs, QuarantineOp, RotateKeyArgs,
 };
 use crate::config::{Config, ConfigError, Overrides};
+use crate::espmail::accounts::{AccountError, Accounts, Avatar};
 use crate::espmail::crypto::{self, Keyring};
 use crate::espmail::keyfile::{self, KeyId, Keyfile, KeyfileError};
 use crate::espmail::offline;
 use crate::espmail::store::{Limits, QuarantineSelect, RowId, Store, StoreError};
-use crate::world::accounts::{AccountError, Accounts, AccountsKey, Avatar};
 
 /// Mail rows re-encrypted per transaction by `rotate-key`: small enough that a running
 /// reader never waits long, large enough that a big database rotates in few commits.
@@ -251,6 +251,7 @@ impl From<AccountError> for OpsError {
             // The accounts live in the mail database's file: the store's reading of SQLite
             // errors (damaged, read-only, disk full, locked) says what to do.
             AccountError::Sqlite(e) => OpsError::Store(StoreError::from(e)),
+            AccountError::Store(e) => OpsError::from(e),
             AccountError::PasswordTooShort { min } => OpsError::PasswordTooShort { min },
             AccountError::PasswordTooLong { max } => OpsError::PasswordTooLong { max },
             other => OpsError::Account(other),
@@ -389,47 +390,6 @@ pub fn mail_limits(config: &Config) -> Limits {
         max_text_len: config.mail.max_text_len,
         retention_days: config.mail.retention_days,
         ..Limits::default()
-    }
-}
-
-/// The account tables' key derived from one keyfile key: HKDF of its secret under a label
-/// of its own ([`crypto::accounts_key`]), so accounts and mail never share a key.
-fn accounts_key_of(kf: &Keyfile, id: KeyId) -> Result<Option<AccountsKey>, OpsError> {
-    match kf.get(id) {
-        Some(secret) => Ok(Some(AccountsKey::new(*crypto::accounts_key(secret)?))),
-        None => Ok(None),
-    }
-}
-
-/// The id of the keyfile key the account tables in the database `db` are keyed from,
-/// found by the tables' check value ([`Accounts::find_key`]): after `rotate-key` that is
-/// the active key, while a rotation cut short may have left them under an older one. A
-/// database without account tables yet (first start) gets the active key. A keyfile none
-/// of whose keys fits is [`AccountError::KeyMismatch`] (the wrong keyfile).
-pub fn accounts_key_id(kf: &Keyfile, db: &Path) -> Result<KeyId, OpsError> {
-    let mut ids = Vec::new();
-    let mut keys = Vec::new();
-    for (id, _) in kf.keys() {
-        if let Some(key) = accounts_key_of(kf, id)? {
-            ids.push(id);
-            keys.push(key);
-        }
-    }
-    let refs: Vec<&AccountsKey> = keys.iter().collect();
-    Ok(match Accounts::find_key(db, &refs)? {
-        Some(i) => ids.get(i).copied().unwrap_or(kf.active_id()),
-        None => kf.active_id(),
-    })
-}
-
-/// The key of the account tables in the database `db`, as `serve` and every operator
-/// command derive it (see [`accounts_key_id`] for which keyfile key that is).
-pub fn accounts_key(kf: &Keyfile, db: &Path) -> Result<AccountsKey, OpsError> {
-    let id = accounts_key_id(kf, db)?;
-    match accounts_key_of(kf, id)? {
-        Some(key) => Ok(key),
-        // accounts_key_id only returns ids of this keyfile.
-        None => Err(OpsError::Account(AccountError::KeyMismatch)),
     }
 }
 
@@ -625,16 +585,19 @@ pub fn init(args: &DataArgs, out: &mut dyn Write, note: &mut dyn Write) -> Resul
 
 fn create_database(db: &Path, kf: &Keyfile, config: &Config) -> Result<(), OpsError> {
     let keys = Arc::new(Keyring::new(kf)?);
-    drop(Store::open(db, keys, mail_limits(config))?);
-    drop(Accounts::open(db, &accounts_key(kf, db)?)?);
+    let limits = mail_limits(config);
+    drop(Store::open(db, Arc::clone(&keys), limits.clone())?);
+    drop(Accounts::open(db, &keys, &limits)?);
     Ok(())
 }
 
 fn open_accounts(config: &Config) -> Result<Accounts, OpsError> {
     let db = require_database(config)?;
     let kf = keyfile::load(&config.data.keyfile_path())?;
-    Ok(Accounts::open(&db, &accounts_key(&kf, &db)?)?
-        .with_min_password_len(config.auth.min_password_len))
+    Ok(
+        Accounts::open(&db, &Keyring::new(&kf)?, &mail_limits(config))?
+            .with_min_password_len(config.auth.min_password_len),
+    )
 }
 
 fn parse_name(name: &str) -> Result<AvatarName, OpsError> {
@@ -906,7 +869,7 @@ pub fn quarantine(
 /// Crash safety: the keyfile gains the new key before anything uses it; the accounts move
 /// in one transaction, so until it commits they stay under the old key, which is still in
 /// the keyfile (it is retired only after the move) and is found again by the accounts'
-/// check value. Running the command again finishes whatever was cut short.
+/// recorded key id. Running the command again finishes whatever was cut short.
 pub fn rotate_key(args: RotateKeyArgs, out: &mut dyn Write) -> Result<(), OpsError> {
     let config = load_config(&args.data)?;
     let db = require_database(&config)?;
@@ -936,17 +899,12 @@ pub fn rotate_key(args: RotateKeyArgs, out: &mut dyn Write) -> Result<(), OpsErr
         report.reencrypted, report.active
     )?;
     let kf = keyfile::load(&kp)?;
-    let accounts_id = accounts_key_id(&kf, &db)?;
+    let keys = Keyring::new(&kf)?;
+    drop(kf);
+    let mut accounts = Accounts::open(&db, &keys, &limits)?;
+    let accounts_id = accounts.key_id();
     if accounts_id != report.active {
-        let (Some(old), Some(new)) = (
-            accounts_key_of(&kf, accounts_id)?,
-            accounts_key_of(&kf, report.active)?,
-        ) else {
-            return Err(OpsError::Account(AccountError::KeyMismatch));
-        };
-        let mut accounts = Accounts::open(&db, &old)?;
-        accounts.rekey(&new)?;
-        drop(accounts);
+        accounts.rekey(&keys, report.active)?;
         writeln!(
             out,
             "moved the avatar accounts from key {accounts_id} to key {}",
@@ -954,8 +912,9 @@ pub fn rotate_key(args: RotateKeyArgs, out: &mut dyn Write) -> Result<(), OpsErr
         )?;
     }
     // What the database says now, not what was meant: only a key it does not name retires.
-    let accounts_id = accounts_key_id(&kf, &db)?;
-    drop(kf);
+    let accounts_id = accounts.key_id();
+    drop(accounts);
+    drop(keys);
     let mut kept = None;
     for id in &report.retirable {
         if *id == accounts_id {
@@ -1097,14 +1056,14 @@ mod tests {
     }
 
     #[test]
-    fn accounts_key_follows_the_tables_through_a_rotation() {
+    fn the_accounts_key_follows_the_table_through_a_rotation() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("a.db");
+        let limits = Limits::default();
         let mut kf = Keyfile::generate().unwrap();
-        // No tables yet: the active key.
-        assert_eq!(accounts_key_id(&kf, &db).unwrap(), 1);
-        let before = accounts_key(&kf, &db).unwrap();
-        let mut accounts = Accounts::open(&db, &before).unwrap();
+        // A fresh table: the active key.
+        let mut accounts = Accounts::open(&db, &Keyring::new(&kf).unwrap(), &limits).unwrap();
+        assert_eq!(accounts.key_id(), 1);
         accounts
             .add(
                 "Bob",
@@ -1112,24 +1071,23 @@ mod tests {
                 SystemTime::now(),
             )
             .unwrap();
-        // A new active key: the tables are still under key 1, and that is what is found.
+        // A new active key: the table is still under key 1, and that is what opens.
         kf.add_active_key().unwrap();
-        assert_eq!(accounts_key_id(&kf, &db).unwrap(), 1);
-        Accounts::open(&db, &accounts_key(&kf, &db).unwrap()).unwrap();
-        // Moved to key 2: now key 2 is found, and key 1 alone no longer opens them.
-        accounts
-            .rekey(&accounts_key_of(&kf, 2).unwrap().unwrap())
-            .unwrap();
+        let keys = Keyring::new(&kf).unwrap();
+        assert_eq!(Accounts::open(&db, &keys, &limits).unwrap().key_id(), 1);
+        // Moved to key 2: now key 2 is recorded, and the table opens without key 1.
+        accounts.rekey(&keys, 2).unwrap();
         drop(accounts);
-        assert_eq!(accounts_key_id(&kf, &db).unwrap(), 2);
-        let accounts = Accounts::open(&db, &accounts_key(&kf, &db).unwrap()).unwrap();
-        assert!(accounts.exists("bob").unwrap());
         kf.remove_key(1).unwrap();
-        assert_eq!(accounts_key_id(&kf, &db).unwrap(), 2);
-        // Another keyfile altogether: refused with the wrong-keyfile error.
-        let err = accounts_key(&Keyfile::generate().unwrap(), &db).unwrap_err();
+        let accounts = Accounts::open(&db, &Keyring::new(&kf).unwrap(), &limits).unwrap();
+        assert_eq!(accounts.key_id(), 2);
+        assert!(accounts.exists("bob").unwrap());
+        drop(accounts);
+        // Another keyfile altogether: refused by the vault's key check.
+        let other = Keyring::new(&Keyfile::generate().unwrap()).unwrap();
+        let err = OpsError::from(Accounts::open(&db, &other, &limits).unwrap_err());
         assert!(
-            matches!(err, OpsError::Account(AccountError::KeyMismatch)),
+            matches!(err, OpsError::Store(StoreError::KeyMismatch { .. })),
             "{err}"
         );
     }

@@ -15,12 +15,12 @@ use std::time::{Duration, SystemTime};
 
 use espmail::avatar::Password;
 use espmail::config::Config;
-use espmail::espmail::crypto::MailId;
+use espmail::espmail::accounts::Accounts;
+use espmail::espmail::crypto::{Keyring, MailId};
 use espmail::espmail::keyfile;
 use espmail::espmail::MailHandle;
 use espmail::log_redact::Sensitive;
 use espmail::ops;
-use espmail::world::accounts::Accounts;
 use vault_support::flip_sealed_byte;
 
 const DAY: Duration = Duration::from_secs(86_400);
@@ -114,7 +114,8 @@ fn accounts_of(dir: &Path) -> Accounts {
     let kf = keyfile::load(&c.data.keyfile_path()).unwrap();
     Accounts::open(
         &c.data.database_path(),
-        &ops::accounts_key(&kf, &c.data.database_path()).unwrap(),
+        &Keyring::new(&kf).unwrap(),
+        &ops::mail_limits(&c),
     )
     .unwrap()
 }
@@ -212,12 +213,7 @@ fn init_creates_private_keyfile_and_database_and_refuses_to_overwrite() {
         "{run:?}"
     );
     // The keyfile loads, and its key opens the database it made.
-    let kf = keyfile::load(&keyfile_path).unwrap();
-    Accounts::open(
-        &dir.join("espmail.db"),
-        &ops::accounts_key(&kf, &dir.join("espmail.db")).unwrap(),
-    )
-    .unwrap();
+    assert_eq!(accounts_of(&dir).key_id(), 1);
 
     let before = std::fs::read(&keyfile_path).unwrap();
     let line = in_dir(&dir, &["init"], "").failed_one_line();
@@ -450,9 +446,8 @@ fn rotate_key_keeps_mail_readable_and_accounts_working() {
         waiting_texts(&dir, "bob"),
         vec!["before rotation", "second"]
     );
-    let db = dir.join("espmail.db");
-    assert_eq!(ops::accounts_key_id(&kf, &db).unwrap(), 2);
-    let accounts = Accounts::open(&db, &ops::accounts_key(&kf, &db).unwrap()).unwrap();
+    let accounts = accounts_of(&dir);
+    assert_eq!(accounts.key_id(), 2);
     assert!(accounts
         .verify("bob", &Password::from("password123".to_owned()))
         .is_ok());
@@ -497,9 +492,7 @@ fn rotate_key_finishes_an_accounts_move_cut_short() {
     )
     .unwrap();
     assert!(report.complete && report.active == 2 && report.retirable == vec![1]);
-    let db = c.data.database_path();
-    let kf = keyfile::load(&c.data.keyfile_path()).unwrap();
-    assert_eq!(ops::accounts_key_id(&kf, &db).unwrap(), 1);
+    assert_eq!(accounts_of(&dir).key_id(), 1);
 
     // Meanwhile the accounts work as before, under key 1.
     in_dir(&dir, &["account", "add", "Cy"], "cy-password\n").ok();
@@ -520,7 +513,8 @@ fn rotate_key_finishes_an_accounts_move_cut_short() {
     assert!(run.stdout.contains("retired key 1"), "{run:?}");
     let kf = keyfile::load(&c.data.keyfile_path()).unwrap();
     assert!(kf.get(1).is_none());
-    let accounts = Accounts::open(&db, &ops::accounts_key(&kf, &db).unwrap()).unwrap();
+    let accounts = accounts_of(&dir);
+    assert_eq!(accounts.key_id(), 2);
     for (name, pw) in [("Bob", "password123"), ("Cy", "cy-password")] {
         assert!(
             accounts

@@ -220,11 +220,12 @@ pub fn message_key(
     hkdf(secret.expose(), key_part, MESSAGE_KEY_LABEL)
 }
 
-/// HKDF label of the key the account tables are keyed with (world::accounts).
+/// HKDF info for the accounts key ([`super::accounts`]).
 pub const ACCOUNTS_KEY_LABEL: &[u8] = b"espmail v1 accounts key";
 
-/// The key of the account tables, derived from a keyfile secret under its own label, so
-/// accounts and mail never share a key. (Added for the server's wiring.)
+/// The accounts key of a keyfile secret: HKDF-SHA256(secret, no salt, info =
+/// [`ACCOUNTS_KEY_LABEL`]), so accounts and mail never share a key. The one derivation of
+/// it (databases keyed this way since accounts existed must keep opening).
 pub fn accounts_key(secret: &Secret) -> Result<Zeroizing<[u8; 32]>, CryptoError> {
     hkdf(secret.expose(), &[], ACCOUNTS_KEY_LABEL)
 }
@@ -453,6 +454,15 @@ impl Keyring {
     /// The key-check value of one key.
     pub fn check_value(&self, key_id: KeyId) -> Option<[u8; 32]> {
         self.keys.get(&key_id).map(|k| k.check)
+    }
+
+    /// The accounts key of one key ([`accounts_key`] of its secret).
+    pub fn accounts_key(&self, key_id: KeyId) -> Result<Zeroizing<[u8; 32]>, CryptoError> {
+        let k = self
+            .keys
+            .get(&key_id)
+            .ok_or(CryptoError::UnknownKey { key_id })?;
+        accounts_key(&k.secret)
     }
 
     /// The blind index of an already normalised name under one key.

@@ -24,8 +24,8 @@ use tracing::{info, warn};
 
 use super::{sleep_opt, Deps};
 use crate::avatar::{AvatarName, Password};
+use crate::espmail::accounts::{AuthError, Avatar};
 use crate::protocol::preamble::{Login, Preamble, PreambleError, Step as LineStep};
-use crate::world::accounts::{AuthError, Avatar};
 use crate::world::login::{self, Decision, DialogueStep, PasswordDialogue};
 
 /// Why the login line could not be read; either ends the connection.

@@ -47,8 +47,8 @@ use tracing::{field, info, info_span, warn, Instrument};
 
 use crate::admin::AdminStats;
 use crate::config::{self, Config};
+use crate::espmail::accounts::AccountsHandle;
 use crate::espmail::MailHandle;
-use crate::world::accounts::AccountsHandle;
 use crate::world::esp::MailRate;
 use crate::world::login::AuthMode;
 use crate::world::Registry;

@@ -175,7 +175,7 @@ pub fn pad_body(body: &[u8]) -> Vec<u8> {
 ///
 /// WIRE.md says to trim the answer. We trim where it is read as words ([`parse_answer`]
 /// for the Y/N prompts) but not here, because the same answer may be a password, and
-/// passwords are never trimmed (see [`super::accounts::Password::new`]): a password typed
+/// passwords are never trimmed (see [`crate::avatar::Password::new`]): a password typed
 /// at the prompt must be the same bytes as that password in the login line.
 pub fn strip_prompt_echo<'a>(prompt: &[u8], reply: &'a [u8]) -> &'a [u8] {
     let echo = &prompt[..prompt.len().saturating_sub(1)];

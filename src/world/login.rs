@@ -38,7 +38,8 @@ pub const PROMPT_AGAIN: &str = "Again: ";
 /// Our words for a new password under the default [`MIN_PASSWORD_LEN`] (≤ 39 bytes);
 /// [`too_short_prompt`] gives the words for any configured minimum.
 pub const PROMPT_TOO_SHORT: &str = "Too short, use 8 or more: ";
-/// Our words for a new password over [`MAX_PASSWORD_LEN`](crate::avatar::MAX_PASSWORD_LEN) (≤ 39 bytes).
+/// Our words for a new password over
+/// [`MAX_PASSWORD_LEN`](crate::avatar::MAX_PASSWORD_LEN) (≤ 39 bytes).
 pub const PROMPT_TOO_LONG: &str = "Too long, use at most 256: ";
 /// Our words when the two new passwords differ (≤ 39 bytes).
 pub const PROMPT_MISMATCH: &str = "Not the same. Choose a password: ";
@@ -46,8 +47,9 @@ pub const PROMPT_MISMATCH: &str = "Not the same. Choose a password: ";
 /// The in-world words for a new password shorter than `min_len` (clamped as in
 /// [`check_new_password`]): "Too short, use N or more: ", at most 28 bytes. The dialogue's
 /// steps carry `&'static str`, so each distinct minimum's text is made once and kept for
-/// the life of the process; there are at most [`MAX_PASSWORD_LEN`](crate::avatar::MAX_PASSWORD_LEN) of them, and the
-/// minimum comes from the config, never from the network.
+/// the life of the process; there are at most
+/// [`MAX_PASSWORD_LEN`](crate::avatar::MAX_PASSWORD_LEN) of them, and the minimum comes
+/// from the config, never from the network.
 pub fn too_short_prompt(min_len: usize) -> &'static str {
     static MADE: OnceLock<Mutex<HashMap<usize, &'static str>>> = OnceLock::new();
     let min = clamp_min_password_len(min_len);
@@ -102,9 +104,9 @@ pub enum Decision {
     /// Answer IM_ALIVE with status 0 + [`WRONG_NAME_OR_PASSWORD`] and close.
     Refuse(RefuseReason),
     /// Trusted front end: bind the connection to this name
-    /// ([`AccountsHandle::ensure_trusted`](crate::world::accounts::AccountsHandle::ensure_trusted)).
+    /// (the vault's `AccountsHandle::ensure_trusted`).
     Trust(AvatarName),
-    /// Run [`AccountsHandle::login`](crate::world::accounts::AccountsHandle::login) with this password.
+    /// Run the vault's `AccountsHandle::login` with this password.
     CheckPassword(AvatarName, Password),
     /// No password in the login line: enter hidden and run the [`PasswordDialogue`] after
     /// HERE_I_AM (look the name up first: `known` picks the first prompt).
@@ -138,11 +140,11 @@ pub fn decide(mode: &AuthMode, peer: IpAddr, name: &str, password: Option<Passwo
 pub enum DialogueStep {
     /// Send PROMPT_USER with this text and wait for the reply.
     Ask(&'static str),
-    /// Check this password with [`AccountsHandle::login`](crate::world::accounts::AccountsHandle::login) (auto_register off), then call
-    /// [`PasswordDialogue::checked`].
+    /// Check this password with the vault's `AccountsHandle::login` (auto_register off),
+    /// then call [`PasswordDialogue::checked`].
     Check(Password),
-    /// Create the avatar with this password ([`AccountsHandle::add`](crate::world::accounts::AccountsHandle::add)), then call
-    /// [`PasswordDialogue::checked`] with whether it worked.
+    /// Create the avatar with this password (the vault's `AccountsHandle::add`), then
+    /// call [`PasswordDialogue::checked`] with whether it worked.
     Register(Password),
     /// Authenticated: make the avatar visible and deliver its mail.
     Done,
@@ -190,7 +192,7 @@ impl PasswordDialogue {
     }
 
     /// [`PasswordDialogue::start`] with the configured minimum for a new password
-    /// ([`AccountsHandle::min_password_len`](crate::world::accounts::AccountsHandle::min_password_len)); the too-short prompt names it.
+    /// (the vault's `AccountsHandle::min_password_len`); the too-short prompt names it.
     pub fn start_with_min_len(
         known: bool,
         auto_register: bool,

@@ -1,6 +1,10 @@
-//! The world: who is online in the Plaza, under which noids, and how to reach them.
+//! The world: who is online in the Plaza, under which noids, and how to reach them; how a
+//! login is believed ([`login`]); ESP and the ESP Mail offer ([`esp`]).
 //!
-//! Typed values in, typed values out: no sockets, no bytes on the wire, no protocol types.
+//! Typed values in, typed values out: no sockets, no bytes on the wire, no protocol types,
+//! and nothing stored: accounts, password hashes and mail live in the vault
+//! ([`crate::espmail`]), which the session asks when a decision here says so.
+//!
 //! The [`Registry`] is generic over the message type `M` that sessions put in each
 //! other's outboxes, so it does not depend on the protocol module; the session maps its
 //! intents onto protocol messages.
@@ -24,9 +28,10 @@
 //! How a session uses the world (the server owns the socket and the protocol mapping):
 //!
 //! 1. login line → [`login::decide`]: `Refuse` (IM_ALIVE status 0 +
-//!    [`login::WRONG_NAME_OR_PASSWORD`]), `Trust` ([`accounts::AccountsHandle::ensure_trusted`]),
-//!    `CheckPassword` ([`accounts::AccountsHandle::login`]) or `AskInWorld` (enter hidden;
-//!    after HERE_I_AM run [`login::PasswordDialogue`], checking answers with `login`);
+//!    [`login::WRONG_NAME_OR_PASSWORD`]), `Trust` (the vault's
+//!    [`AccountsHandle::ensure_trusted`]), `CheckPassword` ([`AccountsHandle::login`]) or
+//!    `AskInWorld` (enter hidden; after HERE_I_AM run [`login::PasswordDialogue`], doing
+//!    each check or registration it asks for with the handle);
 //! 2. [`Registry::seat`] before DESCRIBE: the [`Member`] gives `Who_am_I` ([`Member::noids`])
 //!    and [`Registry::present`] the other avatars for the contents vector;
 //! 3. once authenticated, [`Member::enter`] with the session's bounded outbox; broadcast
@@ -43,8 +48,10 @@
 //! 6. on close: drop the [`Member`] (leaves, frees noids) and broadcast GOAWAY for its noids.
 //!
 //! May touch: nothing outside memory.
+//!
+//! [`AccountsHandle::ensure_trusted`]: crate::espmail::accounts::AccountsHandle::ensure_trusted
+//! [`AccountsHandle::login`]: crate::espmail::accounts::AccountsHandle::login
 
-pub mod accounts;
 pub mod esp;
 pub mod login;
 
