@@ -13,6 +13,8 @@
 //!   normalisation, passwords (never printed) and the rule for a new one.
 //! - [`rate`]: the bottom layer's sliding-window limits, for the ESP Mail send rate and
 //!   the failed-login slowdown alike.
+//! - [`utc`] and [`private_dir`]: the bottom layer's dates in UTC (mail headers, account
+//!   listings) and owner-only directories (data, keyfile and log directories).
 //! - [`log_redact`]: beside them all: the only code that decides how sensitive values show
 //!   in logs.
 //! - [`cli`]: the command line (clap derive), used by the `espmail` binary;
@@ -38,6 +40,7 @@ pub mod espmail;
 pub mod listen;
 pub mod log_redact;
 pub mod ops;
+pub mod private_dir;
 pub mod protocol;
 pub mod rate;
 pub mod server;
@@ -46,4 +49,5 @@ pub mod talk;
 pub mod terminal;
 pub mod tls;
 pub mod tunnel;
+pub mod utc;
 pub mod world;

@@ -106,12 +106,13 @@ fn load_config(data: &DataArgs, listen: Option<std::net::SocketAddr>) -> Result<
 }
 
 fn create_data_dir(dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir)
+    let created = espmail::private_dir::create(dir)
         .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
-    use std::os::unix::fs::PermissionsExt;
-    // Only the operator's account should read the database and keyfile.
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-        .with_context(|| format!("cannot restrict {} to its owner", dir.display()))?;
+    if !created {
+        // Only the operator's account should read the database and keyfile.
+        espmail::private_dir::restrict(dir)
+            .with_context(|| format!("cannot restrict {} to its owner", dir.display()))?;
+    }
     Ok(())
 }
 

@@ -491,23 +491,10 @@ pub fn load_or_create_keyfile(config: &Config) -> Result<(Keyfile, bool), OpsErr
 
 /// Creates `dir` (and missing parents) with mode 0700. Returns whether it was created.
 fn create_private_dir(dir: &Path) -> Result<bool, OpsError> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    if dir.is_dir() {
-        return Ok(false);
-    }
-    let err = |cause| OpsError::CreateDir {
+    crate::private_dir::create(dir).map_err(|cause| OpsError::CreateDir {
         path: dir.to_path_buf(),
         cause,
-    };
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(err)?;
-    // The mode given to mkdir is narrowed by the umask but never widened; set it anyway so
-    // the result does not depend on the umask.
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(err)?;
-    Ok(true)
+    })
 }
 
 /// `espmail init`: the data directory (0700), a new keyfile (0600) and the database with
@@ -688,7 +675,7 @@ pub fn account(
                     out,
                     "{}  created {}{how}",
                     info.name.display(),
-                    utc_minute(info.created)
+                    crate::utc::utc_minute(info.created)
                 )?;
             }
         }
@@ -962,53 +949,9 @@ pub fn rotate_key(args: RotateKeyArgs, out: &mut dyn Write) -> Result<(), OpsErr
     Ok(())
 }
 
-/// `YYYY-MM-DD HH:MM UTC`, without a date crate.
-fn utc_minute(t: SystemTime) -> String {
-    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let days = i64::try_from(secs / SECS_PER_DAY).unwrap_or(0);
-    let (y, m, d) = civil_from_days(days);
-    let rem = secs % SECS_PER_DAY;
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60
-    )
-}
-
-/// Days since 1970-01-01 to a proleptic Gregorian (year, month, day).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    // Eras of 400 years (146,097 days) starting on 0000-03-01, so leap days fall last.
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (
-        y,
-        u32::try_from(m).unwrap_or(1),
-        u32::try_from(d).unwrap_or(1),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn civil_dates() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(59), (1970, 3, 1));
-        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
-        assert_eq!(civil_from_days(20_417), (2025, 11, 25));
-        assert_eq!(
-            utc_minute(UNIX_EPOCH + Duration::from_secs(20_417 * SECS_PER_DAY + 3_661)),
-            "2025-11-25 01:01 UTC"
-        );
-    }
 
     #[test]
     fn purge_cutoff_shifts_by_retention_minus_age() {
