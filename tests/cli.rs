@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime};
 use espmail::avatar::Password;
 use espmail::config::Config;
 use espmail::espmail::accounts::Accounts;
-use espmail::espmail::crypto::{Keyring, MailId};
+use espmail::espmail::crypto::MailId;
 use espmail::espmail::keyfile;
 use espmail::espmail::MailHandle;
 use espmail::log_redact::Sensitive;
@@ -108,16 +108,14 @@ fn config_for(dir: &Path) -> Config {
     .unwrap()
 }
 
-/// The accounts of `dir`, opened with the key the server derives from its keyfile.
+/// The accounts of `dir`, opened through the vault's one start-up path, as the server and
+/// every command open them.
 fn accounts_of(dir: &Path) -> Accounts {
     let c = config_for(dir);
-    let kf = keyfile::load(&c.data.keyfile_path()).unwrap();
-    Accounts::open(
-        &c.data.database_path(),
-        &Keyring::new(&kf).unwrap(),
-        &ops::mail_limits(&c),
-    )
-    .unwrap()
+    ops::vault_paths(&c)
+        .open(&ops::mail_limits(&c))
+        .unwrap()
+        .accounts
 }
 
 fn rt() -> tokio::runtime::Runtime {

@@ -26,6 +26,7 @@ mod accounts_handle;
 pub mod crypto;
 pub mod keyfile;
 pub mod offline;
+pub mod open;
 mod password;
 pub mod service;
 pub mod store;
