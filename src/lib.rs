@@ -1,26 +1,32 @@
 //! espmail: a server for Habitat-lineage virtual worlds, with ESP Mail for offline avatars.
 //!
-//! The layers, in the order bytes flow through them:
+//! The layers, in the order bytes flow through them; each folder is one layer and imports
+//! only from the layers below it:
 //!
 //! - [`protocol`]: pure codec: Q-Link frames, the link state machine, Habitat packets,
 //!   typed messages, the login preamble. No sockets, no clock.
 //! - [`server`]: the only owner of player sockets: accept loop, permits, shutdown, and one
-//!   session task per connection.
-//! - [`world`]: presence in the Plaza, accounts and authentication, ESP routing and the
-//!   ESP Mail offer: typed values in, typed intents out; never bytes, never a stream.
-//! - [`espmail`]: ESP Mail: keyfile, encryption, the durable store, delivery and deletion.
-//! - [`avatar`]: the bottom layer under world and vault alike: avatar names, their one
-//!   normalisation, passwords (never printed) and the rule for a new one.
-//! - [`rate`]: the bottom layer's sliding-window limits, for the ESP Mail send rate and
-//!   the failed-login slowdown alike.
-//! - [`utc`] and [`private_dir`]: the bottom layer's dates in UTC (mail headers, account
-//!   listings) and owner-only directories (data, keyfile and log directories).
+//!   session task per connection (login, delivery, outbound pacing, the Plaza, ESP).
+//! - [`world`]: pure: presence in the Plaza, how a login is believed and the in-world
+//!   password dialogue ([`world::login`]), ESP routing and the ESP Mail offer: typed values
+//!   in, typed intents out; no SQLite, no scrypt, no config, no clock.
+//! - [`espmail`], the vault: everything stored and every key. One database, one schema
+//!   (`migrations/`): the mail ([`espmail::store`], [`espmail::service`]) and the avatar
+//!   accounts ([`espmail::accounts`]); the keyfile and what is derived from it
+//!   ([`espmail::keyfile`], [`espmail::crypto`]); and the one start-up path that opens them
+//!   for `serve` and every operator command ([`espmail::open`]).
+//! - The bottom layer, under world and vault alike: [`avatar`] (avatar names, their one
+//!   normalisation, passwords that never print and the rule for a new one), [`rate`] (the
+//!   sliding window behind the ESP Mail send rate and the failed-login slowdown), [`utc`]
+//!   (dates for mail headers and account listings) and [`private_dir`] (owner-only
+//!   directories: data, keyfile, logs).
 //! - [`log_redact`]: beside them all: the only code that decides how sensitive values show
 //!   in logs.
 //! - [`cli`]: the command line (clap derive), used by the `espmail` binary;
 //!   [`cli_docs`]: completions and man pages generated from it.
 //! - [`ops`]: the operator commands beside `serve` (init, account, admin, stats, purge,
-//!   rotate-key).
+//!   quarantine, rotate-key), one file per concern, all reaching the vault through
+//!   [`espmail::open`].
 //! - [`talk`]: a text client speaking the real protocol (`espmail talk`, and the tests'):
 //!   the protocol client, the pure screen, the terminal front end.
 //! - [`terminal`]: echo off for secrets typed at a terminal, and putting it back.

@@ -15,6 +15,8 @@
 //!   derived from the keyfile secret with its own label; the database never holds a name.
 //! - **Key check**: an HKDF output under its own label, stored in the database so a wrong
 //!   keyfile is refused at start instead of quarantining every row.
+//! - **Accounts key** ([`accounts_key`]): an HKDF output under its own label; the account
+//!   table's name index and name seal are HMAC sub-keys of it ([`super::accounts`]).
 //!
 //! The stored row is `nonce (12) ‖ ciphertext (PLAINTEXT_LEN) ‖ tag (16)`, [`SEALED_LEN`] bytes.
 

@@ -18,6 +18,8 @@
 //! - [`accounts`]: the `accounts` table (blind name index, sealed names, scrypt hashes),
 //!   the accounts key's id in `meta`, [`accounts::AccountsHandle`] (the async face, the
 //!   login with its failed-login slowdown) and the upgrade of schema-1 account tables.
+//! - [`open`]: the one start-up path: data directory, keyfile and database for `serve`
+//!   and every operator command; refuses a new keyfile beside existing data.
 //! - [`offline`]: synchronous entry points for CLI commands (`stats`, `purge`, `rotate`,
 //!   `account remove`, `quarantine list|drop`), safe beside a running server (WAL + busy timeout).
 
