@@ -244,13 +244,34 @@ pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && openssl::memcmp::eq(a, b)
 }
 
+/// What the unit tests of every layer that applies the password rule share.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod test_support {
+    use super::{Password, MAX_PASSWORD_LEN};
 
-    fn pw(s: &str) -> Password {
+    /// A password from a test string.
+    pub(crate) fn pw(s: &str) -> Password {
         Password::from(s.to_string())
     }
+
+    /// New passwords and whether the one rule (default minimum) accepts them: the store,
+    /// the login and the in-world dialogue must all agree on each.
+    pub(crate) fn new_password_cases() -> Vec<(String, bool)> {
+        vec![
+            ("1234567".into(), false),
+            ("12345678".into(), true),
+            ("ééééééé".into(), false),
+            ("éééééééé".into(), true),
+            ("x".repeat(MAX_PASSWORD_LEN), true),
+            ("x".repeat(MAX_PASSWORD_LEN + 1), false),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::{new_password_cases, pw};
+    use super::*;
 
     #[test]
     fn name_rules() {
@@ -320,16 +341,9 @@ mod tests {
 
     #[test]
     fn one_new_password_rule() {
-        for (p, ok) in [
-            ("1234567", false),
-            ("12345678", true),
-            ("ééééééé", false),
-            ("éééééééé", true),
-            (&"x".repeat(MAX_PASSWORD_LEN), true),
-            (&"x".repeat(MAX_PASSWORD_LEN + 1), false),
-        ] {
+        for (p, ok) in new_password_cases() {
             assert_eq!(
-                check_new_password(&pw(p), MIN_PASSWORD_LEN).is_ok(),
+                check_new_password(&pw(&p), MIN_PASSWORD_LEN).is_ok(),
                 ok,
                 "{p}"
             );

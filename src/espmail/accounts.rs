@@ -661,17 +661,9 @@ fn legacy_key_id(tx: &Connection, keys: &Keyring) -> Result<Option<KeyId>, Accou
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::avatar::test_support::pw;
     use crate::espmail::keyfile::{Keyfile, Secret};
-
-    fn pw(s: &str) -> Password {
-        Password::from(s.to_string())
-    }
-
-    const FAST: ScryptParams = ScryptParams {
-        log_n: 8,
-        r: 8,
-        p: 1,
-    };
+    use crate::espmail::password::FAST;
 
     #[test]
     fn accounts_and_mail_file_an_avatar_under_the_same_name_key() {

@@ -289,11 +289,8 @@ impl PasswordDialogue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::avatar::test_support::{new_password_cases, pw};
     use crate::avatar::MAX_PASSWORD_LEN;
-
-    fn pw(s: &str) -> Password {
-        Password::from(s.to_string())
-    }
 
     #[test]
     fn the_login_line_and_the_prompt_give_the_same_password() {
@@ -316,16 +313,9 @@ mod tests {
 
     #[test]
     fn the_dialogue_keeps_the_one_new_password_rule() {
-        for (p, ok) in [
-            ("1234567", false),
-            ("12345678", true),
-            ("ééééééé", false),
-            ("éééééééé", true),
-            (&"x".repeat(MAX_PASSWORD_LEN), true),
-            (&"x".repeat(MAX_PASSWORD_LEN + 1), false),
-        ] {
+        for (p, ok) in new_password_cases() {
             let (mut d, _) = PasswordDialogue::start(false, true);
-            let step = d.answer(pw(p));
+            let step = d.answer(pw(&p));
             assert_eq!(matches!(step, DialogueStep::Ask(PROMPT_AGAIN)), ok, "{p}");
         }
     }
