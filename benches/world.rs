@@ -7,9 +7,11 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use espmail::world::accounts::{
-    Accounts, AccountsHandle, AccountsKey, AvatarName, Password, ScryptParams, ThrottleLimits,
-};
+use espmail::avatar::{AvatarName, Password};
+use espmail::espmail::accounts::{Accounts, AccountsHandle, ScryptParams, ThrottleLimits};
+use espmail::espmail::crypto::Keyring;
+use espmail::espmail::keyfile::Keyfile;
+use espmail::espmail::Limits;
 use espmail::world::esp::{EspState, LiveEsp, MailRate, RegistryDirectory};
 use espmail::world::Registry;
 use tokio::sync::mpsc;
@@ -20,7 +22,8 @@ fn password_check(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let acc = Accounts::open_with(
         &dir.path().join("db"),
-        &AccountsKey::random().unwrap(),
+        &Keyring::new(&Keyfile::generate().unwrap()).unwrap(),
+        &Limits::default(),
         ScryptParams::default(),
     )
     .unwrap();

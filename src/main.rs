@@ -17,12 +17,12 @@ use espmail::admin;
 use espmail::cli::{Cli, Command, DataArgs, ServeArgs, TopCommand, TunnelArgs};
 use espmail::cli_docs;
 use espmail::config::{Config, Overrides};
-use espmail::espmail::MailHandle;
+use espmail::espmail::accounts::{AccountsHandle, ThrottleLimits};
+use espmail::espmail::open::Served;
 use espmail::log_redact;
 use espmail::ops;
 use espmail::server::{self, Deps, ServerStats, Settings};
 use espmail::supervisor;
-use espmail::world::accounts::{Accounts, AccountsHandle, ThrottleLimits};
 use espmail::world::esp::MailRate;
 use espmail::world::Registry;
 
@@ -104,16 +104,6 @@ fn load_config(data: &DataArgs, listen: Option<std::net::SocketAddr>) -> Result<
     Ok(Config::load(data.config.as_deref(), &overrides)?)
 }
 
-fn create_data_dir(dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
-    use std::os::unix::fs::PermissionsExt;
-    // Only the operator's account should read the database and keyfile.
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-        .with_context(|| format!("cannot restrict {} to its owner", dir.display()))?;
-    Ok(())
-}
-
 #[allow(clippy::print_stderr)] // the keyfile warning must reach the operator's console
 fn warn_new_keyfile(path: &Path) {
     eprintln!(
@@ -143,19 +133,23 @@ fn serve(args: ServeArgs) -> Result<()> {
     supervisor::warn_relative_paths(&relative, &cwd);
     // Bind first: a port in use is refused before any data is opened or created.
     let std_listener = espmail::listen::bind(config.server.listen)?;
-    create_data_dir(&config.data.dir)?;
-    let keyfile_path = config.data.keyfile_path();
-    let db_path = config.data.database_path();
-    // Refuses to make a new keyfile beside an existing database (the mail would be lost).
-    let (kf, created) = ops::load_or_create_keyfile(&config)?;
-    if created {
-        warn_new_keyfile(&keyfile_path);
+    // The data directory, the keyfile (made only for a fresh database: never beside
+    // existing mail), the store's writer and the accounts, all through the vault's one
+    // start-up path.
+    let paths = ops::vault_paths(&config);
+    let Served {
+        mail,
+        accounts,
+        new_keyfile,
+    } = paths.serve(&ops::mail_limits(&config))?;
+    if new_keyfile {
+        warn_new_keyfile(&paths.keyfile);
     }
-    let mail = MailHandle::with_keyfile(&db_path, &kf, ops::mail_limits(&config))?;
-    let accounts = Accounts::open(&db_path, &ops::accounts_key(&kf, &db_path)?)?
-        .with_min_password_len(config.auth.min_password_len);
-    drop(kf);
-    let accounts = AccountsHandle::new(accounts, 2, ThrottleLimits::default());
+    let accounts = AccountsHandle::new(
+        accounts.with_min_password_len(config.auth.min_password_len),
+        2,
+        ThrottleLimits::default(),
+    );
     for line in config.summary().lines() {
         tracing::info!("config {line}");
     }

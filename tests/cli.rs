@@ -13,13 +13,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, SystemTime};
 
+use espmail::avatar::Password;
 use espmail::config::Config;
+use espmail::espmail::accounts::Accounts;
 use espmail::espmail::crypto::MailId;
 use espmail::espmail::keyfile;
 use espmail::espmail::MailHandle;
 use espmail::log_redact::Sensitive;
 use espmail::ops;
-use espmail::world::accounts::{Accounts, Password};
 use vault_support::flip_sealed_byte;
 
 const DAY: Duration = Duration::from_secs(86_400);
@@ -107,15 +108,14 @@ fn config_for(dir: &Path) -> Config {
     .unwrap()
 }
 
-/// The accounts of `dir`, opened with the key the server derives from its keyfile.
+/// The accounts of `dir`, opened through the vault's one start-up path, as the server and
+/// every command open them.
 fn accounts_of(dir: &Path) -> Accounts {
     let c = config_for(dir);
-    let kf = keyfile::load(&c.data.keyfile_path()).unwrap();
-    Accounts::open(
-        &c.data.database_path(),
-        &ops::accounts_key(&kf, &c.data.database_path()).unwrap(),
-    )
-    .unwrap()
+    ops::vault_paths(&c)
+        .open(&ops::mail_limits(&c))
+        .unwrap()
+        .accounts
 }
 
 fn rt() -> tokio::runtime::Runtime {
@@ -211,12 +211,7 @@ fn init_creates_private_keyfile_and_database_and_refuses_to_overwrite() {
         "{run:?}"
     );
     // The keyfile loads, and its key opens the database it made.
-    let kf = keyfile::load(&keyfile_path).unwrap();
-    Accounts::open(
-        &dir.join("espmail.db"),
-        &ops::accounts_key(&kf, &dir.join("espmail.db")).unwrap(),
-    )
-    .unwrap();
+    assert_eq!(accounts_of(&dir).key_id(), 1);
 
     let before = std::fs::read(&keyfile_path).unwrap();
     let line = in_dir(&dir, &["init"], "").failed_one_line();
@@ -449,9 +444,8 @@ fn rotate_key_keeps_mail_readable_and_accounts_working() {
         waiting_texts(&dir, "bob"),
         vec!["before rotation", "second"]
     );
-    let db = dir.join("espmail.db");
-    assert_eq!(ops::accounts_key_id(&kf, &db).unwrap(), 2);
-    let accounts = Accounts::open(&db, &ops::accounts_key(&kf, &db).unwrap()).unwrap();
+    let accounts = accounts_of(&dir);
+    assert_eq!(accounts.key_id(), 2);
     assert!(accounts
         .verify("bob", &Password::from("password123".to_owned()))
         .is_ok());
@@ -496,9 +490,7 @@ fn rotate_key_finishes_an_accounts_move_cut_short() {
     )
     .unwrap();
     assert!(report.complete && report.active == 2 && report.retirable == vec![1]);
-    let db = c.data.database_path();
-    let kf = keyfile::load(&c.data.keyfile_path()).unwrap();
-    assert_eq!(ops::accounts_key_id(&kf, &db).unwrap(), 1);
+    assert_eq!(accounts_of(&dir).key_id(), 1);
 
     // Meanwhile the accounts work as before, under key 1.
     in_dir(&dir, &["account", "add", "Cy"], "cy-password\n").ok();
@@ -519,7 +511,8 @@ fn rotate_key_finishes_an_accounts_move_cut_short() {
     assert!(run.stdout.contains("retired key 1"), "{run:?}");
     let kf = keyfile::load(&c.data.keyfile_path()).unwrap();
     assert!(kf.get(1).is_none());
-    let accounts = Accounts::open(&db, &ops::accounts_key(&kf, &db).unwrap()).unwrap();
+    let accounts = accounts_of(&dir);
+    assert_eq!(accounts.key_id(), 2);
     for (name, pw) in [("Bob", "password123"), ("Cy", "cy-password")] {
         assert!(
             accounts

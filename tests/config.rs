@@ -186,3 +186,36 @@ fn the_container_files_agree_with_each_other() {
         );
     }
 }
+
+/// `[auth]` as the server reads it: the one mapping from the flat TOML shape to the
+/// world's richer mode (`server::auth_mode`).
+#[test]
+fn auth_mode_from_config() {
+    use espmail::config::{AuthConfig, AuthMode as Flat};
+    use espmail::server::auth_mode;
+    use espmail::world::login::AuthMode;
+    let with = |auth: AuthConfig| {
+        auth_mode(&Config {
+            auth,
+            ..Config::default()
+        })
+    };
+    assert_eq!(with(AuthConfig::default()), AuthMode::default());
+    let off = AuthConfig {
+        auto_register: false,
+        ..AuthConfig::default()
+    };
+    assert_eq!(
+        with(off),
+        AuthMode::Password {
+            auto_register: false
+        }
+    );
+    let peers: Vec<std::net::IpAddr> = vec!["127.0.0.1".parse().unwrap(), "::1".parse().unwrap()];
+    let trusted = AuthConfig {
+        mode: Flat::Trusted,
+        trusted_peers: peers.clone(),
+        ..AuthConfig::default()
+    };
+    assert_eq!(with(trusted), AuthMode::Trusted { peers });
+}

@@ -85,6 +85,7 @@ fn settings_show_absolute_paths_for_a_relative_data_dir_and_a_service_is_warned(
             cwd: Some(&cwd),
             // As systemd sets it for every unit: a relative path there is worth a warning.
             env: &[("INVOCATION_ID", "0123456789abcdef")],
+            ..Launch::default()
         },
     );
     let warning = server.wait_for_log("relative paths resolved against the working directory");

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use espmail::world::accounts::AvatarName;
+use espmail::avatar::AvatarName;
 use espmail::world::esp::{EspState, Intent, LiveEsp, MailRate, RegistryDirectory};
 use espmail::world::{KickReason, Noids, Registry, SendOutcome};
 use tokio::sync::mpsc;

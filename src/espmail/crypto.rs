@@ -15,6 +15,8 @@
 //!   derived from the keyfile secret with its own label; the database never holds a name.
 //! - **Key check**: an HKDF output under its own label, stored in the database so a wrong
 //!   keyfile is refused at start instead of quarantining every row.
+//! - **Accounts key** ([`accounts_key`]): an HKDF output under its own label; the account
+//!   table's name index and name seal are HMAC sub-keys of it ([`super::accounts`]).
 //!
 //! The stored row is `nonce (12) ‖ ciphertext (PLAINTEXT_LEN) ‖ tag (16)`, [`SEALED_LEN`] bytes.
 
@@ -30,6 +32,7 @@ use openssl::symm::{decrypt_aead, encrypt_aead, Cipher};
 use zeroize::Zeroizing;
 
 use super::keyfile::{KeyId, Keyfile, Secret};
+use crate::avatar::normalise;
 use crate::log_redact::Sensitive;
 
 /// Version of the row format, bound into every AAD (and into the HKDF labels).
@@ -141,17 +144,12 @@ impl fmt::Debug for MailId {
 /// A recipient's blind index under one key.
 pub type Blind = [u8; BLIND_LEN];
 
-/// Normalises an avatar name for matching: trimmed, lowercased (`Bob` = ` bob `).
-pub fn normalise(name: &str) -> String {
-    name.trim().to_lowercase()
-}
-
 /// What a message says, in the clear: only ever in memory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Letter {
     /// The sender's name, as they are shown.
     pub sender: String,
-    /// The recipient's normalised name (see [`normalise`]).
+    /// The recipient's normalised name (see [`crate::avatar::normalise`]).
     pub recipient: String,
     /// Send time, seconds since the Unix epoch (UTC).
     pub sent_secs: u64,
@@ -224,11 +222,12 @@ pub fn message_key(
     hkdf(secret.expose(), key_part, MESSAGE_KEY_LABEL)
 }
 
-/// HKDF label of the key the account tables are keyed with (world::accounts).
+/// HKDF info for the accounts key ([`super::accounts`]).
 pub const ACCOUNTS_KEY_LABEL: &[u8] = b"espmail v1 accounts key";
 
-/// The key of the account tables, derived from a keyfile secret under its own label, so
-/// accounts and mail never share a key. (Added for the server's wiring.)
+/// The accounts key of a keyfile secret: HKDF-SHA256(secret, no salt, info =
+/// [`ACCOUNTS_KEY_LABEL`]), so accounts and mail never share a key. The one derivation of
+/// it (databases keyed this way since accounts existed must keep opening).
 pub fn accounts_key(secret: &Secret) -> Result<Zeroizing<[u8; 32]>, CryptoError> {
     hkdf(secret.expose(), &[], ACCOUNTS_KEY_LABEL)
 }
@@ -457,6 +456,15 @@ impl Keyring {
     /// The key-check value of one key.
     pub fn check_value(&self, key_id: KeyId) -> Option<[u8; 32]> {
         self.keys.get(&key_id).map(|k| k.check)
+    }
+
+    /// The accounts key of one key ([`accounts_key`] of its secret).
+    pub fn accounts_key(&self, key_id: KeyId) -> Result<Zeroizing<[u8; 32]>, CryptoError> {
+        let k = self
+            .keys
+            .get(&key_id)
+            .ok_or(CryptoError::UnknownKey { key_id })?;
+        accounts_key(&k.secret)
     }
 
     /// The blind index of an already normalised name under one key.

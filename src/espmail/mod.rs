@@ -1,5 +1,8 @@
-//! ESP Mail: what is stored for an offline avatar, how it is encrypted, and how it is
-//! delivered once and then deleted for good (DESIGN.md, promises 1–4 and 7).
+//! The vault: everything stored and every key. ESP Mail (what is stored for an offline
+//! avatar, how it is encrypted, how it is delivered once and then deleted for good;
+//! DESIGN.md, promises 1–4 and 7) and the avatar accounts (promise 6) share one database,
+//! one schema (`migrations/`, counted by `user_version`), one connection setup and one
+//! keyfile check.
 //!
 //! The flow: a session offers ESP Mail → [`MailHandle::save`] encrypts and durably stores
 //! it (answering only after the commit) → at the recipient's login
@@ -12,14 +15,24 @@
 //!   quarantine (listed, dropped by the operator, purged at its expiry day), limits,
 //!   rotation steps.
 //! - [`service`]: [`MailHandle`], the async face sessions use.
+//! - [`accounts`]: the `accounts` table (blind name index, sealed names, scrypt hashes),
+//!   the accounts key's id in `meta`, [`accounts::AccountsHandle`] (the async face, the
+//!   login with its failed-login slowdown) and the upgrade of schema-1 account tables.
+//! - [`open`]: the one start-up path: data directory, keyfile and database for `serve`
+//!   and every operator command; refuses a new keyfile beside existing data.
 //! - [`offline`]: synchronous entry points for CLI commands (`stats`, `purge`, `rotate`,
 //!   `account remove`, `quarantine list|drop`), safe beside a running server (WAL + busy timeout).
 
+pub mod accounts;
+mod accounts_handle;
 pub mod crypto;
 pub mod keyfile;
 pub mod offline;
+pub mod open;
+mod password;
 pub mod service;
 pub mod store;
+mod throttle;
 
 pub use crypto::MailId;
 pub use service::{MailHandle, Mailbox};

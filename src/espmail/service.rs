@@ -42,6 +42,7 @@ use super::keyfile::{self, Keyfile};
 use super::store::{
     day_of, run_writer, Job, Limits, PendingMail, Purged, SaveError, Stats, Store, StoreError,
 };
+use crate::avatar::normalise;
 use crate::log_redact::Sensitive;
 
 struct Inner {
@@ -135,7 +136,7 @@ impl MailHandle {
                 max,
             });
         }
-        let recipient = crypto::normalise(recipient);
+        let recipient = normalise(recipient);
         let sender = sender.trim().to_string();
         for name in [&recipient, &sender] {
             if name.is_empty() || name.len() > crypto::MAX_NAME_LEN {
@@ -182,7 +183,7 @@ impl MailHandle {
     /// Takes the recipient's mailbox lease and loads their mail, oldest first. See the
     /// module doc for what a second call for the same avatar does.
     pub async fn open_mailbox(&self, recipient: &str) -> Result<Mailbox, StoreError> {
-        let name = crypto::normalise(recipient);
+        let name = normalise(recipient);
         let lease = self.lease(name.clone()).await?;
         let blinds = self.inner.keys.blinds(&name)?;
         let now = SystemTime::now();

@@ -48,7 +48,10 @@ use super::keyfile::{KeyId, KeyfileError};
 use crate::log_redact::Sensitive;
 
 /// Schema migrations, in order; `user_version` counts those applied.
-pub const MIGRATIONS: &[&str] = &[include_str!("../../migrations/001_init.sql")];
+pub const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/001_init.sql"),
+    include_str!("../../migrations/002_accounts.sql"),
+];
 
 /// Under steady load, checkpoint (TRUNCATE) at least after this many deletions.
 pub const CHECKPOINT_EVERY: usize = 256;
@@ -521,7 +524,7 @@ pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
 
 /// Checks the keyfile against the database's key-check values, and records check values
 /// for keys the database has not seen yet (a rotation's new key).
-fn check_keys(conn: &mut Connection, keys: &Keyring) -> Result<(), StoreError> {
+pub(crate) fn check_keys(conn: &mut Connection, keys: &Keyring) -> Result<(), StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let known: Vec<(KeyId, Vec<u8>)> = {
         let mut st = tx.prepare("SELECT key_id, check_value FROM key_check")?;

@@ -13,10 +13,10 @@ use std::time::{Instant, SystemTime};
 use tracing::{info, warn};
 
 use super::pace::LineBucket;
+use crate::avatar::AvatarName;
 use crate::espmail::{MailHandle, SaveError};
 use crate::log_redact::Sensitive;
 use crate::protocol::messages::{ServerMessage, REGION_NOID};
-use crate::world::accounts::AvatarName;
 use crate::world::esp::{Intent, LiveEsp, SaveOutcome, Speaker};
 
 /// Lines (SPEAK, ESP) a connection may send in a burst, and per second after it.

@@ -23,10 +23,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::{sleep_opt, Deps, Peer};
+use crate::avatar::{AvatarName, Password};
+use crate::espmail::accounts::{AuthError, Avatar};
 use crate::protocol::preamble::{Login, Preamble, PreambleError, Step as LineStep};
-use crate::world::accounts::{
-    self, AuthError, Avatar, AvatarName, Decision, DialogueStep, Password, PasswordDialogue,
-};
+use crate::world::login::{self, Decision, DialogueStep, PasswordDialogue};
 
 /// Why the login line could not be read; either ends the connection.
 #[derive(Debug, thiserror::Error)]
@@ -119,7 +119,7 @@ where
 pub async fn authenticate(deps: &Deps, peer: &Peer, login: Login) -> Auth {
     let Login { name, password, .. } = login;
     let password = password.map(|p| Password::new(p.into_exposed().into_bytes()));
-    let decision = accounts::decide(&deps.auth_mode, peer.socket().ip(), &name, password);
+    let decision = login::decide(&deps.auth_mode, peer.socket().ip(), &name, password);
     let peer = peer.addr;
     let accounts = &deps.accounts;
     match decision {
@@ -182,7 +182,7 @@ pub enum Step {
     Ask(&'static str),
     /// Authenticated as this avatar: make it visible and deliver its mail.
     Authenticated(Avatar),
-    /// Say [`accounts::WRONG_NAME_OR_PASSWORD`] and close.
+    /// Say [`login::WRONG_NAME_OR_PASSWORD`] and close.
     Refused,
     /// Close without a word (the avatar vanished meanwhile).
     Failed,
@@ -290,7 +290,7 @@ mod tests {
     use super::*;
     use crate::log_redact::Sensitive;
     use crate::server::testing;
-    use crate::world::accounts::{
+    use crate::world::login::{
         AuthMode, PROMPT_AGAIN, PROMPT_NEW_PASSWORD, PROMPT_PASSWORD, PROMPT_WRONG_PASSWORD,
     };
 

@@ -57,9 +57,10 @@ use tracing::{field, info, info_span, warn, Instrument};
 
 use crate::admin::AdminStats;
 use crate::config::{self, AddrRange, Config};
+use crate::espmail::accounts::AccountsHandle;
 use crate::espmail::MailHandle;
-use crate::world::accounts::{AccountsHandle, AuthMode};
 use crate::world::esp::MailRate;
+use crate::world::login::AuthMode;
 use crate::world::Registry;
 use caps::{AddressCaps, AddressSlot, SeatsBeforeLogin};
 use session::Push;

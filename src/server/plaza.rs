@@ -19,12 +19,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use super::esp;
+use crate::avatar::AvatarName;
 use crate::log_redact::Sensitive;
 use crate::protocol::messages::{
     AvatarState, CommonState, ContentsVector, RegionState, ServerMessage, REGION_NOID,
     UNASSIGNED_NOID,
 };
-use crate::world::accounts::AvatarName;
 use crate::world::esp::{LiveEsp, RegistryDirectory};
 use crate::world::{KickReason, Member, Noids, Registry};
 

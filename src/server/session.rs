@@ -62,8 +62,8 @@ use crate::protocol::messages::{
     self, ClientMsg, ClientRequest, ServerMessage, IM_ALIVE_OK_TEXT, REGION_NOID,
 };
 use crate::protocol::qlink::QLinkCodec;
-use crate::world::accounts::WRONG_NAME_OR_PASSWORD;
 use crate::world::esp::{classify_speak, strip_prompt_echo, EspState, Intent, Speech};
+use crate::world::login::WRONG_NAME_OR_PASSWORD;
 
 /// How long a connection the server ends waits for the client to close its side (see
 /// [`Live::close_gracefully`]); bounded so a silent client cannot hold a shutdown.
@@ -1038,7 +1038,7 @@ mod tests {
     use crate::protocol::link::Link;
     use crate::protocol::messages::region;
     use crate::server::testing;
-    use crate::world::accounts::AuthMode;
+    use crate::world::login::AuthMode;
 
     const FRONT_END: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
 

@@ -8,9 +8,11 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 use super::{Deps, Settings};
+use crate::espmail::accounts::{Accounts, AccountsHandle, ScryptParams};
+use crate::espmail::crypto::Keyring;
 use crate::espmail::{keyfile::Keyfile, Limits, MailHandle};
-use crate::world::accounts::{Accounts, AccountsHandle, AccountsKey, AuthMode, ScryptParams};
 use crate::world::esp::MailRate;
+use crate::world::login::AuthMode;
 use crate::world::Registry;
 
 /// Everything a session needs, stored under `dir`, logins believed as `auth_mode` says.
@@ -21,9 +23,10 @@ pub fn deps(dir: &Path, auth_mode: AuthMode) -> Arc<Deps> {
         r: 8,
         p: 1,
     };
-    let accounts =
-        Accounts::open_with(&dir.join("accounts.db"), &AccountsKey::new([3; 32]), fast).unwrap();
     let keyfile = Keyfile::generate().unwrap();
+    let keys = Keyring::new(&keyfile).unwrap();
+    let accounts =
+        Accounts::open_with(&dir.join("accounts.db"), &keys, &Limits::default(), fast).unwrap();
     let mail = MailHandle::with_keyfile(&dir.join("mail.db"), &keyfile, Limits::default()).unwrap();
     Arc::new(Deps {
         settings: Settings::default(),

@@ -33,7 +33,7 @@ use crate::protocol::preamble::{check_name, MAX_NAME_CHARS};
 use crate::server::session::SHUTTING_DOWN;
 use crate::terminal;
 use crate::tls::{Connector, TlsError, Verify};
-use crate::world::accounts::{PROMPT_AGAIN, PROMPT_NEW_PASSWORD, PROMPT_PASSWORD};
+use crate::world::login::{PROMPT_AGAIN, PROMPT_NEW_PASSWORD, PROMPT_PASSWORD};
 use crate::world::LOGGED_IN_ELSEWHERE;
 
 /// How long connecting, and each answer the server owes during login, may take.

@@ -18,10 +18,11 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::accounts::{normalise, AvatarName};
-use super::rate::{wait_secs, SlidingWindow};
 use super::{Registry, SendOutcome};
+use crate::avatar::{normalise, AvatarName};
 use crate::log_redact::Sensitive;
+use crate::rate::{wait_secs, SlidingWindow};
+use crate::utc::utc_parts;
 
 /// Longest speech text in bytes (WIRE.md §4.3, ESPMAIL.md §4).
 pub const SPEECH_CAP: usize = 114;
@@ -114,37 +115,6 @@ const MONTHS: [&str; 12] = [
     "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
 ];
 
-/// (year, month 1–12, day 1–31, hour, minute) in UTC for unix seconds.
-pub fn utc_parts(unix_secs: u64) -> (i64, u8, u8, u8, u8) {
-    let days = i64::try_from(unix_secs / 86_400).unwrap_or(i64::MAX / 2);
-    let rem = unix_secs % 86_400;
-    let (y, m, d) = civil_from_days(days);
-    // rem < 86400, so these fit.
-    let hour = u8::try_from(rem / 3600).unwrap_or(0);
-    let minute = u8::try_from(rem % 3600 / 60).unwrap_or(0);
-    (y, m, d, hour, minute)
-}
-
-/// Proleptic Gregorian date of a day count since 1970-01-01: shift the epoch to
-/// 0000-03-01 so leap days fall at the end of a 400-year era, then count eras, years of
-/// the era and days of the (March-based) year.
-fn civil_from_days(days: i64) -> (i64, u8, u8) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097); // day of era, 0..=146096
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // 0..=399
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // 0..=365, from March 1st
-    let mp = (5 * doy + 2) / 153; // 0 = March … 11 = February
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (
-        year,
-        u8::try_from(month).unwrap_or(1),
-        u8::try_from(day).unwrap_or(1),
-    )
-}
-
 /// Makes player text speakable: bytes outside 0x01–0x7F become `?`, then the text is
 /// cut to [`SPEECH_CAP`] bytes (ESPMAIL.md §4; the escaped-frame check is the protocol's).
 pub fn speakable(text: &[u8]) -> Vec<u8> {
@@ -175,7 +145,7 @@ pub fn pad_body(body: &[u8]) -> Vec<u8> {
 ///
 /// WIRE.md says to trim the answer. We trim where it is read as words ([`parse_answer`]
 /// for the Y/N prompts) but not here, because the same answer may be a password, and
-/// passwords are never trimmed (see [`super::accounts::Password::new`]): a password typed
+/// passwords are never trimmed (see [`crate::avatar::Password::new`]): a password typed
 /// at the prompt must be the same bytes as that password in the login line.
 pub fn strip_prompt_echo<'a>(prompt: &[u8], reply: &'a [u8]) -> &'a [u8] {
     let echo = &prompt[..prompt.len().saturating_sub(1)];
@@ -1184,30 +1154,6 @@ mod tests {
             mail_header("Alice", 1_700_748_359),
             "ESP Mail from Alice, Nov 23 14:05:"
         );
-    }
-
-    #[test]
-    fn utc_dates() {
-        assert_eq!(utc_parts(0), (1970, 1, 1, 0, 0));
-        assert_eq!(utc_parts(951_782_400), (2000, 2, 29, 0, 0)); // leap day, 400-year rule
-        assert_eq!(utc_parts(4_107_542_399), (2100, 2, 28, 23, 59)); // 2100 is not leap
-        assert_eq!(utc_parts(4_107_542_400), (2100, 3, 1, 0, 0));
-        assert_eq!(utc_parts(1_704_067_199), (2023, 12, 31, 23, 59));
-        assert_eq!(utc_parts(1_709_164_800), (2024, 2, 29, 0, 0));
-        // Every day for 150 years: consecutive, months and days in range.
-        let mut prev = civil_from_days(-1);
-        for d in 0..(150 * 366) {
-            let cur = civil_from_days(d);
-            let next_day = (prev.0, prev.1, prev.2 + 1);
-            let next_month = (prev.0, prev.1 + 1, 1);
-            let next_year = (prev.0 + 1, 1, 1);
-            assert!(
-                cur == next_day || cur == next_month || cur == next_year,
-                "{prev:?} -> {cur:?}"
-            );
-            assert!((1..=12).contains(&cur.1) && (1..=31).contains(&cur.2));
-            prev = cur;
-        }
     }
 
     #[test]

@@ -1,13 +1,17 @@
-//! The world: who is online in the Plaza, under which noids, and how to reach them.
+//! The world: who is online in the Plaza, under which noids, and how to reach them; how a
+//! login is believed ([`login`]); ESP and the ESP Mail offer ([`esp`]).
 //!
-//! Typed values in, typed values out: no sockets, no bytes on the wire, no protocol types.
+//! Typed values in, typed values out: no sockets, no bytes on the wire, no protocol types,
+//! and nothing stored: accounts, password hashes and mail live in the vault
+//! ([`crate::espmail`]), which the session asks when a decision here says so.
+//!
 //! The [`Registry`] is generic over the message type `M` that sessions put in each
 //! other's outboxes, so it does not depend on the protocol module; the session maps its
 //! intents onto protocol messages.
 //!
 //! Rules kept here (ESPMAIL.md §1–§2, WIRE.md §3):
 //! - one registry for the one region; names are matched case-insensitively by the key of
-//!   a legal [`accounts::AvatarName`] ([`accounts::normalise`], shared with the vault) and
+//!   a legal [`AvatarName`] ([`crate::avatar::normalise`], shared with the vault) and
 //!   shown as first registered; a string that is not a legal name finds nobody;
 //! - every seated connection holds two noids, its avatar's and its head's, from 1..=254
 //!   (0 is the region, 255 means "ghost"/unassigned); freed noids are reused, lowest first.
@@ -23,10 +27,11 @@
 //!
 //! How a session uses the world (the server owns the socket and the protocol mapping):
 //!
-//! 1. login line → [`accounts::decide`]: `Refuse` (IM_ALIVE status 0 +
-//!    [`accounts::WRONG_NAME_OR_PASSWORD`]), `Trust` ([`accounts::AccountsHandle::ensure_trusted`]),
-//!    `CheckPassword` ([`accounts::AccountsHandle::login`]) or `AskInWorld` (enter hidden;
-//!    after HERE_I_AM run [`accounts::PasswordDialogue`], checking answers with `login`);
+//! 1. login line → [`login::decide`]: `Refuse` (IM_ALIVE status 0 +
+//!    [`login::WRONG_NAME_OR_PASSWORD`]), `Trust` (the vault's
+//!    [`AccountsHandle::ensure_trusted`]), `CheckPassword` ([`AccountsHandle::login`]) or
+//!    `AskInWorld` (enter hidden; after HERE_I_AM run [`login::PasswordDialogue`], doing
+//!    each check or registration it asks for with the handle);
 //! 2. [`Registry::seat`] before DESCRIBE: the [`Member`] gives `Who_am_I` ([`Member::noids`])
 //!    and [`Registry::present`] the other avatars for the contents vector;
 //! 3. once authenticated, [`Member::enter`] with the session's bounded outbox; broadcast
@@ -43,10 +48,12 @@
 //! 6. on close: drop the [`Member`] (leaves, frees noids) and broadcast GOAWAY for its noids.
 //!
 //! May touch: nothing outside memory.
+//!
+//! [`AccountsHandle::ensure_trusted`]: crate::espmail::accounts::AccountsHandle::ensure_trusted
+//! [`AccountsHandle::login`]: crate::espmail::accounts::AccountsHandle::login
 
-pub mod accounts;
 pub mod esp;
-pub mod rate;
+pub mod login;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -56,7 +63,7 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::mpsc::Sender;
 use tokio_util::sync::CancellationToken;
 
-use accounts::AvatarName;
+use crate::avatar::{name_key, AvatarName};
 
 /// Identifies one connection for the life of the process.
 pub type SessionId = u64;
@@ -266,7 +273,7 @@ impl<M: Send + 'static> Registry<M> {
 
     /// The avatar called `name` (any case), if present.
     pub fn lookup(&self, name: &str) -> Option<Present> {
-        let key = accounts::name_key(name)?;
+        let key = name_key(name)?;
         self.lock().by_name.get(&key).map(|e| e.present.clone())
     }
 
@@ -296,7 +303,7 @@ impl<M: Send + 'static> Registry<M> {
     /// Queues `msg` for the avatar called `name` without waiting. A full outbox
     /// disconnects that avatar's session.
     pub fn send_to(&self, name: &str, msg: M) -> SendOutcome {
-        let Some(key) = accounts::name_key(name) else {
+        let Some(key) = name_key(name) else {
             return SendOutcome::Offline;
         };
         let mut st = self.lock();

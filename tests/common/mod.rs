@@ -98,6 +98,9 @@ pub struct Launch<'a> {
     pub env: &'a [(&'a str, &'a str)],
     /// The working directory (default: the test's).
     pub cwd: Option<&'a Path>,
+    /// Another `espmail` binary to run (default: the one this build made); the upgrade
+    /// fixture was written by an older build through this.
+    pub program: Option<&'a Path>,
 }
 
 /// A running `espmail serve`. Drop kills it.
@@ -166,7 +169,10 @@ impl TestServer {
     /// leaks in.
     pub fn start_with(data_dir: &Path, extra: &[&str], launch: Launch<'_>) -> TestServer {
         let args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_espmail"));
+        let program = launch
+            .program
+            .unwrap_or(Path::new(env!("CARGO_BIN_EXE_espmail")));
+        let mut cmd = Command::new(program);
         if let Some(cwd) = launch.cwd {
             cmd.current_dir(cwd);
         }

@@ -1,15 +1,19 @@
-//! Accounts on a real SQLite file: hashing, verification, names, throttling, the async
-//! handle, and what the raw database file reveals.
+//! The vault's avatar accounts on a real SQLite file: hashing, verification, names,
+//! throttling, the async handle, the key and schema checks they share with the mail, and
+//! what the raw database file reveals.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::net::IpAddr;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
-use espmail::world::accounts::{
-    AccountError, Accounts, AccountsHandle, AccountsKey, AuthError, LoginOutcome, Password,
-    ScryptParams, ThrottleLimits,
+use espmail::avatar::Password;
+use espmail::espmail::accounts::{
+    AccountError, Accounts, AccountsHandle, AuthError, LoginOutcome, ScryptParams, ThrottleLimits,
 };
+use espmail::espmail::crypto::Keyring;
+use espmail::espmail::keyfile::{Keyfile, Secret};
+use espmail::espmail::{Limits, StoreError};
 
 const FAST: ScryptParams = ScryptParams {
     log_n: 8,
@@ -21,12 +25,18 @@ fn pw(s: &str) -> Password {
     Password::from(s.to_string())
 }
 
-fn key() -> AccountsKey {
-    AccountsKey::new([42; 32])
+/// A one-key keyfile whose secret is 32 bytes of `byte`.
+fn keys(byte: u8) -> Keyring {
+    let kf = Keyfile::from_keys(1, vec![(1, Secret::from_bytes([byte; 32]))]).unwrap();
+    Keyring::new(&kf).unwrap()
+}
+
+fn open_with(path: &Path, keys: &Keyring) -> Result<Accounts, AccountError> {
+    Accounts::open_with(path, keys, &Limits::default(), FAST)
 }
 
 fn open(path: &Path) -> Accounts {
-    Accounts::open_with(path, &key(), FAST).unwrap()
+    open_with(path, &keys(42)).unwrap()
 }
 
 fn raw_files(dir: &Path) -> Vec<u8> {
@@ -161,32 +171,36 @@ fn the_raw_database_holds_no_names_or_passwords() {
     }
 }
 
+/// One key check and one schema for mail and accounts: another keyfile is refused by the
+/// vault's per-key check values, and a schema newer than this program by `user_version`.
 #[test]
-fn a_different_key_is_refused_and_user_version_is_left_alone() {
+fn another_keyfile_and_a_newer_schema_are_refused_by_the_vaults_checks() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("db");
-    {
-        let conn = rusqlite::Connection::open(&db).unwrap();
-        conn.pragma_update(None, "user_version", 7).unwrap();
-    }
     open(&db)
         .add("bob", &pw("correct horse"), SystemTime::now())
         .unwrap();
-    let other = Accounts::open_with(&db, &AccountsKey::new([1; 32]), FAST);
-    assert!(matches!(other, Err(AccountError::KeyMismatch)));
+    let err = open_with(&db, &keys(1)).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            AccountError::Store(StoreError::KeyMismatch { key_id: 1 })
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("keyfile does not match"), "{err}");
     let conn = rusqlite::Connection::open(&db).unwrap();
     let v: i64 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
-    assert_eq!(v, 7);
-    conn.execute(
-        "UPDATE accounts_meta SET value = '99' WHERE key = 'schema_version'",
-        [],
-    )
-    .unwrap();
+    assert_eq!(v as usize, espmail::espmail::store::MIGRATIONS.len());
+    conn.pragma_update(None, "user_version", 99).unwrap();
     assert!(matches!(
-        Accounts::open_with(&db, &key(), FAST),
-        Err(AccountError::SchemaTooNew { found: 99 })
+        open_with(&db, &keys(42)),
+        Err(AccountError::Store(StoreError::SchemaTooNew {
+            found: 99,
+            ..
+        }))
     ));
 }
 
@@ -368,29 +382,20 @@ fn hmac256(key: &[u8], data: &[u8]) -> Vec<u8> {
     s.sign_to_vec().unwrap()
 }
 
-/// The `key_check` a database file holds, and what the format says it should be for an
-/// accounts key `k`: hex(HMAC(k, check label)).
-fn key_checks(db: &Path, k: &[u8]) -> (String, String) {
-    let conn = rusqlite::Connection::open(db).unwrap();
-    let stored: String = conn
-        .query_row(
-            "SELECT value FROM accounts_meta WHERE key = 'key_check'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    let want = hmac256(k, b"espmail accounts: key check v1")
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    (stored, want)
+/// The accounts key of a keyfile secret, computed here from RFC 5869 with raw HMACs:
+/// HKDF-SHA256 with no salt (so HashLen zero bytes) and the info "espmail v1 accounts
+/// key", one block.
+fn hkdf_accounts_key(secret: &[u8]) -> Vec<u8> {
+    let prk = hmac256(&[0u8; 32], secret);
+    hmac256(&prk, b"espmail v1 accounts key\x01")
 }
 
-/// The on-disk layout, recomputed from its description (module doc of world::accounts):
-/// the name index is HMAC(HMAC(key, index label), normalised name), the sealed name is
-/// AES-256-GCM under HMAC(key, seal label) with the index as AAD, stored nonce | ct | tag,
-/// and the key check is hex(HMAC(key, check label)). A refactoring that changed any of
-/// this would make existing databases unreadable.
+/// The on-disk layout, recomputed from its description (module doc of espmail::accounts):
+/// the accounts key is HKDF of the keyfile secret (the derivation the server has always
+/// used), the name index is HMAC(HMAC(key, index label), normalised name), the sealed name
+/// is AES-256-GCM under HMAC(key, seal label) with the index as AAD, stored nonce | ct |
+/// tag, and `meta` records which keyfile key it is. A refactoring that changed any of this
+/// would make existing databases unreadable.
 #[test]
 fn the_on_disk_format_is_the_documented_one() {
     let dir = tempfile::tempdir().unwrap();
@@ -399,12 +404,29 @@ fn the_on_disk_format_is_the_documented_one() {
     acc.add("Bob Smith", &pw("correct horse"), SystemTime::now())
         .unwrap();
     drop(acc);
-    let k = [42u8; 32];
+    let k = hkdf_accounts_key(&[42u8; 32]);
     let index_key = hmac256(&k, b"espmail accounts: name index v1");
     let seal_key = hmac256(&k, b"espmail accounts: sealed name v1");
-    let (stored, want) = key_checks(&db, &k);
-    assert_eq!(stored, want);
     let conn = rusqlite::Connection::open(&db).unwrap();
+    let key_id: i64 = conn
+        .query_row(
+            "SELECT value FROM meta WHERE name = 'accounts_key'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(key_id, 1);
+    let own_check: bool = conn
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'accounts_meta')",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(
+        !own_check,
+        "no key check of the accounts' own beside the vault's"
+    );
     let (index, sealed): (Vec<u8>, Vec<u8>) = conn
         .query_row("SELECT name_index, sealed_name FROM accounts", [], |r| {
             Ok((r.get(0)?, r.get(1)?))
@@ -424,13 +446,6 @@ fn the_on_disk_format_is_the_documented_one() {
     )
     .unwrap();
     assert_eq!(plain, b"Bob Smith");
-    // The accounts key itself is one HKDF-Expand block of the keyfile secret.
-    let derived = AccountsKey::derive_from(b"keyfile secret").unwrap();
-    let expected = hmac256(b"keyfile secret", b"espmail accounts key v1\x01");
-    let db2 = dir.path().join("derived.db");
-    Accounts::open_with(&db2, &derived, FAST).unwrap();
-    let (stored, want) = key_checks(&db2, &expected);
-    assert_eq!(stored, want);
 }
 
 #[tokio::test]

@@ -1,10 +1,14 @@
-//! Sliding-window rate limits keyed by name or address: the failed-login slowdown
-//! (ESPMAIL.md §1) and the ESP Mail send rate (§3).
+//! Sliding-window rate limits keyed by name or address, in the bottom layer so that one
+//! implementation serves both users: the ESP Mail send rate (ESPMAIL.md §3, in
+//! [`crate::world::esp`]) and the failed-login slowdown (§1, the login throttle beside the
+//! accounts).
 //!
 //! Pure: time is passed in as an [`Instant`], so tests move it by hand. Memory is bounded:
 //! each key keeps at most `limit` timestamps, and the number of keys is capped; when the
 //! cap is reached, keys whose window has passed are dropped first, then the key that was
 //! touched least recently.
+//!
+//! May touch: nothing outside memory; imports nothing from the crate.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
