@@ -11,9 +11,10 @@
 //!
 //! - [`keyfile`]: the setup-time key part, outside the database; zeroed on drop.
 //! - [`crypto`]: pure: HKDF + AES-256-GCM via openssl, padding, blind index, key check.
-//! - [`store`]: SQLite on one writer thread: migrations, group commit, secure delete,
-//!   quarantine (listed, dropped by the operator, purged at its expiry day), limits,
-//!   rotation steps.
+//! - [`store`]: the SQLite connection setup (WAL, full sync, secure delete), migrations,
+//!   key checks, limits and the blocking `Store` (rotation steps included); its rows' SQL
+//!   lives in `rows` (quarantine listed, dropped by the operator, purged at its expiry
+//!   day), the writer thread (group commit) in `writer`, its errors in `error`.
 //! - [`service`]: [`MailHandle`], the async face sessions use.
 //! - [`accounts`]: the `accounts` table (blind name index, sealed names, scrypt hashes),
 //!   the accounts key's id in `meta`, [`accounts::AccountsHandle`] (the async face, the
@@ -26,13 +27,16 @@
 pub mod accounts;
 mod accounts_handle;
 pub mod crypto;
+mod error;
 pub mod keyfile;
 pub mod offline;
 pub mod open;
 mod password;
+mod rows;
 pub mod service;
 pub mod store;
 mod throttle;
+mod writer;
 
 pub use crypto::MailId;
 pub use service::{MailHandle, Mailbox};
