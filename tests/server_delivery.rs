@@ -118,6 +118,30 @@ async fn leave_after_deletes(server: &TestServer, mut c: Client, n: usize) {
     assert_eq!(server.log_count(DELETED), n, "each message deleted once");
 }
 
+/// Alice leaves `mails` (two) for Bob under the default prompt timeout; the server then
+/// restarts (SIGTERM, same data directory) with a 1 s one, so only the Next prompt has to
+/// lapse. Bob logs in and is shown one message and "Next ESP Mail (1 left)?". Returns the
+/// temporary directory (keep it), the server, Bob, and the message not yet shown.
+async fn bob_at_a_lapsing_next_prompt<'a>(
+    mails: &[&'a str],
+) -> (tempfile::TempDir, TestServer, Client, &'a str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let short = tmp.path().join("short.toml");
+    std::fs::write(&short, "[mail]\nprompt_timeout_secs = 1\n").unwrap();
+    let mut server = TestServer::start_in(&dir, &[]);
+    bob_gets_mail(&server, mails).await;
+    server.signal("TERM");
+    assert!(server.wait_exit().success());
+    let server = TestServer::start_in(&dir, &["--config", short.to_str().unwrap()]);
+    let mut bob = bob_logs_in(&server, true).await;
+    let seen = until_prompt(&mut bob).await;
+    let first = one_of(&seen, mails);
+    let second = mails.iter().copied().find(|m| *m != first).unwrap();
+    assert_eq!(prompt_of(&seen), "Next ESP Mail (1 left)? (Y/N) ");
+    (tmp, server, bob, second)
+}
+
 /// Logs Bob in and proves no mail is waiting.
 async fn bob_has_no_mail(server: &TestServer) {
     let mut bob = bob_logs_in(server, true).await;
@@ -276,24 +300,8 @@ async fn empty_and_y_deliver_the_next_and_n_keeps_the_rest_for_later() {
 
 #[tokio::test]
 async fn no_answer_to_the_next_prompt_keeps_the_rest() {
-    // Mail is sent under the default prompt timeout; the server then restarts (SIGTERM,
-    // same data directory) with a 1 s one, so only the Next prompt has to lapse.
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("data");
-    let short = tmp.path().join("short.toml");
-    std::fs::write(&short, "[mail]\nprompt_timeout_secs = 1\n").unwrap();
-    let mut server = TestServer::start_in(&dir, &[]);
     let mails = ["lapse-1", "lapse-2"];
-    bob_gets_mail(&server, &mails).await;
-    server.signal("TERM");
-    assert!(server.wait_exit().success());
-    let server = TestServer::start_in(&dir, &["--config", short.to_str().unwrap()]);
-
-    let mut bob = bob_logs_in(&server, true).await;
-    let seen = until_prompt(&mut bob).await;
-    let first = one_of(&seen, &mails);
-    let second = mails.iter().copied().find(|m| *m != first).unwrap();
-    assert_eq!(prompt_of(&seen), "Next ESP Mail (1 left)? (Y/N) ");
+    let (_tmp, server, mut bob, second) = bob_at_a_lapsing_next_prompt(&mails).await;
     // Bob says nothing; the prompt lapses and he is told the rest is kept (his screen
     // still shows the question). The rest stays stored.
     let mut seen = bob
@@ -329,21 +337,8 @@ async fn no_answer_to_the_next_prompt_keeps_the_rest() {
 
 #[tokio::test]
 async fn a_late_yes_to_a_lapsed_next_prompt_still_delivers_the_next() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("data");
-    let short = tmp.path().join("short.toml");
-    std::fs::write(&short, "[mail]\nprompt_timeout_secs = 1\n").unwrap();
-    let mut server = TestServer::start_in(&dir, &[]);
     let mails = ["late-1", "late-2"];
-    bob_gets_mail(&server, &mails).await;
-    server.signal("TERM");
-    assert!(server.wait_exit().success());
-    let server = TestServer::start_in(&dir, &["--config", short.to_str().unwrap()]);
-
-    let mut bob = bob_logs_in(&server, true).await;
-    let seen = until_prompt(&mut bob).await;
-    let first = one_of(&seen, &mails);
-    let second = mails.iter().copied().find(|m| *m != first).unwrap();
+    let (_tmp, server, mut bob, second) = bob_at_a_lapsing_next_prompt(&mails).await;
     bob.collect_until(|e| e.text() == Some(b"ESP Mail kept for later."))
         .await
         .unwrap();
