@@ -9,6 +9,7 @@ use espmail::espmail::crypto::{Keyring, Letter, MailId};
 use espmail::espmail::keyfile::{self, Keyfile, Secret};
 use espmail::espmail::store::Store;
 use espmail::espmail::{offline, Limits, MailHandle, SaveError, StoreError};
+use espmail_test_macros::bounded;
 use rusqlite::Connection;
 
 mod vault_support;
@@ -633,6 +634,7 @@ async fn shutdown_flushes_queued_saves_and_refuses_later_ones() {
 /// fix, a job pushed by a sender that held a queue permit just after the writer dropped its
 /// receiver sat in the channel for good and its caller never woke. Raced many times; each
 /// round is bounded, so a hang fails in seconds instead of stalling CI.
+#[bounded(secs = 120)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn saves_racing_shutdown_are_always_answered() {
     let v = Vault::new();
