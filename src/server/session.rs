@@ -11,7 +11,10 @@
 //! - `plaza`: presence, drawing the region, and pushes from other sessions;
 //! - `esp`: speech, ESP intents and ESP Mail saves, the line rate;
 //! - `delivery`: waiting mail, its lease, and its deletion once acked;
-//! - `outbound`: the packet queue, the link window, mail tags and pacing.
+//! - `outbound`: the packet queue, the link window, mail tags and pacing;
+//! - and two parts of the session itself, in `session/`: `prompts` (the one prompt
+//!   clock: who asked, the lapse, late answers) and `speech` (chat, `TO:NAME`, ESP and
+//!   the intents the ESP dialogue returns).
 //!
 //! What a request *means* is decided by `world` (accounts, presence, the ESP dialogue) and
 //! `espmail` (the vault). The session keeps the connection's phase and all its timing:
@@ -33,7 +36,6 @@
 //! May touch: its own stream; the registry, accounts and vault through `Deps`.
 
 use std::borrow::Cow;
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -44,12 +46,11 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::codec::{Framed, FramedParts};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, trace, warn};
-use zeroize::Zeroizing;
 
 use super::bad_input::{BadInput, BadKind, Verdict};
 use super::caps::SeatBeforeLogin;
 use super::delivery::{Delivery, Show};
-use super::esp::{self, Admit, Lines};
+use super::esp::Lines;
 use super::login::{self, Auth, LoginError, Step};
 use super::outbound::{Outbound, SendError};
 use super::plaza::Plaza;
@@ -62,8 +63,12 @@ use crate::protocol::messages::{
     self, ClientMsg, ClientRequest, ServerMessage, IM_ALIVE_OK_TEXT, REGION_NOID,
 };
 use crate::protocol::qlink::QLinkCodec;
-use crate::world::esp::{classify_speak, strip_prompt_echo, EspState, Intent, Speech};
+use crate::world::esp::EspState;
 use crate::world::login::WRONG_NAME_OR_PASSWORD;
+use prompts::{Prompt, PromptFor};
+
+mod prompts;
+mod speech;
 
 /// How long a connection the server ends waits for the client to close its side (see
 /// [`Live::close_gracefully`]); bounded so a silent client cannot hold a shutdown.
@@ -130,24 +135,6 @@ enum Phase {
     Alive,
     /// HERE_I_AM seen: the client shows balloon lines and prompts.
     Here,
-}
-
-/// What the one pending PROMPT_USER is for: the part told when it is answered or lapses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum PromptFor {
-    /// The in-world password dialogue ([`login::Asking`]).
-    Password,
-    /// The ESP Mail offer ([`EspState`]).
-    MailOffer,
-    /// "Next ESP Mail" ([`Delivery`]).
-    NextMail,
-}
-
-/// The pending prompt: the session's prompt clock.
-struct Prompt {
-    for_: PromptFor,
-    text: Cow<'static, str>,
-    lapses_at: tokio::time::Instant,
 }
 
 /// One connection's task.
@@ -658,259 +645,6 @@ where
             self.say(log_redact::DEBUG_NOTICE);
         }
         self.start_delivery().await;
-    }
-
-    // ---- the prompt clock ----
-
-    /// Sends PROMPT_USER and starts the prompt clock; the connection has one prompt at a
-    /// time, so this replaces any other.
-    fn ask(&mut self, for_: PromptFor, text: impl Into<Cow<'static, str>>) {
-        // The new prompt takes the prompt line: a late answer can no longer be told apart
-        // from an answer to it, so the parts whose prompt lapsed forget it, and a delivery
-        // whose question is still open (or lapsed) ends for this login.
-        if for_ != PromptFor::NextMail {
-            if let Some(d) = self.delivery.as_mut() {
-                let open = self.prompt.as_ref().map(|p| p.for_) == Some(PromptFor::NextMail);
-                if open || d.is_lapsed() {
-                    let shows = d.superseded();
-                    self.show_delivery(shows);
-                }
-            }
-        }
-        if for_ != PromptFor::MailOffer {
-            if let Some(esp) = self.esp.as_mut() {
-                esp.forget_lapse();
-            }
-        }
-        self.lapsed_text = None;
-        if for_ == PromptFor::Password {
-            // The prompt clock takes over the unauthenticated seat's time limit.
-            self.seat_lapses_at = None;
-        }
-        let text = text.into();
-        self.send(ServerMessage::PromptUser(Bytes::copy_from_slice(
-            text.as_bytes(),
-        )));
-        self.prompt = Some(Prompt {
-            for_,
-            text,
-            lapses_at: tokio::time::Instant::now() + self.deps.settings.prompt_timeout,
-        });
-    }
-
-    async fn on_prompt_reply(&mut self, text: Sensitive<Vec<u8>>) -> Result<Flow, SessionError> {
-        let Some(prompt) = self.prompt.take() else {
-            return self.on_late_reply(text).await;
-        };
-        // A copy of what was typed (a password, perhaps): zeroed when dropped, like `text`.
-        let mut answer =
-            Zeroizing::new(strip_prompt_echo(prompt.text.as_bytes(), text.expose()).to_vec());
-        drop(text);
-        match prompt.for_ {
-            PromptFor::Password => {
-                // Moved into a `Password`, which zeroes it in turn.
-                let typed = std::mem::take(&mut *answer);
-                let step = match &mut self.auth {
-                    Auth::Asking(asking) => asking.answer(typed, &self.deps, self.peer).await,
-                    _ => Step::Nothing,
-                };
-                self.on_login_step(step).await
-            }
-            PromptFor::MailOffer => {
-                let intents = match self.esp.as_mut() {
-                    Some(state) => state.prompt_reply(
-                        &answer,
-                        &self.plaza.directory(),
-                        &self.deps.mail_rate,
-                        Instant::now(),
-                    ),
-                    None => Vec::new(),
-                };
-                self.run_intents(None, intents).await;
-                Ok(Flow::Continue)
-            }
-            PromptFor::NextMail => {
-                let shows = match self.delivery.as_mut() {
-                    Some(d) => d.answer(&answer),
-                    None => Vec::new(),
-                };
-                self.show_delivery(shows);
-                Ok(Flow::Continue)
-            }
-        }
-    }
-
-    /// A prompt reply with no prompt pending. An answer to a prompt that lapsed is never
-    /// met with silence (the C64 cannot take a prompt back, so the player may answer it
-    /// minutes later): the part whose prompt lapsed answers it. Anything else is dropped
-    /// without a log line, so unsolicited replies cannot be used to write to the log.
-    async fn on_late_reply(&mut self, text: Sensitive<Vec<u8>>) -> Result<Flow, SessionError> {
-        let Some(prompt) = self.lapsed_text.take() else {
-            return Ok(Flow::Continue);
-        };
-        let answer = strip_prompt_echo(prompt.as_bytes(), text.expose());
-        if self.esp.as_ref().is_some_and(EspState::lapsed) {
-            let intents = match self.esp.as_mut() {
-                Some(state) => state.prompt_reply(
-                    answer,
-                    &self.plaza.directory(),
-                    &self.deps.mail_rate,
-                    Instant::now(),
-                ),
-                None => Vec::new(),
-            };
-            self.run_intents(None, intents).await;
-        } else if let Some(d) = self.delivery.as_mut().filter(|d| d.is_lapsed()) {
-            let shows = d.answer(answer);
-            self.show_delivery(shows);
-        }
-        Ok(Flow::Continue)
-    }
-
-    /// The prompt clock ran out: the part that asked is told.
-    async fn on_prompt_lapsed(&mut self) -> Result<Flow, SessionError> {
-        let Some(prompt) = self.prompt.take() else {
-            return Ok(Flow::Continue);
-        };
-        self.lapsed_text = Some(prompt.text);
-        match prompt.for_ {
-            PromptFor::Password => {
-                info!("no answer to the password prompt");
-                Ok(Flow::Close)
-            }
-            PromptFor::MailOffer => {
-                // The pending text is dropped from memory; nothing is stored, and the
-                // sender is told, since the prompt stays on a C64's screen.
-                let intents = match self.esp.as_mut() {
-                    Some(state) => state.prompt_lapsed(),
-                    None => Vec::new(),
-                };
-                info!("ESP Mail offer lapsed");
-                self.run_intents(None, intents).await;
-                self.pump().await?;
-                Ok(Flow::Continue)
-            }
-            PromptFor::NextMail => {
-                // The rest stays stored; the player is told, and a late answer still
-                // counts.
-                let shows = match self.delivery.as_mut() {
-                    Some(d) => d.lapsed(),
-                    None => Vec::new(),
-                };
-                self.show_delivery(shows);
-                self.pump().await?;
-                Ok(Flow::Continue)
-            }
-        }
-    }
-
-    // ---- speech and ESP ----
-
-    /// Whether one more line may go out now. A dropped line still gets its reply (the
-    /// client waits for one), keeping ESP mode as it was; the sender is told once per run
-    /// of dropped lines.
-    fn line_allowed(&mut self, seq: u8, esp: bool) -> bool {
-        let Admit::No { first } = self.lines.admit(Instant::now()) else {
-            return true;
-        };
-        if first {
-            self.say(esp::TOO_FAST);
-        }
-        let in_esp = esp && self.esp.as_ref().is_some_and(|e| e.target().is_some());
-        self.send(ServerMessage::EspReply {
-            seq,
-            noid: self.plaza.my_noid(),
-            esp: in_esp,
-        });
-        false
-    }
-
-    async fn on_speak(&mut self, seq: u8, text: Sensitive<Vec<u8>>) {
-        let me = self.plaza.my_noid();
-        if !self.is_visible() || self.esp.is_none() {
-            // A hidden avatar (password pending) cannot chat.
-            self.send(ServerMessage::EspReply {
-                seq,
-                noid: me,
-                esp: false,
-            });
-            return;
-        }
-        match classify_speak(text.expose()) {
-            Speech::Chat(words) => {
-                debug!(len = words.len(), fp = %self.fp.fingerprint(words.expose()), "speak");
-                self.plaza.chat(words);
-                self.send(ServerMessage::EspReply {
-                    seq,
-                    noid: me,
-                    esp: false,
-                });
-            }
-            Speech::EspTo(typed) => {
-                // A new TO: cancels any pending offer (ESPMAIL.md §3).
-                if self.prompt.as_ref().map(|p| p.for_) == Some(PromptFor::MailOffer) {
-                    self.prompt = None;
-                }
-                let known = match self.deps.accounts.lookup(&typed).await {
-                    Ok(found) => found.map(|a| a.name),
-                    Err(e) => {
-                        warn!(error = %e, "account lookup failed");
-                        None
-                    }
-                };
-                let intents = match self.esp.as_mut() {
-                    Some(state) => state.start(&typed, known, &self.plaza.directory()),
-                    None => Vec::new(),
-                };
-                self.run_intents(Some(seq), intents).await;
-            }
-        }
-    }
-
-    async fn on_esp(&mut self, seq: u8, text: Sensitive<Vec<u8>>) {
-        let visible = self.is_visible();
-        let intents = match (visible, self.esp.as_mut()) {
-            (true, Some(state)) => {
-                debug!(len = text.len(), fp = %self.fp.fingerprint(text.expose()), "esp");
-                let dir = self.plaza.directory();
-                state.esp(text.expose(), &dir, &self.deps.mail_rate, Instant::now())
-            }
-            _ => vec![Intent::Reply { esp: false }],
-        };
-        if intents.is_empty() {
-            self.send(ServerMessage::EspReply {
-                seq,
-                noid: self.plaza.my_noid(),
-                esp: false,
-            });
-        }
-        self.run_intents(Some(seq), intents).await;
-    }
-
-    /// Carries out the ESP dialogue's intents, in order. `seq` is the request being
-    /// answered (None for a prompt reply, which takes no reply).
-    async fn run_intents(&mut self, seq: Option<u8>, intents: Vec<Intent>) {
-        let me = self.plaza.my_noid();
-        let mut queue: VecDeque<Intent> = intents.into();
-        while let Some(intent) = queue.pop_front() {
-            match intent {
-                Intent::Prompt(text) => self.ask(PromptFor::MailOffer, text),
-                Intent::Chat(words) => self.plaza.chat(words),
-                Intent::SaveMail { to, from, text } => {
-                    // Awaited here, outside any select: a shutdown lets it finish, and
-                    // "saved" is said only after the durable commit.
-                    let outcome = esp::save(&self.deps.mail, &to, &from, text).await;
-                    if let Some(state) = self.esp.as_mut() {
-                        queue.extend(state.save_result(outcome));
-                    }
-                }
-                other => {
-                    if let Some(msg) = esp::message(other, me, seq) {
-                        self.send(msg);
-                    }
-                }
-            }
-        }
     }
 
     // ---- ESP Mail delivery at login ----
