@@ -127,7 +127,7 @@ impl Settings {
 
 impl Default for Settings {
     /// The settings of the built-in config (its numbers are written once, in
-    /// `config.rs`).
+    /// `config/sections.rs`).
     fn default() -> Self {
         Settings::from_config(&Config::default())
     }
