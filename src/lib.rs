@@ -19,8 +19,9 @@
 //! - The bottom layer, under world and vault alike: [`avatar`] (avatar names, their one
 //!   normalisation, passwords that never print and the rule for a new one), [`rate`] (the
 //!   sliding window behind the ESP Mail send rate and the failed-login slowdown), [`utc`]
-//!   (dates for mail headers and account listings) and [`private_dir`] (owner-only
-//!   directories: data, keyfile, logs).
+//!   (dates for mail headers and account listings), [`limits`] (the old clients' 114-byte
+//!   speech cap, which the protocol, the world, the vault and the config all follow) and
+//!   [`private_dir`] (owner-only directories: data, keyfile, logs).
 //! - [`log_redact`]: beside them all: the only code that decides how sensitive values show
 //!   in logs (lengths, and fingerprints keyed per session), and that wipes them on drop.
 //! - [`cli`]: the command line (clap derive), used by the `espmail` binary;
@@ -44,6 +45,7 @@ pub mod cli;
 pub mod cli_docs;
 pub mod config;
 pub mod espmail;
+pub mod limits;
 pub mod listen;
 pub mod log_redact;
 pub mod ops;

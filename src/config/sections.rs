@@ -256,8 +256,7 @@ pub struct MailConfig {
     pub prompt_timeout_secs: u64,
 }
 
-/// The C64's speech balloon holds at most this many bytes (ESPMAIL.md §4).
-pub const SPEECH_CAP: usize = 114;
+pub use crate::limits::SPEECH_CAP;
 
 impl Default for MailConfig {
     fn default() -> Self {

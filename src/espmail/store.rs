@@ -91,7 +91,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_per_recipient: 50,
-            max_text_len: 114,
+            max_text_len: crate::limits::SPEECH_CAP,
             retention_days: 90,
             queue_len: 4096,
             max_batch: 1024,

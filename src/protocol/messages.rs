@@ -25,8 +25,7 @@ use crate::log_redact::Sensitive;
 pub const REGION_NOID: u8 = 0;
 /// How a speaker of 256 ("unassigned") and ghosts are sent.
 pub const UNASSIGNED_NOID: u8 = 0xFF;
-/// Most text bytes in a speech balloon, OBJECT_TALKS line or prompt (bridge_v2's 114).
-pub const SPEECH_CAP: usize = 114;
+pub use crate::limits::SPEECH_CAP;
 /// What replaces a byte the C64 cannot show as text.
 pub const REPLACEMENT: u8 = b'?';
 /// IM_ALIVE reply text after an "alive" status: the disk the client needs ('0') and the

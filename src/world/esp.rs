@@ -24,8 +24,7 @@ use crate::log_redact::Sensitive;
 use crate::rate::{wait_secs, SlidingWindow};
 use crate::utc::utc_parts;
 
-/// Longest speech text in bytes (WIRE.md §4.3, ESPMAIL.md §4).
-pub const SPEECH_CAP: usize = 114;
+pub use crate::limits::SPEECH_CAP;
 /// Unusable answers to one prompt before it is given up.
 pub const MAX_UNUSABLE_ANSWERS: u32 = 3;
 /// ESP Mail saves per sender per minute, by default (ESPMAIL.md §3 `send_rate`).
