@@ -248,7 +248,8 @@ pub struct MailConfig {
     pub max_per_recipient: u32,
     /// Longest text stored, in bytes: the C64 speech cap (ESPMAIL.md §4).
     pub max_text_len: usize,
-    /// Undelivered messages older than this many days are purged (0 = kept forever).
+    /// Undelivered messages older than this many days are purged; at least 1 (every row
+    /// carries its expiry day in the clear, so the purge needs no key).
     pub retention_days: u32,
     /// ESP Mail one sender may save per minute.
     pub send_rate_per_minute: u32,
