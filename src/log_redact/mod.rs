@@ -199,27 +199,27 @@ impl fmt::Debug for Fingerprint {
 pub struct Fingerprinter {
     /// `None` when no key could be had: every fingerprint is then `00000000`, which tells
     /// an admin nothing but, unlike a guessable fallback key, cannot reveal short texts.
-    key: Option<PKey<openssl::pkey::Private>>,
+    /// The raw key, not an openssl key object: every session holds one, and an HMAC
+    /// `PKey` costs over a kilobyte of heap each, while fingerprints are computed only
+    /// when debug logging asks for them.
+    key: Option<zeroize::Zeroizing<Vec<u8>>>,
 }
 
 impl Fingerprinter {
     /// A fingerprinter under a fresh random key (see the `key` field for what happens if
     /// the system's random source fails; it does not on Linux).
     pub fn random() -> Fingerprinter {
-        let mut key = [0u8; 32];
-        let fingerprinter = match openssl::rand::rand_bytes(&mut key) {
-            Ok(()) => Fingerprinter::with_key(&key),
+        let mut key = zeroize::Zeroizing::new(vec![0u8; 32]);
+        match openssl::rand::rand_bytes(&mut key) {
+            Ok(()) => Fingerprinter { key: Some(key) },
             Err(_) => Fingerprinter { key: None },
-        };
-        key.fill(0);
-        fingerprinter
+        }
     }
 
-    /// A fingerprinter under a given key.
+    /// A fingerprinter under a given key (HMAC takes a key of any length).
     pub fn with_key(key: &[u8]) -> Fingerprinter {
-        // openssl accepts an HMAC key of any length; a refusal leaves fingerprints blank.
         Fingerprinter {
-            key: PKey::hmac(key).ok(),
+            key: Some(zeroize::Zeroizing::new(key.to_vec())),
         }
     }
 
@@ -230,7 +230,8 @@ impl Fingerprinter {
             .key
             .as_ref()
             .and_then(|key| {
-                let mut s = Signer::new(MessageDigest::sha256(), key).ok()?;
+                let key = PKey::hmac(key).ok()?;
+                let mut s = Signer::new(MessageDigest::sha256(), &key).ok()?;
                 s.update(data).ok()?;
                 s.sign_to_vec().ok()
             })

@@ -46,7 +46,7 @@ pub enum Push {
         text: Sensitive<Vec<u8>>,
     },
     /// A live ESP for this avatar.
-    Esp(LiveEsp),
+    Esp(Box<LiveEsp>),
     /// A line from the server to show (e.g. the debug notice).
     Notice(&'static str),
 }
@@ -137,7 +137,7 @@ impl Plaza {
 
     /// Who is online, for the ESP dialogue; live ESP goes out as [`Push::Esp`].
     pub fn directory(&self) -> RegistryDirectory<'_, Push, fn(LiveEsp) -> Push> {
-        RegistryDirectory::new(&self.registry, Push::Esp)
+        RegistryDirectory::new(&self.registry, |live| Push::Esp(Box::new(live)))
     }
 
     /// The DESCRIBE reply: the region with every avatar present (this one included), in
@@ -230,7 +230,7 @@ impl Plaza {
             ],
             Push::Spoke { noid, text } if self.drawn => vec![ServerMessage::Speak { noid, text }],
             Push::Arrived(_) | Push::Appeared(_) | Push::Left(_) | Push::Spoke { .. } => Vec::new(),
-            Push::Esp(live) => esp::show_live(live, self.my_noid()).into(),
+            Push::Esp(live) => esp::show_live(*live, self.my_noid()).into(),
             Push::Notice(text) => vec![ServerMessage::ObjectTalks {
                 speaker: REGION_NOID,
                 text: Sensitive::new(text.as_bytes().to_vec()),
@@ -308,7 +308,7 @@ mod tests {
         bob.chat(Sensitive::new(b"hi".to_vec()));
         assert!(drawn(&mut alice).is_empty());
         // An ESP and a notice are shown anyway.
-        let live = alice.draw(Push::Esp(LiveEsp::new(name("Bob"), b"psst")));
+        let live = alice.draw(Push::Esp(Box::new(LiveEsp::new(name("Bob"), b"psst"))));
         assert_eq!(live.len(), 3);
         assert!(matches!(
             &live[1],

@@ -188,12 +188,12 @@ where
         // Logging in (login line, then the first packet that IM_ALIVE answers) has this
         // long in all.
         let login_deadline = tokio::time::Instant::now() + login_timeout;
-        let Some((login, leftover)) = login::read_preamble(
+        let Some((login, leftover)) = Box::pin(login::read_preamble(
             &mut self.stream,
             &self.read_ahead,
             login_timeout,
             &self.shutdown,
-        )
+        ))
         .await?
         else {
             return Ok(());
@@ -205,7 +205,7 @@ where
             leftover = leftover.len(),
             "login line read"
         );
-        let auth = login::authenticate(&self.deps, &self.peer, login).await;
+        let auth = Box::pin(login::authenticate(&self.deps, &self.peer, login)).await;
         // The link starts with whatever the client sent after its login line.
         let mut parts = FramedParts::new::<Frame>(self.stream, QLinkCodec::new());
         parts.read_buf = BytesMut::from(&leftover[..]);
@@ -221,7 +221,7 @@ where
             // The mailbox lease goes first: a login that replaced this one must not wait
             // for the linger below to open it.
             live.delivery = None;
-            live.close_gracefully().await;
+            Box::pin(live.close_gracefully()).await;
         }
         result
     }
