@@ -6,11 +6,14 @@
 //! payloads in one session show the same fingerprint, and nothing a player typed is
 //! shown. Given no fingerprinter (a prompt reply: a typed password or answer), the length
 //! is all there is. Use them as a field:
-//! `debug!(pkt = %log_redact::packet(Dir::In, &frame, Some(&fp)), "frame")`.
+//! `debug!(pkt = %log_redact::packet(Dir::In, &frame.cmd, (frame.send, frame.recv),
+//! &frame.payload, Some(&fp)), "frame")`.
+//!
+//! It takes plain numbers and bytes (and the command as anything that prints itself), so
+//! it needs nothing from the protocol module: log_redact sits beside every layer and
+//! imports none of them.
 
 use std::fmt;
-
-use crate::protocol::frame::Frame;
 
 use super::Fingerprinter;
 
@@ -37,14 +40,31 @@ impl fmt::Display for Dir {
 #[derive(Clone, Copy)]
 pub struct PacketSummary<'a> {
     dir: Dir,
-    frame: &'a Frame,
+    cmd: &'a dyn fmt::Debug,
+    send: u8,
+    recv: u8,
+    payload: &'a [u8],
     fp: Option<&'a Fingerprinter>,
 }
 
-/// Describes a frame for the log, fingerprinted under `fp` (the session's) when given
-/// (computes nothing until it is displayed, so a disabled debug event costs no HMAC).
-pub fn packet<'a>(dir: Dir, frame: &'a Frame, fp: Option<&'a Fingerprinter>) -> PacketSummary<'a> {
-    PacketSummary { dir, frame, fp }
+/// Describes a frame for the log by its command (as its `Debug` names it), its sequence
+/// numbers `(send, recv)` and its payload, fingerprinted under `fp` (the session's) when
+/// given. Computes nothing until it is displayed, so a disabled debug event costs no HMAC.
+pub fn packet<'a>(
+    dir: Dir,
+    cmd: &'a dyn fmt::Debug,
+    (send, recv): (u8, u8),
+    payload: &'a [u8],
+    fp: Option<&'a Fingerprinter>,
+) -> PacketSummary<'a> {
+    PacketSummary {
+        dir,
+        cmd,
+        send,
+        recv,
+        payload,
+        fp,
+    }
 }
 
 /// ` fp=XXXXXXXX` under `fp`, or nothing.
@@ -57,17 +77,16 @@ fn write_fp(f: &mut fmt::Formatter<'_>, fp: Option<&Fingerprinter>, data: &[u8])
 
 impl fmt::Display for PacketSummary<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let fr = self.frame;
         write!(
             f,
             "dir={} cmd={:?} send={:#04x} recv={:#04x} len={}",
             self.dir,
-            fr.cmd,
-            fr.send,
-            fr.recv,
-            fr.payload.len(),
+            self.cmd,
+            self.send,
+            self.recv,
+            self.payload.len(),
         )?;
-        write_fp(f, self.fp, &fr.payload)
+        write_fp(f, self.fp, self.payload)
     }
 }
 
@@ -134,35 +153,43 @@ impl fmt::Debug for HabitatSummary<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::frame::Command;
-    use bytes::Bytes;
+
+    /// Stands in for the protocol's command type: anything whose `Debug` names it.
+    #[derive(Debug)]
+    enum Cmd {
+        Action,
+    }
+
+    /// An unknown command shows as its number.
+    struct Raw(u8);
+
+    impl fmt::Debug for Raw {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "Command({:#04x})", self.0)
+        }
+    }
 
     #[test]
     fn frame_shows_structure_and_fingerprint_never_bytes() {
-        let payload = Bytes::from_static(b"\x55\x01ESP:the secret fountain");
-        let frame = Frame {
-            send: 0x11,
-            recv: 0x10,
-            cmd: Command::ACTION,
-            payload: payload.clone(),
-        };
+        let payload: &[u8] = b"\x55\x01ESP:the secret fountain";
+        let frame = |fp| packet(Dir::In, &Cmd::Action, (0x11, 0x10), payload, fp);
         let fp = Fingerprinter::random();
-        let shown = packet(Dir::In, &frame, Some(&fp)).to_string();
+        let shown = frame(Some(&fp)).to_string();
         assert_eq!(
             shown,
             format!(
                 "dir=in cmd=Action send=0x11 recv=0x10 len={} fp={}",
                 payload.len(),
-                fp.fingerprint(&payload)
+                fp.fingerprint(payload)
             )
         );
-        assert_eq!(format!("{:?}", packet(Dir::In, &frame, Some(&fp))), shown);
+        assert_eq!(format!("{:?}", frame(Some(&fp))), shown);
         assert!(!shown.contains("fountain"));
         let hex: String = b"fountain".iter().map(|b| format!("{b:02x}")).collect();
         assert!(!shown.contains(&hex));
         // Without a fingerprinter (a prompt reply): the length only.
         assert_eq!(
-            packet(Dir::In, &frame, None).to_string(),
+            frame(None).to_string(),
             format!(
                 "dir=in cmd=Action send=0x11 recv=0x10 len={}",
                 payload.len()
@@ -172,14 +199,8 @@ mod tests {
 
     #[test]
     fn unknown_command_and_out_direction() {
-        let frame = Frame {
-            send: 0x7f,
-            recv: 0x10,
-            cmd: Command(0x41),
-            payload: Bytes::new(),
-        };
         let fp = Fingerprinter::random();
-        let shown = packet(Dir::Out, &frame, Some(&fp)).to_string();
+        let shown = packet(Dir::Out, &Raw(0x41), (0x7f, 0x10), &[], Some(&fp)).to_string();
         assert!(shown.starts_with("dir=out cmd=Command(0x41) send=0x7f recv=0x10 len=0 fp="));
     }
 

@@ -193,7 +193,7 @@ impl Outbound {
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
-        debug!(pkt = %log_redact::packet(Dir::Out, &frame, Some(&self.fp)), "frame");
+        debug!(pkt = %log_redact::packet(Dir::Out, &frame.cmd, (frame.send, frame.recv), &frame.payload, Some(&self.fp)), "frame");
         sink.send(frame).await?;
         Ok(())
     }

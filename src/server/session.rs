@@ -417,7 +417,7 @@ where
         match &item {
             Ok(frame) => {
                 let fp = self.fingerprinter_for(&frame.payload);
-                debug!(pkt = %log_redact::packet(Dir::In, frame, fp), "frame");
+                debug!(pkt = %log_redact::packet(Dir::In, &frame.cmd, (frame.send, frame.recv), &frame.payload, fp), "frame");
                 self.idle_deadline = tokio::time::Instant::now() + self.deps.settings.idle_timeout;
             }
             // The real C64's deliberate probe: answered with the NAK it asks for, not bad.
