@@ -619,6 +619,30 @@ impl ServerMessage {
     }
 }
 
+/// Strips the prompt echo from a PROMPT_REPLY's text (WIRE.md §5): the C64 client sends
+/// the prompt minus its last character, then the typed text — a quirk of this client, so
+/// it is undone here, before the answer reaches the world. If the echo is not at the start,
+/// it is looked for anywhere (as NeoHabitat does); the answer is what follows, exactly as
+/// typed. Without any echo the whole text is the answer.
+///
+/// WIRE.md says to trim the answer. We trim where it is read as words (`world::esp::parse_answer`
+/// for the Y/N prompts) but not here, because the same answer may be a password, and
+/// passwords are never trimmed (see [`crate::avatar::Password::new`]): a password typed
+/// at the prompt must be the same bytes as that password in the login line.
+pub fn strip_prompt_echo<'a>(prompt: &[u8], reply: &'a [u8]) -> &'a [u8] {
+    let echo = &prompt[..prompt.len().saturating_sub(1)];
+    let rest = if echo.is_empty() {
+        reply
+    } else if let Some(r) = reply.strip_prefix(echo) {
+        r
+    } else if let Some(pos) = reply.windows(echo.len()).position(|w| w == echo) {
+        &reply[pos + echo.len()..]
+    } else {
+        reply
+    };
+    rest
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -714,5 +738,28 @@ mod tests {
         ))
         .unwrap();
         assert!(!format!("{req:?}").contains("fountain"));
+    }
+
+    #[test]
+    fn prompt_echo_is_stripped() {
+        let p = b"ESP Mail to Bob? (Y/N) ";
+        assert_eq!(strip_prompt_echo(p, b"ESP Mail to Bob? (Y/N)Y"), b"Y");
+        assert_eq!(
+            strip_prompt_echo(p, b"ESP Mail to Bob? (Y/N) yes "),
+            b" yes "
+        );
+        assert_eq!(strip_prompt_echo(p, b"ESP Mail to Bob? (Y/N)"), b"");
+        assert_eq!(strip_prompt_echo(p, b"junkESP Mail to Bob? (Y/N)n"), b"n");
+        assert_eq!(strip_prompt_echo(p, b" y "), b" y ");
+        // A password answer keeps its spaces.
+        assert_eq!(
+            strip_prompt_echo(b"Password: ", b"Password:  two words "),
+            b"  two words "
+        );
+        assert_eq!(strip_prompt_echo(b"", b"abc"), b"abc");
+        assert_eq!(
+            strip_prompt_echo(b"Password: ", b"Password:secret"),
+            b"secret"
+        );
     }
 }

@@ -294,6 +294,21 @@ mod tests {
         AuthMode, PROMPT_AGAIN, PROMPT_NEW_PASSWORD, PROMPT_PASSWORD, PROMPT_WRONG_PASSWORD,
     };
 
+    #[test]
+    fn the_login_line_and_the_prompt_give_the_same_password() {
+        let typed = " my pass phrase ";
+        let line = Password::from(Sensitive::new(typed.to_string()));
+        // The C64 echoes the prompt, minus its last character, before what was typed.
+        let mut reply = b"Password:".to_vec();
+        reply.extend_from_slice(typed.as_bytes());
+        let prompt = Password::new(
+            crate::protocol::messages::strip_prompt_echo(PROMPT_PASSWORD.as_bytes(), &reply)
+                .to_vec(),
+        );
+        assert_eq!(line.expose(), prompt.expose());
+        assert_eq!(line.expose(), typed.as_bytes());
+    }
+
     const PEER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3)), 40_000);
     const WAIT: Duration = Duration::from_secs(20);
 

@@ -137,29 +137,6 @@ pub fn pad_body(body: &[u8]) -> Vec<u8> {
     }
 }
 
-/// Strips the prompt echo from a PROMPT_REPLY's text (WIRE.md §5): the client sends the
-/// prompt minus its last character, then the typed text. If the echo is not at the start,
-/// it is looked for anywhere (as NeoHabitat does); the answer is what follows, exactly as
-/// typed. Without any echo the whole text is the answer.
-///
-/// WIRE.md says to trim the answer. We trim where it is read as words ([`parse_answer`]
-/// for the Y/N prompts) but not here, because the same answer may be a password, and
-/// passwords are never trimmed (see [`crate::avatar::Password::new`]): a password typed
-/// at the prompt must be the same bytes as that password in the login line.
-pub fn strip_prompt_echo<'a>(prompt: &[u8], reply: &'a [u8]) -> &'a [u8] {
-    let echo = &prompt[..prompt.len().saturating_sub(1)];
-    let rest = if echo.is_empty() {
-        reply
-    } else if let Some(r) = reply.strip_prefix(echo) {
-        r
-    } else if let Some(pos) = reply.windows(echo.len()).position(|w| w == echo) {
-        &reply[pos + echo.len()..]
-    } else {
-        reply
-    };
-    rest
-}
-
 fn trim_spaces(b: &[u8]) -> &[u8] {
     let start = b.iter().position(|c| *c != b' ').unwrap_or(b.len());
     let end = b.iter().rposition(|c| *c != b' ').map_or(start, |e| e + 1);
@@ -1107,36 +1084,12 @@ mod tests {
     }
 
     #[test]
-    fn prompt_echo_is_stripped() {
-        let p = b"ESP Mail to Bob? (Y/N) ";
-        assert_eq!(strip_prompt_echo(p, b"ESP Mail to Bob? (Y/N)Y"), b"Y");
-        assert_eq!(
-            strip_prompt_echo(p, b"ESP Mail to Bob? (Y/N) yes "),
-            b" yes "
-        );
-        assert_eq!(strip_prompt_echo(p, b"ESP Mail to Bob? (Y/N)"), b"");
-        assert_eq!(strip_prompt_echo(p, b"junkESP Mail to Bob? (Y/N)n"), b"n");
-        assert_eq!(strip_prompt_echo(p, b" y "), b" y ");
-        // Y/N answers are trimmed when they are read.
-        assert_eq!(
-            parse_answer(strip_prompt_echo(p, b"ESP Mail to Bob? (Y/N) yes ")),
-            Answer::Yes
-        );
-        assert_eq!(parse_answer(strip_prompt_echo(p, b" n ")), Answer::No);
-        assert_eq!(
-            parse_answer(strip_prompt_echo(p, b"ESP Mail to Bob? (Y/N)   ")),
-            Answer::Empty
-        );
-        // A password answer keeps its spaces.
-        assert_eq!(
-            strip_prompt_echo(b"Password: ", b"Password:  two words "),
-            b"  two words "
-        );
-        assert_eq!(strip_prompt_echo(b"", b"abc"), b"abc");
-        assert_eq!(
-            strip_prompt_echo(b"Password: ", b"Password:secret"),
-            b"secret"
-        );
+    fn yes_no_answers_are_trimmed_when_read() {
+        assert_eq!(parse_answer(b" yes "), Answer::Yes);
+        assert_eq!(parse_answer(b"Y"), Answer::Yes);
+        assert_eq!(parse_answer(b" n "), Answer::No);
+        assert_eq!(parse_answer(b"   "), Answer::Empty);
+        assert_eq!(parse_answer(b"maybe"), Answer::Unusable);
     }
 
     #[test]

@@ -16,8 +16,9 @@ use zeroize::Zeroizing;
 
 use super::{Auth, Flow, Live, SessionError, Step};
 use crate::log_redact::Sensitive;
+use crate::protocol::messages::strip_prompt_echo;
 use crate::protocol::messages::ServerMessage;
-use crate::world::esp::{strip_prompt_echo, EspState};
+use crate::world::esp::EspState;
 
 /// What the one pending PROMPT_USER is for: the part told when it is answered or lapses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
