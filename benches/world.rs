@@ -44,7 +44,7 @@ fn password_check(c: &mut Criterion) {
     // Logins in parallel through the handle, 2 hashing slots (the core count).
     g.sample_size(10);
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let handle = AccountsHandle::new(acc, 2, ThrottleLimits::default());
+    let handle = AccountsHandle::new(acc, 2, ThrottleLimits::default()).unwrap();
     g.bench_function("handle_verify_20_concurrent", |b| {
         b.iter(|| {
             rt.block_on(async {

@@ -147,9 +147,9 @@ fn serve(args: ServeArgs) -> Result<()> {
     }
     let accounts = AccountsHandle::new(
         accounts.with_min_password_len(config.auth.min_password_len),
-        2,
+        config.auth.hash_threads_in_effect(),
         ThrottleLimits::default(),
-    );
+    )?;
     for line in config.summary().lines() {
         tracing::info!("config {line}");
     }

@@ -96,6 +96,31 @@ impl<K: Hash + Eq + Clone> SlidingWindow<K> {
         Ok(())
     }
 
+    /// Events for `key` still inside the window at `now` (at most the limit: older ones
+    /// are not kept).
+    pub fn count(&self, key: &K, now: Instant) -> usize {
+        self.keys.get(key).map_or(0, |e| {
+            e.times
+                .iter()
+                .filter(|t| now.saturating_duration_since(**t) < self.window)
+                .count()
+        })
+    }
+
+    /// Takes back one event recorded at `at` for `key` (a reservation that turned out not
+    /// to count, such as a login attempt that succeeded). Nothing happens when that event
+    /// is no longer kept.
+    pub fn unrecord(&mut self, key: &K, at: Instant) {
+        if let Some(events) = self.keys.get_mut(key) {
+            if let Some(pos) = events.times.iter().rposition(|t| *t == at) {
+                events.times.remove(pos);
+            }
+            if events.times.is_empty() {
+                self.keys.remove(key);
+            }
+        }
+    }
+
     /// Forgets `key` (e.g. after a successful login).
     pub fn forget(&mut self, key: &K) {
         self.keys.remove(key);
@@ -192,6 +217,26 @@ mod tests {
             w.record(&"x", t0 + Duration::from_millis(u64::from(i)));
         }
         assert!(w.keys.get("x").map(|e| e.times.len()) <= Some(2));
+    }
+
+    #[test]
+    fn a_reservation_taken_back_frees_its_place() {
+        let t0 = Instant::now();
+        let mut w = SlidingWindow::new(2, Duration::from_secs(60), 10);
+        w.record(&"a", t0);
+        w.record(&"a", t0 + Duration::from_secs(1));
+        assert_eq!(w.count(&"a", t0 + Duration::from_secs(2)), 2);
+        assert!(w.check(&"a", t0 + Duration::from_secs(2)).is_err());
+        w.unrecord(&"a", t0 + Duration::from_secs(1));
+        assert_eq!(w.count(&"a", t0 + Duration::from_secs(2)), 1);
+        assert_eq!(w.check(&"a", t0 + Duration::from_secs(2)), Ok(()));
+        // An event not kept (or never recorded) changes nothing; the last one gone, the
+        // key is forgotten.
+        w.unrecord(&"a", t0 + Duration::from_secs(9));
+        assert_eq!(w.count(&"a", t0 + Duration::from_secs(2)), 1);
+        w.unrecord(&"a", t0);
+        assert!(w.is_empty());
+        assert_eq!(w.count(&"a", t0 + Duration::from_secs(120)), 0);
     }
 
     #[test]

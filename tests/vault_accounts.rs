@@ -232,7 +232,7 @@ fn a_sealed_name_moved_to_another_row_does_not_open() {
 }
 
 fn handle(dir: &Path) -> AccountsHandle {
-    AccountsHandle::new(open(&dir.join("db")), 2, ThrottleLimits::default())
+    AccountsHandle::new(open(&dir.join("db")), 2, ThrottleLimits::default()).unwrap()
 }
 
 #[tokio::test]
@@ -461,7 +461,7 @@ async fn the_configured_minimum_rules_registration_and_password_changes() {
     accounts
         .add("Ann", &pw("twelve chars"), SystemTime::now())
         .unwrap();
-    let h = AccountsHandle::new(accounts, 2, ThrottleLimits::default());
+    let h = AccountsHandle::new(accounts, 2, ThrottleLimits::default()).unwrap();
     assert_eq!(h.min_password_len(), 12);
     let peer: IpAddr = "192.0.2.7".parse().unwrap();
     let (t0, now) = (Instant::now(), SystemTime::now());
@@ -491,7 +491,8 @@ async fn the_configured_minimum_rules_registration_and_password_changes() {
         open(&dir.path().join("db")).with_min_password_len(4),
         2,
         ThrottleLimits::default(),
-    );
+    )
+    .unwrap();
     assert!(matches!(
         h.login("Dee", pw("four"), peer, true, t0, now).await,
         Ok(LoginOutcome::Registered(_))

@@ -336,7 +336,8 @@ impl Config {
              outbox_len={} rate_limit={} max_bad_frames={} max_connections_per_address={} \
              connection_cap_exempt={} max_unauthenticated_seats={} proxy_from={}\n\
              data: dir={} database={} keyfile={}\n\
-             auth: mode={} trusted_peers={} auto_register={} min_password_len={}\n\
+             auth: mode={} trusted_peers={} auto_register={} min_password_len={} \
+             hash_threads={}\n\
              mail: max_per_recipient={} max_text_len={} retention_days={} \
              send_rate_per_minute={} prompt_timeout={}s\n\
              logging: level={} file={} admin_socket={}\n\
@@ -362,6 +363,7 @@ impl Config {
             peers,
             a.auto_register,
             a.min_password_len,
+            a.hash_threads_in_effect(),
             m.max_per_recipient,
             m.max_text_len,
             m.retention_days,

@@ -227,6 +227,19 @@ pub struct AuthConfig {
     pub auto_register: bool,
     /// Shortest password accepted for a new avatar.
     pub min_password_len: usize,
+    /// Threads that hash passwords (scrypt: 16 MiB and tens of milliseconds each);
+    /// 0 = one per core. Bounds the memory logins can take: `hash_threads × 16 MiB`.
+    pub hash_threads: usize,
+}
+
+impl AuthConfig {
+    /// The number of hashing threads in effect (`hash_threads`, or one per core).
+    pub fn hash_threads_in_effect(&self) -> usize {
+        match self.hash_threads {
+            0 => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            n => n,
+        }
+    }
 }
 
 impl Default for AuthConfig {
@@ -236,6 +249,7 @@ impl Default for AuthConfig {
             trusted_peers: Vec::new(),
             auto_register: true,
             min_password_len: 8,
+            hash_threads: 0,
         }
     }
 }

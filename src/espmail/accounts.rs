@@ -37,9 +37,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use zeroize::Zeroizing;
 
+pub use super::accounts_handle::Reservation;
 pub use super::accounts_handle::{AccountsHandle, LoginOutcome};
 pub use super::password::ScryptParams;
-pub use super::throttle::{LoginThrottle, ThrottleLimits};
+pub use super::throttle::{Kind, LoginThrottle, Outcome, ThrottleLimits};
 
 use super::crypto::{self, CryptoError, Keyring};
 use super::keyfile::KeyId;
@@ -160,6 +161,9 @@ pub enum AccountError {
     /// The blocking task running the operation died.
     #[error("account worker failed: {0}")]
     Worker(String),
+    /// Every password-hashing thread is busy and their queue is full.
+    #[error("the password-hashing queue is full; try again in a few seconds")]
+    Busy,
 }
 
 impl From<PasswordError> for AccountError {
@@ -173,7 +177,9 @@ impl From<PasswordError> for AccountError {
 
 /// Why a login failed. The player sees
 /// [`WRONG_NAME_OR_PASSWORD`](crate::world::login::WRONG_NAME_OR_PASSWORD) for every
-/// variant; the variants exist for the log.
+/// variant but [`AuthError::Throttled`], which is told how long to wait
+/// ([`too_many_tries`](crate::world::login::too_many_tries)); the variants exist for the
+/// log.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum AuthError {

@@ -28,6 +28,7 @@ pub mod accounts;
 mod accounts_handle;
 pub mod crypto;
 mod error;
+mod hash_pool;
 pub mod keyfile;
 pub mod offline;
 pub mod open;

@@ -24,7 +24,7 @@ use tracing::{info, warn};
 
 use super::{sleep_opt, Deps, Peer};
 use crate::avatar::{AvatarName, Password};
-use crate::espmail::accounts::{AuthError, Avatar};
+use crate::espmail::accounts::{AuthError, Avatar, Outcome, Reservation};
 use crate::protocol::preamble::{Login, Preamble, PreambleError, Step as LineStep};
 use crate::world::login::{self, Decision, DialogueStep, PasswordDialogue};
 
@@ -40,10 +40,38 @@ pub enum LoginError {
     Preamble(#[from] PreambleError),
 }
 
+/// Why a login was refused: what the player is told (IM_ALIVE status 0) before the close.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// [`login::WRONG_NAME_OR_PASSWORD`], for every unknown name, wrong password, untrusted
+    /// peer or failure of the store: one answer that reveals nothing.
+    WrongNameOrPassword,
+    /// The login throttle: "Too many tries; wait N s." ([`login::too_many_tries`]).
+    TooManyTries(u64),
+}
+
+impl Refusal {
+    /// What the player is told.
+    pub fn text(self) -> String {
+        match self {
+            Refusal::WrongNameOrPassword => login::WRONG_NAME_OR_PASSWORD.to_string(),
+            Refusal::TooManyTries(secs) => login::too_many_tries(secs),
+        }
+    }
+
+    /// The refusal an authentication error gets.
+    fn of(e: &AuthError) -> Refusal {
+        match e {
+            AuthError::Throttled { retry_after_secs } => Refusal::TooManyTries(*retry_after_secs),
+            _ => Refusal::WrongNameOrPassword,
+        }
+    }
+}
+
 /// How the connection is bound to an avatar (DESIGN.md promise 6).
 pub enum Auth {
     /// Not authenticated: refused on IM_ALIVE and closed.
-    Refused,
+    Refused(Refusal),
     /// No password in the login line: hidden until the in-world dialogue succeeds.
     Asking(Asking),
     /// Authenticated: chat, ESP and mail.
@@ -56,7 +84,7 @@ impl Auth {
         match self {
             Auth::Yes(a) => Some(&a.name),
             Auth::Asking(asking) => Some(&asking.name),
-            Auth::Refused => None,
+            Auth::Refused(_) => None,
         }
     }
 }
@@ -125,7 +153,7 @@ pub async fn authenticate(deps: &Deps, peer: &Peer, login: Login) -> Auth {
     match decision {
         Decision::Refuse(reason) => {
             info!(?reason, "login refused");
-            Auth::Refused
+            Auth::Refused(Refusal::WrongNameOrPassword)
         }
         Decision::Trust(name) => {
             match accounts
@@ -135,7 +163,7 @@ pub async fn authenticate(deps: &Deps, peer: &Peer, login: Login) -> Auth {
                 Ok(avatar) => Auth::Yes(avatar),
                 Err(e) => {
                     warn!(error = %e, "trusted login could not be recorded");
-                    Auth::Refused
+                    Auth::Refused(Refusal::WrongNameOrPassword)
                 }
             }
         }
@@ -154,22 +182,30 @@ pub async fn authenticate(deps: &Deps, peer: &Peer, login: Login) -> Auth {
                 Ok(outcome) => Auth::Yes(outcome.avatar().clone()),
                 Err(e) => {
                     info!(error = %e, "login refused");
-                    Auth::Refused
+                    Auth::Refused(Refusal::of(&e))
                 }
             }
         }
         Decision::AskInWorld(name) => {
-            let known = match accounts.lookup(name.display()).await {
-                Ok(found) => found.is_some(),
+            // Which prompt comes first tells whether the name exists: the lookup is
+            // throttled like a guess, and its reservation held until the dialogue ends.
+            let lookup = accounts
+                .lookup_for_prompt(name.display(), peer.ip(), Instant::now())
+                .await;
+            let (known, reservation) = match lookup {
+                Ok(found) => found,
                 Err(e) => {
-                    warn!(error = %e, "account lookup failed");
-                    return Auth::Refused;
+                    if let AuthError::Store(e) = &e {
+                        warn!(error = %e, "account lookup failed");
+                    }
+                    return Auth::Refused(Refusal::of(&e));
                 }
             };
             Auth::Asking(Asking {
                 name,
                 known,
                 dialogue: None,
+                lookup: Some(reservation),
             })
         }
     }
@@ -182,8 +218,8 @@ pub enum Step {
     Ask(&'static str),
     /// Authenticated as this avatar: make it visible and deliver its mail.
     Authenticated(Avatar),
-    /// Say [`login::WRONG_NAME_OR_PASSWORD`] and close.
-    Refused,
+    /// Say why (the refusal's text) and close.
+    Refused(Refusal),
     /// Close without a word (the avatar vanished meanwhile).
     Failed,
     /// Nothing to do (a reply nobody asked for).
@@ -197,6 +233,10 @@ pub struct Asking {
     known: bool,
     /// Started at HERE_I_AM.
     dialogue: Option<PasswordDialogue>,
+    /// The name lookup's place in the login throttle until the first answer (each answer
+    /// is then an attempt of its own); counted as a failed attempt if the player goes
+    /// away without answering (on drop), so probing names costs like guessing.
+    lookup: Option<Reservation>,
 }
 
 impl Asking {
@@ -224,6 +264,13 @@ impl Asking {
     /// the player or ends the dialogue.
     async fn drive(&mut self, mut step: DialogueStep, deps: &Deps, peer: SocketAddr) -> Step {
         loop {
+            if matches!(step, DialogueStep::Check(_) | DialogueStep::Register(_)) {
+                // The player answered: from here each check or registration is an attempt
+                // of its own, so the lookup's place is given back rather than counted twice.
+                if let Some(r) = self.lookup.take() {
+                    r.finish(Outcome::Inconclusive);
+                }
+            }
             let ok = match step {
                 DialogueStep::Ask(text) => return Step::Ask(text),
                 DialogueStep::Check(password) => {
@@ -240,6 +287,9 @@ impl Asking {
                         .await;
                     match checked {
                         Ok(_) => true,
+                        Err(AuthError::Throttled { retry_after_secs }) => {
+                            return Step::Refused(Refusal::TooManyTries(retry_after_secs))
+                        }
                         Err(AuthError::Store(e)) => {
                             warn!(error = %e, "password could not be checked");
                             false
@@ -250,12 +300,21 @@ impl Asking {
                 DialogueStep::Register(password) => {
                     let added = deps
                         .accounts
-                        .add(self.name.display(), password, SystemTime::now())
+                        .register(
+                            self.name.display(),
+                            password,
+                            peer.ip(),
+                            Instant::now(),
+                            SystemTime::now(),
+                        )
                         .await;
                     match added {
                         Ok(_) => {
                             info!("new avatar registered in-world");
                             true
+                        }
+                        Err(AuthError::Throttled { retry_after_secs }) => {
+                            return Step::Refused(Refusal::TooManyTries(retry_after_secs))
                         }
                         Err(e) => {
                             warn!(error = %e, "in-world registration failed");
@@ -265,11 +324,16 @@ impl Asking {
                 }
                 DialogueStep::Done => {
                     return match deps.accounts.lookup(self.name.display()).await {
-                        Ok(Some(avatar)) => Step::Authenticated(avatar),
+                        Ok(Some(avatar)) => {
+                            if let Some(r) = self.lookup.take() {
+                                r.finish(Outcome::Success);
+                            }
+                            Step::Authenticated(avatar)
+                        }
                         _ => Step::Failed,
                     };
                 }
-                DialogueStep::Refuse => return Step::Refused,
+                DialogueStep::Refuse => return Step::Refused(Refusal::WrongNameOrPassword),
                 DialogueStep::Ignore => return Step::Nothing,
             };
             step = match self.dialogue.as_mut() {
@@ -447,7 +511,7 @@ mod tests {
             ));
             assert!(matches!(
                 authenticate(&deps, &Peer::direct(PEER), login("Cyd", Some("sesame-43"))).await,
-                Auth::Refused
+                Auth::Refused(_)
             ));
             deps.mail.shutdown().await.unwrap();
         })
@@ -472,7 +536,10 @@ mod tests {
             let (asked, end) =
                 dialogue(&mut asking, &deps, &["a-wrong-1", "a-wrong-2", "a-wrong-3"]).await;
             assert_eq!(asked.len(), 3);
-            assert!(matches!(end, Step::Refused), "{end:?}");
+            assert!(
+                matches!(end, Step::Refused(Refusal::WrongNameOrPassword)),
+                "{end:?}"
+            );
             // A reply after the end is nothing.
             assert!(matches!(
                 asking.answer(b"right-one".to_vec(), &deps, PEER).await,
@@ -501,7 +568,7 @@ mod tests {
             let elsewhere = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 4)), 1);
             assert!(matches!(
                 authenticate(&deps, &Peer::direct(elsewhere), login("Eve", None)).await,
-                Auth::Refused
+                Auth::Refused(_)
             ));
             // A PROXY header says where the player is, not who may be believed: through
             // the trusted front end, any player address is believed; through another
@@ -520,7 +587,7 @@ mod tests {
             };
             assert!(matches!(
                 authenticate(&deps, &claiming_trusted, login("Eve", None)).await,
-                Auth::Refused
+                Auth::Refused(_)
             ));
             deps.mail.shutdown().await.unwrap();
         })

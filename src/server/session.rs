@@ -64,7 +64,6 @@ use crate::protocol::messages::{
 };
 use crate::protocol::qlink::QLinkCodec;
 use crate::world::esp::EspState;
-use crate::world::login::WRONG_NAME_OR_PASSWORD;
 use prompts::{Prompt, PromptFor};
 
 mod prompts;
@@ -496,7 +495,7 @@ where
     /// its password in-world only while fewer than `max_unauthenticated_seats` others are.
     fn answer_alive(&mut self) {
         let refusal = match &self.auth {
-            Auth::Refused => Some(WRONG_NAME_OR_PASSWORD),
+            Auth::Refused(refusal) => Some(refusal.text()),
             Auth::Yes(_) => None,
             Auth::Asking(_) => match self.deps.guards.seats_before_login.take() {
                 Some(allowance) => {
@@ -514,14 +513,14 @@ where
                 }
                 None => {
                     info!("every seat for a login at the password prompt is taken; refused");
-                    Some(TOO_MANY_LOGINS)
+                    Some(TOO_MANY_LOGINS.to_string())
                 }
             },
         };
         if let Some(text) = refusal {
             self.send(ServerMessage::ImAliveReply {
                 status: 0,
-                text: Bytes::from_static(text.as_bytes()),
+                text: Bytes::from(text.into_bytes()),
             });
             self.phase = Phase::Refusing {
                 until: tokio::time::Instant::now() + REFUSAL_LINGER,
@@ -611,7 +610,7 @@ where
                 let step = asking.start(&self.deps, self.peer).await;
                 self.on_login_step(step).await
             }
-            Auth::Refused => Ok(Flow::Continue),
+            Auth::Refused(_) => Ok(Flow::Continue),
         }
     }
 
@@ -629,8 +628,8 @@ where
                 self.plaza.announce_appear();
                 self.after_login().await;
             }
-            Step::Refused => {
-                self.say(WRONG_NAME_OR_PASSWORD);
+            Step::Refused(refusal) => {
+                self.say_owned(refusal.text().into_bytes());
                 return Ok(Flow::Close);
             }
             Step::Failed => return Ok(Flow::Close),
@@ -882,7 +881,10 @@ mod tests {
             let (reply, frame) = client.packet().await;
             assert_eq!(reply.header.reqnum, region::IM_ALIVE);
             assert_eq!(reply.payload.first(), Some(&0), "refused");
-            assert_eq!(&reply.payload[1..], WRONG_NAME_OR_PASSWORD.as_bytes());
+            assert_eq!(
+                &reply.payload[1..],
+                crate::world::login::WRONG_NAME_OR_PASSWORD.as_bytes()
+            );
             // Anything more is ignored; the ack of the refusal closes the connection.
             client.request(ClientRequest::Describe).await;
             let ack = Frame::bare(Command::RESET_ACK, client.link.out_seq(), frame.send);

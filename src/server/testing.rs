@@ -31,7 +31,7 @@ pub fn deps(dir: &Path, auth_mode: AuthMode) -> Arc<Deps> {
     Arc::new(Deps {
         settings: Settings::default(),
         registry: Arc::new(Registry::new()),
-        accounts: AccountsHandle::new(accounts, 1, Default::default()),
+        accounts: AccountsHandle::new(accounts, 1, Default::default()).expect("hashing thread"),
         auth_mode,
         mail,
         mail_rate: MailRate::default(),

@@ -27,6 +27,13 @@ use crate::avatar::{
 /// The one answer for every failed login (ESPMAIL.md §1): unknown names, wrong passwords,
 /// untrusted peers and throttled attempts all read the same.
 pub const WRONG_NAME_OR_PASSWORD: &str = "Wrong name or password.";
+/// The answer to a throttled attempt: "Too many tries; wait N s." (the same words whatever
+/// the name, so they tell nothing about it; unlike "Wrong name or password." they do not
+/// send the player hunting for a typo).
+pub fn too_many_tries(wait_secs: u64) -> String {
+    format!("Too many tries; wait {wait_secs} s.")
+}
+
 /// First in-world prompt for an existing avatar.
 pub const PROMPT_PASSWORD: &str = "Password: ";
 /// Prompt after a wrong in-world password.
