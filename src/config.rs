@@ -349,8 +349,8 @@ impl LoggingConfig {
 }
 
 /// `[tls]`: a second listener that speaks TLS (for players behind `espmail tunnel`); the
-/// plain listener stays. Parsed and checked now; `serve` does not open this listener
-/// yet (it is wired into the server in the next step).
+/// plain listener stays. `serve` opens it beside the plain one; SIGHUP reloads the
+/// certificate and key from these paths.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsConfig {
@@ -639,6 +639,13 @@ impl Config {
         }
         if let Some(p) = &mut self.logging.admin_socket {
             fix("logging.admin_socket", p);
+        }
+        // Read again at each SIGHUP, so they must not depend on the directory either.
+        if let Some(p) = &mut self.tls.cert {
+            fix("tls.cert", p);
+        }
+        if let Some(p) = &mut self.tls.key {
+            fix("tls.key", p);
         }
         relative
     }
@@ -1121,11 +1128,23 @@ mod tests {
     fn paths_are_made_absolute_against_the_working_directory() {
         let mut c = parse(
             "[data]\nkeyfile = \"/etc/espmail/keyfile\"\ndatabase = \"db/espmail.db\"\n\
-             [logging]\nfile = \"./log/espmail.log\"\n",
+             [logging]\nfile = \"./log/espmail.log\"\n\
+             [tls]\nlisten = \"0.0.0.0:1987\"\ncert = \"tls/server.crt\"\nkey = \"/etc/espmail/tls.key\"\n",
         )
         .unwrap();
         let relative = c.make_paths_absolute(Path::new("/srv/world"));
-        assert_eq!(relative, ["data.dir", "data.database", "logging.file"]);
+        assert_eq!(
+            relative,
+            ["data.dir", "data.database", "logging.file", "tls.cert"]
+        );
+        assert_eq!(
+            c.tls.cert.as_deref(),
+            Some(Path::new("/srv/world/tls/server.crt"))
+        );
+        assert_eq!(
+            c.tls.key.as_deref(),
+            Some(Path::new("/etc/espmail/tls.key"))
+        );
         assert_eq!(c.data.dir, PathBuf::from("/srv/world/data"));
         assert_eq!(
             c.data.database_path(),
