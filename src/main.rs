@@ -19,10 +19,12 @@ use espmail::cli_docs;
 use espmail::config::{Config, Overrides};
 use espmail::espmail::accounts::{AccountsHandle, ThrottleLimits};
 use espmail::espmail::open::Served;
+use espmail::listen::Listener;
 use espmail::log_redact;
 use espmail::ops;
 use espmail::server::{self, Deps, ServerStats, Settings};
 use espmail::supervisor;
+use espmail::tls::{CertPaths, ReloadableAcceptor};
 use espmail::world::esp::MailRate;
 use espmail::world::Registry;
 
@@ -133,6 +135,7 @@ fn serve(args: ServeArgs) -> Result<()> {
     supervisor::warn_relative_paths(&relative, &cwd);
     // Bind first: a port in use is refused before any data is opened or created.
     let std_listener = espmail::listen::bind(config.server.listen)?;
+    let tls = tls_listener(&config)?;
     // The data directory, the keyfile (made only for a fresh database: never beside
     // existing mail), the store's writer and the accounts, all through the vault's one
     // start-up path.
@@ -152,10 +155,6 @@ fn serve(args: ServeArgs) -> Result<()> {
     )?;
     for line in config.summary().lines() {
         tracing::info!("config {line}");
-    }
-    if let Some(tls) = config.tls.listen {
-        // [tls] is parsed and checked, but the listener is wired into the server next.
-        tracing::warn!(%tls, "[tls] listen is set, but this version does not open a TLS listener yet");
     }
     let deps = Arc::new(Deps {
         settings: Settings::from_config(&config),
@@ -181,6 +180,13 @@ fn serve(args: ServeArgs) -> Result<()> {
         let local = listener.local_addr().context("listening socket")?;
         let shutdown = CancellationToken::new();
         spawn_signal_watch(shutdown.clone())?;
+        let (tls, tls_local, tls_reload) = match tls {
+            Some(t) => {
+                let (listener, local, reload) = start_tls(t, &config, &shutdown)?;
+                (Some(listener), Some(local), Some(tokio::spawn(reload)))
+            }
+            None => (None, None, None),
+        };
         // Installed before the listening line, so a SIGHUP sent once the operator (or a
         // test) sees that line never meets the default action (terminate).
         let sighup = log_redact::reload_on_sighup(control.clone(), reread_level, shutdown.clone())
@@ -193,10 +199,15 @@ fn serve(args: ServeArgs) -> Result<()> {
         ));
         let purge_task =
             mail.spawn_purge_task(std::time::Duration::from_secs(3600), shutdown.clone());
+        // The plain line first, unchanged (tests, scripts and CI wait for it), then the TLS
+        // one; READY=1 once both are printed: both sockets accept from here on.
         eprintln!("espmail listening on {local}");
-        supervisor::notify_ready(local);
+        if let Some(tls_local) = tls_local {
+            eprintln!("espmail listening for TLS on {tls_local}");
+        }
+        supervisor::notify_ready(local, tls_local);
         let stopping_task = tokio::spawn(supervisor::notify_stopping_on(shutdown.clone()));
-        let result = server::run(listener, deps, shutdown.clone()).await;
+        let result = server::run(listener, tls, deps, shutdown.clone()).await;
         shutdown.cancel();
         // Every session has finished (their saves and deletes included); now the writer
         // commits whatever is still queued and stops.
@@ -206,11 +217,58 @@ fn serve(args: ServeArgs) -> Result<()> {
         let _ = admin_task.await;
         let _ = purge_task.await;
         let _ = sighup_task.await;
+        if let Some(task) = tls_reload {
+            let _ = task.await;
+        }
         let _ = stopping_task.await;
         result?;
         tracing::info!("shut down cleanly");
         Ok(())
     })
+}
+
+/// The TLS listener's socket and certificate, when `[tls] listen` is set: bound with the
+/// same worded refusals as the plain one, and a pair that cannot be used refuses the
+/// start (the file and what is wrong, in words).
+fn tls_listener(
+    config: &Config,
+) -> Result<Option<(std::net::TcpListener, Arc<ReloadableAcceptor>, CertPaths)>> {
+    let (Some(addr), Some(cert), Some(key)) =
+        (config.tls.listen, &config.tls.cert, &config.tls.key)
+    else {
+        return Ok(None); // the config's check guarantees cert and key with listen
+    };
+    let listener = espmail::listen::bind_for(addr, Listener::Tls)?;
+    let paths = CertPaths {
+        cert: cert.clone(),
+        key: key.clone(),
+    };
+    let acceptor = ReloadableAcceptor::load(&paths).context("cannot start the TLS listener")?;
+    Ok(Some((listener, Arc::new(acceptor), paths)))
+}
+
+/// The TLS listener in the runtime: its socket, its SIGHUP reload (installed now, before
+/// the listening lines), and its address.
+fn start_tls(
+    (std_listener, acceptor, paths): (std::net::TcpListener, Arc<ReloadableAcceptor>, CertPaths),
+    config: &Config,
+    shutdown: &CancellationToken,
+) -> Result<(
+    server::TlsListener,
+    std::net::SocketAddr,
+    impl std::future::Future<Output = ()> + Send + 'static,
+)> {
+    let listener = TcpListener::from_std(std_listener).context("TLS listening socket")?;
+    let local = listener.local_addr().context("TLS listening socket")?;
+    server::log_loaded(&acceptor);
+    let reload = server::reload_on_sighup(acceptor.clone(), paths, shutdown.clone())
+        .context("cannot watch SIGHUP")?;
+    let tls = server::TlsListener {
+        listener,
+        acceptor,
+        handshake_timeout: std::time::Duration::from_secs(config.tls.handshake_timeout_secs),
+    };
+    Ok((tls, local, reload))
 }
 
 /// What SIGHUP re-reads: `[logging] level` from the config file given at start (or, when

@@ -25,9 +25,13 @@ pub fn under_service_manager() -> bool {
         .any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()))
 }
 
-/// Tells the service manager the server accepts connections on `local`.
-pub fn notify_ready(local: SocketAddr) {
-    let status = format!("listening on {local}");
+/// Tells the service manager the server accepts connections on `local` (and TLS ones on
+/// `tls`, when that listener is set up).
+pub fn notify_ready(local: SocketAddr, tls: Option<SocketAddr>) {
+    let mut status = format!("listening on {local}");
+    if let Some(tls) = tls {
+        status.push_str(&format!("; TLS on {tls}"));
+    }
     send(
         &[NotifyState::Ready, NotifyState::Status(&status)],
         "READY=1",

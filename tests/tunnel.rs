@@ -1,16 +1,23 @@
-//! `espmail tunnel` as the player runs it (the real binary), in front of a TLS front built
-//! with the library's acceptor, which forwards to a real `espmail serve` (the server's own
-//! TLS listener replaces that front when it is wired in). A login and ESP Mail work
-//! through it; a server that fails the check (wrong pin, wrong host, expired, unknown CA,
-//! refused, stalled) gets none of the player's bytes and the tunnel says why.
+//! `espmail tunnel` as the player runs it (the real binary), in front of the real `espmail
+//! serve`'s TLS listener. The whole ESP Mail story works through it, and a relay between
+//! the two sees no password and no text in any form; a server that fails the check (wrong
+//! pin, wrong host, unknown CA, expired, refused, stalled) gets none of the player's bytes
+//! and the tunnel says why. A stand-in TLS front built with the library's acceptor stays
+//! only where the real server cannot play the part: an echo (to push bytes both ways)
+//! and a server still running a certificate that has expired (`serve` refuses to load
+//! one).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod common;
 
 use std::time::Duration;
 
-use common::tls::{make_pair, make_pair_between, now_unix, Behind, Recorder, TestTunnel, TlsFront};
+use common::tls::{
+    make_pair, make_pair_between, now_unix, start_tls_server, Behind, Recorder, Relay, TestTunnel,
+    TlsFront,
+};
 use common::{contains_bytes, leave_esp_mail, pw, texts, TestServer, WAIT};
+use espmail::log_redact::leak_forms;
 use espmail::talk::Client;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -36,15 +43,27 @@ async fn refused_client(tunnel: &TestTunnel) {
     assert!(buf.is_empty(), "the tunnel answered {buf:?}");
 }
 
+/// Sessions the server ran over TLS (its `connected` lines carry the TLS version), and
+/// handshakes that failed.
+fn tls_sessions(server: &TestServer) -> (usize, usize) {
+    let log = server.log();
+    let sessions = log
+        .lines()
+        .filter(|l| l.contains("tls=TLSv1.3}") && l.ends_with(" connected"))
+        .count();
+    (sessions, log.matches("no TLS session").count())
+}
+
 #[tokio::test]
-async fn the_esp_mail_story_works_through_the_tunnel() {
+async fn the_esp_mail_story_works_through_the_tunnel_and_the_wire_shows_none_of_it() {
     tokio::time::timeout(Duration::from_secs(120), async {
-        let server = TestServer::start(&[]);
         let dir = tempfile::tempdir().unwrap();
         let pair = make_pair(dir.path(), "server", "localhost");
-        let front = TlsFront::start(&pair.paths, Behind::Forward(server.addr));
+        let server = start_tls_server(&pair, "", "", &[]);
+        // What anyone on the network between the player's machine and the server sees.
+        let wire = Relay::start(server.tls_addr());
         let tunnel = TestTunnel::start(
-            &front.addr.to_string(),
+            &wire.addr.to_string(),
             &["--pin", &pair.fingerprint.to_pin()],
         );
 
@@ -69,23 +88,23 @@ async fn the_esp_mail_story_works_through_the_tunnel() {
             .collect_until(|e| e.text() == Some(canary.as_bytes()))
             .await
             .unwrap();
+        let lines = texts(&seen);
         assert!(
-            texts(&seen)
-                .iter()
-                .any(|l| l.starts_with("ESP Mail from Alice, ")),
+            lines.iter().any(|l| l.starts_with("ESP Mail from Alice, ")),
             "{seen:?}"
+        );
+        assert!(
+            !lines.iter().any(|l| l.contains("not encrypted")),
+            "a player over TLS is not told the connection is in the clear: {lines:?}"
         );
         server.wait_for_log("delivered ESP Mail acked and deleted");
         bob.quit().await.unwrap();
         bob.wait_closed().await.unwrap();
         drop(bob);
 
-        let counts = front
-            .seen
-            .wait_until("three finished relays", |c| c.done == 3);
-        assert_eq!((counts.handshakes, counts.forwarded), (3, 3));
-        assert!(counts.bytes_up > 3 * LOGIN.len() as u64, "{counts:?}");
-        assert!(counts.failures.is_empty(), "{:?}", counts.failures);
+        // All three sessions ran over TLS 1.3 on the server's own listener.
+        server.wait_for_log_count(" disconnected", 3);
+        assert_eq!(tls_sessions(&server), (3, 0), "{}", server.log());
         tunnel.wait_for_lines(" closed (", 3);
         let log = tunnel.log();
         assert_eq!(
@@ -101,6 +120,40 @@ async fn the_esp_mail_story_works_through_the_tunnel() {
             !log.contains("password"),
             "relayed bytes on the console: {log}"
         );
+
+        // The wire: three TLS connections with real traffic each way, and no secret in
+        // any form (as it is, quoted, escaped, hex, a byte list) in either direction.
+        let relayed = wire.seen.wait_until("three relays ended", |r| r.done == 3);
+        assert_eq!(relayed.up.len(), 3);
+        for (up, down) in relayed.up.iter().zip(&relayed.down) {
+            assert_eq!(up.first(), Some(&0x16), "each starts with a TLS handshake");
+            assert_eq!(down.first(), Some(&0x16));
+            assert!(
+                up.len() > LOGIN.len() && down.len() > 200,
+                "{} {}",
+                up.len(),
+                down.len()
+            );
+        }
+        let (alice_pw, bob_pw) = (pw("Alice"), pw("Bob"));
+        let secrets: [&[u8]; 6] = [
+            canary.as_bytes(),
+            b"canary-51d0",
+            alice_pw.as_bytes(),
+            bob_pw.as_bytes(),
+            b"LOGIN",
+            b"ESP Mail",
+        ];
+        for secret in secrets {
+            for form in leak_forms(secret) {
+                for bytes in relayed.all() {
+                    assert!(
+                        !contains_bytes(bytes, form.as_bytes()),
+                        "{form:?} crossed the wire in the clear"
+                    );
+                }
+            }
+        }
     })
     .await
     .unwrap();
@@ -109,13 +162,12 @@ async fn the_esp_mail_story_works_through_the_tunnel() {
 #[tokio::test]
 async fn several_players_share_one_tunnel_at_once() {
     tokio::time::timeout(Duration::from_secs(120), async {
-        let server = TestServer::start(&[]);
         let dir = tempfile::tempdir().unwrap();
         let pair = make_pair(dir.path(), "server", "127.0.0.1");
-        let front = TlsFront::start(&pair.paths, Behind::Forward(server.addr));
+        let server = start_tls_server(&pair, "", "", &[]);
         // --ca with the server's own certificate, and its IP address as the host name.
         let tunnel = TestTunnel::start(
-            &front.addr.to_string(),
+            &server.tls_addr().to_string(),
             &["--ca", pair.paths.cert.to_str().unwrap()],
         );
         let names = ["Ann", "Ben", "Cat", "Dan"];
@@ -135,10 +187,8 @@ async fn several_players_share_one_tunnel_at_once() {
             c.quit().await.unwrap();
             c.wait_closed().await.unwrap();
         }
-        let counts = front
-            .seen
-            .wait_until("four finished relays", |c| c.done == 4);
-        assert_eq!((counts.handshakes, counts.forwarded), (4, 4));
+        server.wait_for_log_count(" disconnected", 4);
+        assert_eq!(tls_sessions(&server), (4, 0), "{}", server.log());
         tunnel.wait_for_lines("certificate checked against --ca", 4);
     })
     .await
@@ -183,18 +233,26 @@ async fn bytes_flow_both_ways_with_half_close_and_backpressure() {
     .unwrap();
 }
 
-/// A wrong pin: the front sees a failed handshake, the server behind it not one
-/// connection, and the tunnel prints both fingerprints.
+/// The server saw `n` handshakes fail, and not one session began: none of the player's
+/// bytes reached it.
+fn only_failed_handshakes(server: &TestServer, n: usize) {
+    server.wait_for_log_count("no TLS session", n);
+    let log = server.log();
+    assert_eq!(log.matches(" connected").count(), 0, "{log}");
+    assert!(!log.contains("login line"), "{log}");
+}
+
+/// A wrong pin: the server sees a failed handshake and no session, and the tunnel prints
+/// both fingerprints.
 #[tokio::test]
 async fn a_wrong_pin_sends_nothing_and_shows_both_fingerprints() {
     tokio::time::timeout(Duration::from_secs(60), async {
         let dir = tempfile::tempdir().unwrap();
         let real = make_pair(dir.path(), "real", "localhost");
         let other = make_pair(dir.path(), "other", "localhost");
-        let behind = Recorder::start();
-        let front = TlsFront::start(&real.paths, Behind::Forward(behind.addr));
+        let server = start_tls_server(&real, "", "", &[]);
         let tunnel = TestTunnel::start(
-            &front.addr.to_string(),
+            &server.tls_addr().to_string(),
             &["--pin", &other.fingerprint.to_pin().to_lowercase()],
         );
         refused_client(&tunnel).await;
@@ -208,26 +266,48 @@ async fn a_wrong_pin_sends_nothing_and_shows_both_fingerprints() {
             "{line}"
         );
         assert!(line.contains("nothing was sent"), "{line}");
-        let counts = front
-            .seen
-            .wait_until("the failed handshake", |c| !c.failures.is_empty());
-        assert_eq!((counts.handshakes, counts.forwarded), (0, 0));
-        assert_eq!(behind.seen.now().connections, 0);
+        only_failed_handshakes(&server, 1);
     })
     .await
     .unwrap();
 }
 
-/// With --ca, a certificate for another host, or one that has expired, is refused.
+/// With --ca, a certificate for another host, or one that has expired, is refused; so is
+/// one no trusted CA signed.
 #[tokio::test]
 async fn wrong_host_expired_and_unknown_ca_send_nothing_and_say_why() {
     tokio::time::timeout(Duration::from_secs(90), async {
         let dir = tempfile::tempdir().unwrap();
         let now = now_unix();
         let wrong_host = make_pair(dir.path(), "wrong-host", "127.0.0.2");
-        // Expired certificates are refused by the library acceptor at load, so the front
-        // gets a good pair first and the expired one is forced in below its checks: a
-        // server running an out-of-date certificate is exactly what is tested.
+        let server = start_tls_server(&wrong_host, "", "", &[]);
+        for (case, ca, needle) in [
+            (
+                "wrong host",
+                Some(&wrong_host),
+                "is for 127.0.0.2, not for 127.0.0.1",
+            ),
+            ("unknown CA", None, "not signed by a CA trusted here"),
+        ] {
+            let args: Vec<&str> = match ca {
+                Some(p) => vec!["--ca", p.paths.cert.to_str().unwrap()],
+                None => vec![],
+            };
+            let tunnel = TestTunnel::start(&server.tls_addr().to_string(), &args);
+            refused_client(&tunnel).await;
+            let line = tunnel.wait_for_line("nothing was sent");
+            assert!(line.contains(needle), "{case}: {line}");
+            if case == "unknown CA" {
+                assert!(
+                    line.contains(&format!("showed sha256:{}", wrong_host.fingerprint)),
+                    "{line}"
+                );
+            }
+        }
+        only_failed_handshakes(&server, 2);
+
+        // `serve` refuses to load an expired certificate, so a server whose certificate
+        // ran out while it was running is played by the stand-in front, forced to use one.
         let expired = make_pair_between(
             dir.path(),
             "expired",
@@ -236,48 +316,16 @@ async fn wrong_host_expired_and_unknown_ca_send_nothing_and_say_why() {
             now - 86_400,
         );
         let behind = Recorder::start();
-        for (case, pair, ca, needle) in [
-            (
-                "wrong host",
-                &wrong_host,
-                Some(&wrong_host),
-                "is for 127.0.0.2, not for 127.0.0.1",
-            ),
-            (
-                "expired",
-                &expired,
-                Some(&expired),
-                "certificate expired on",
-            ),
-            (
-                "unknown CA",
-                &wrong_host,
-                None,
-                "not signed by a CA trusted here",
-            ),
-        ] {
-            let front = match case {
-                "expired" => TlsFront::start_unchecked(&pair.paths, Behind::Forward(behind.addr)),
-                _ => TlsFront::start(&pair.paths, Behind::Forward(behind.addr)),
-            };
-            let server = front.addr.to_string();
-            let args: Vec<&str> = match ca {
-                Some(p) => vec!["--ca", p.paths.cert.to_str().unwrap()],
-                None => vec![],
-            };
-            let tunnel = TestTunnel::start(&server, &args);
-            refused_client(&tunnel).await;
-            let line = tunnel.wait_for_line("nothing was sent");
-            assert!(line.contains(needle), "{case}: {line}");
-            if case == "unknown CA" {
-                assert!(
-                    line.contains(&format!("showed sha256:{}", pair.fingerprint)),
-                    "{line}"
-                );
-            }
-            front.seen.wait_until(case, |c| !c.failures.is_empty());
-            assert_eq!(front.seen.now().handshakes, 0, "{case}");
-        }
+        let front = TlsFront::start_unchecked(&expired.paths, Behind::Forward(behind.addr));
+        let tunnel = TestTunnel::start(
+            &front.addr.to_string(),
+            &["--ca", expired.paths.cert.to_str().unwrap()],
+        );
+        refused_client(&tunnel).await;
+        let line = tunnel.wait_for_line("nothing was sent");
+        assert!(line.contains("certificate expired on"), "{line}");
+        front.seen.wait_until("expired", |c| !c.failures.is_empty());
+        assert_eq!(front.seen.now().handshakes, 0);
         assert_eq!(behind.seen.now().connections, 0);
     })
     .await

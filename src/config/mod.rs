@@ -289,6 +289,13 @@ impl Config {
         if let Some(p) = &mut self.logging.admin_socket {
             fix("logging.admin_socket", p);
         }
+        // Read again at each SIGHUP, so they must not depend on the directory either.
+        if let Some(p) = &mut self.tls.cert {
+            fix("tls.cert", p);
+        }
+        if let Some(p) = &mut self.tls.key {
+            fix("tls.key", p);
+        }
         relative
     }
 
@@ -625,11 +632,23 @@ mod tests {
     fn paths_are_made_absolute_against_the_working_directory() {
         let mut c = parse(
             "[data]\nkeyfile = \"/etc/espmail/keyfile\"\ndatabase = \"db/espmail.db\"\n\
-             [logging]\nfile = \"./log/espmail.log\"\n",
+             [logging]\nfile = \"./log/espmail.log\"\n\
+             [tls]\nlisten = \"0.0.0.0:1987\"\ncert = \"tls/server.crt\"\nkey = \"/etc/espmail/tls.key\"\n",
         )
         .unwrap();
         let relative = c.make_paths_absolute(Path::new("/srv/world"));
-        assert_eq!(relative, ["data.dir", "data.database", "logging.file"]);
+        assert_eq!(
+            relative,
+            ["data.dir", "data.database", "logging.file", "tls.cert"]
+        );
+        assert_eq!(
+            c.tls.cert.as_deref(),
+            Some(Path::new("/srv/world/tls/server.crt"))
+        );
+        assert_eq!(
+            c.tls.key.as_deref(),
+            Some(Path::new("/etc/espmail/tls.key"))
+        );
         assert_eq!(c.data.dir, PathBuf::from("/srv/world/data"));
         assert_eq!(
             c.data.database_path(),

@@ -341,8 +341,8 @@ impl LoggingConfig {
 }
 
 /// `[tls]`: a second listener that speaks TLS (for players behind `espmail tunnel`); the
-/// plain listener stays. Parsed and checked now; `serve` does not open this listener
-/// yet (it is wired into the server in the next step).
+/// plain listener stays. `serve` opens it beside the plain one; SIGHUP reloads the
+/// certificate and key from these paths.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsConfig {

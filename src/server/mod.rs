@@ -30,6 +30,7 @@
 mod bad_input;
 pub mod caps;
 mod delivery;
+mod encrypted;
 mod esp;
 mod login;
 mod outbound;
@@ -59,10 +60,12 @@ use crate::admin::AdminStats;
 use crate::config::{self, AddrRange, Config};
 use crate::espmail::accounts::AccountsHandle;
 use crate::espmail::MailHandle;
+use crate::tls::ReloadableAcceptor;
 use crate::world::esp::MailRate;
 use crate::world::login::AuthMode;
 use crate::world::Registry;
 use caps::{AddressCaps, AddressSlot, SeatsBeforeLogin};
+pub use encrypted::{log_loaded, reload_on_sighup, TlsListener};
 use session::Push;
 
 /// Who is on the other end of a connection.
@@ -108,6 +111,9 @@ pub struct Settings {
     pub prompt_timeout: Duration,
     /// Bad frames and packets after which a connection is closed.
     pub max_bad_frames: u32,
+    /// Tell players in the clear from another machine that their connection is not
+    /// encrypted (`[tls] plain_notice`).
+    pub plain_notice: bool,
 }
 
 impl Settings {
@@ -121,6 +127,7 @@ impl Settings {
             outbox_len: c.server.outbox_len,
             prompt_timeout: Duration::from_secs(c.mail.prompt_timeout_secs),
             max_bad_frames: c.server.max_bad_frames,
+            plain_notice: c.tls.plain_notice,
         }
     }
 }
@@ -259,10 +266,30 @@ pub enum ServerError {
     Accept(#[source] io::Error),
 }
 
-/// Accept connections on `listener` until `shutdown` is cancelled, then wait for every
-/// session to finish. Returns only once no session is left.
+/// How a connection's bytes arrive: which listener accepted it.
+#[derive(Clone)]
+enum Transport {
+    /// The plain listener: the bytes as the client sent them.
+    Plain,
+    /// The TLS listener: a handshake first, in the connection's own task.
+    Tls {
+        acceptor: Arc<ReloadableAcceptor>,
+        timeout: Duration,
+    },
+}
+
+/// Accept connections on `listener` (plain) and on `tls` (when the TLS listener is set
+/// up) until `shutdown` is cancelled, then wait for every session to finish. Returns only
+/// once no session is left.
+///
+/// Both listeners share everything: one count of connections (`max_connections`), the
+/// per-address cap, and the PROXY header from a listed front end, which comes before the
+/// TLS handshake (as HAProxy sends it when it passes TLS through). A TLS connection holds
+/// its permit and its address's place during its handshake; the handshake runs in the
+/// connection's task, so a client that stalls it costs that connection only.
 pub async fn run(
     listener: TcpListener,
+    tls: Option<TlsListener>,
     deps: Arc<Deps>,
     shutdown: CancellationToken,
 ) -> Result<(), ServerError> {
@@ -271,14 +298,27 @@ pub async fn run(
     let mut backoff = Duration::from_millis(10);
     let mut refused: u64 = 0;
     let mut result = Ok(());
+    let (tls_listener, tls_transport) = match tls {
+        Some(t) => (
+            Some(t.listener),
+            Transport::Tls {
+                acceptor: t.acceptor,
+                timeout: t.handshake_timeout,
+            },
+        ),
+        None => (None, Transport::Plain),
+    };
     for conn in 1u64.. {
         // The permit is taken before the accept, so the count can never overshoot; when
         // none is left the connection is still accepted, and closed at once, so the peer
         // sees a clean refusal instead of hanging in the listen backlog.
         let permit = permits.clone().try_acquire_owned().ok();
-        let accepted = tokio::select! {
+        // Whichever listener has a connection first; when both do, select! picks at
+        // random, so neither can starve the other.
+        let (accepted, transport) = tokio::select! {
             _ = shutdown.cancelled() => break,
-            r = listener.accept() => r,
+            r = listener.accept() => (r, Transport::Plain),
+            r = accept_opt(tls_listener.as_ref()) => (r, tls_transport.clone()),
         };
         let (stream, peer) = match accepted {
             Ok(pair) => {
@@ -317,7 +357,15 @@ pub async fn run(
         // connection's own task (the header may be slow; the accept loop must not wait),
         // then counted by the player's address.
         if deps.guards.is_front_end(peer.ip()) {
-            let task = proxied_task(stream, peer, conn, deps.clone(), shutdown.clone(), permit);
+            let task = proxied_task(
+                stream,
+                peer,
+                conn,
+                deps.clone(),
+                shutdown.clone(),
+                permit,
+                transport,
+            );
             sessions.spawn(task);
             continue;
         }
@@ -328,7 +376,7 @@ pub async fn run(
         };
         let peer = Peer::direct(peer);
         let places = (permit, slot);
-        sessions.spawn(session_task(
+        sessions.spawn(connection_task(
             stream,
             peer,
             Bytes::new(),
@@ -336,9 +384,11 @@ pub async fn run(
             deps.clone(),
             &shutdown,
             places,
+            transport,
         ));
     }
     drop(listener);
+    drop(tls_listener);
     info!(
         active = sessions.len(),
         "no longer accepting; waiting for sessions to finish"
@@ -348,6 +398,15 @@ pub async fn run(
     sessions.wait().await;
     info!("all sessions finished");
     result
+}
+
+/// The next connection on `listener`, or never when there is none (the TLS listener when
+/// it is off, in a `select!`).
+async fn accept_opt(listener: Option<&TcpListener>) -> io::Result<(TcpStream, SocketAddr)> {
+    match listener {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// A place under the player's address's cap, or `None` when it has its cap (logged at
@@ -369,9 +428,11 @@ fn take_address_slot(deps: &Deps, peer: SocketAddr) -> Option<AddressSlot> {
     }
 }
 
-/// One connection's session, in its own span: `peer` is the player's address, `via` the
-/// front end it came through.
-fn session_task(
+/// One connection, in its own span (`peer` is the player's address, `via` the front end
+/// it came through, `tls` the version once a TLS handshake is done): the handshake first
+/// for the TLS listener, then its session. The connection holds `places` throughout.
+#[allow(clippy::too_many_arguments)] // one connection's whole context, passed once
+fn connection_task(
     stream: TcpStream,
     peer: Peer,
     read_ahead: Bytes,
@@ -379,23 +440,55 @@ fn session_task(
     deps: Arc<Deps>,
     shutdown: &CancellationToken,
     places: (OwnedSemaphorePermit, AddressSlot),
+    transport: Transport,
 ) -> impl std::future::Future<Output = ()> + Send + 'static {
     // A root span: a proxied connection's session does not nest in the header's span.
-    let span = info_span!(parent: None, "session", peer = %peer.addr, conn, via = field::Empty, avatar = field::Empty);
+    let span = info_span!(parent: None, "session", peer = %peer.addr, conn, via = field::Empty, tls = field::Empty, avatar = field::Empty);
     if let Some(front_end) = peer.via {
         span.record("via", field::display(front_end));
     }
-    let session = session::Session::new(stream, peer, deps.clone(), shutdown.child_token())
-        .with_read_ahead(read_ahead);
+    let shutdown = shutdown.child_token();
     async move {
         deps.connections.fetch_add(1, Ordering::Relaxed);
-        session.run_logged(places).await;
+        match transport {
+            Transport::Plain => {
+                session::Session::new(stream, peer, deps.clone(), shutdown)
+                    .with_read_ahead(read_ahead)
+                    .run_logged(places)
+                    .await
+            }
+            Transport::Tls { acceptor, timeout } => {
+                // Bytes a front end sent after its PROXY header are the ClientHello's.
+                let stream = encrypted::Rewound::new(read_ahead, stream);
+                let handshake = tokio::select! {
+                    _ = shutdown.cancelled() => None,
+                    r = acceptor.accept(stream, timeout) => Some(r),
+                };
+                match handshake {
+                    None => drop(places),
+                    Some(Err(e)) => {
+                        drop(places);
+                        // One line per connection, as a plain connection's `connected`;
+                        // openssl's reason or the time limit, never the client's bytes.
+                        info!(error = %e, "no TLS session; connection closed");
+                    }
+                    Some(Ok(tls)) => {
+                        tracing::Span::current()
+                            .record("tls", field::display(tls.ssl().version_str()));
+                        session::Session::new(tls, peer, deps.clone(), shutdown)
+                            .encrypted()
+                            .run_logged(places)
+                            .await
+                    }
+                }
+            }
+        }
         deps.connections.fetch_sub(1, Ordering::Relaxed);
     }
     .instrument(span)
 }
 
-/// A connection from a listed front end: its PROXY header, then its session as the
+/// A connection from a listed front end: its PROXY header, then its connection as the
 /// player's. Without a valid header it is refused: its player's address is unknown.
 fn proxied_task(
     mut stream: TcpStream,
@@ -404,6 +497,7 @@ fn proxied_task(
     deps: Arc<Deps>,
     shutdown: CancellationToken,
     permit: OwnedSemaphorePermit,
+    transport: Transport,
 ) -> impl std::future::Future<Output = ()> + Send + 'static {
     let span = info_span!("proxied", %front_end, conn);
     async move {
@@ -427,7 +521,7 @@ fn proxied_task(
             addr: player,
             via: Some(front_end),
         };
-        session_task(stream, peer, read_ahead, conn, deps, &shutdown, (permit, slot)).await;
+        connection_task(stream, peer, read_ahead, conn, deps, &shutdown, (permit, slot), transport).await;
     }
     .instrument(span)
 }

@@ -1,8 +1,10 @@
 //! One connection, in one task: it reads, dispatches, and owns the one select loop and the
 //! one prompt timer.
 //!
-//! The session is generic over its byte stream (plain TCP today; a TLS stream runs the
-//! same code), and is told its peer's address. Bytes come in through the login line
+//! The session is generic over its byte stream (plain TCP, or the TLS stream of the TLS
+//! listener once its handshake is done: the same code), and is told its peer's address
+//! and whether its stream is encrypted (a player in the clear from another machine is
+//! told so at login). Bytes come in through the login line
 //! (`login::read_preamble`), then [`QLinkCodec`] frames through the link, then Habitat
 //! packets through the [`Reassembler`] into typed [`ClientMsg`]s; each request goes to the
 //! part whose job it is, and their answers go back as [`ServerMessage`]s:
@@ -81,6 +83,10 @@ pub const SHUTTING_DOWN: &str = "The server is shutting down. Goodbye.";
 /// (ESPMAIL.md §1: "once the reply is flushed (and acked, or after 2 s)").
 const REFUSAL_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// Said at login, after the debug notice, to a player connected in the clear from an
+/// address other than loopback (ESPMAIL.md §6), unless `[tls] plain_notice = false`.
+pub const PLAIN_NOTICE: &str = "Notice: this connection is not encrypted.";
+
 /// The IM_ALIVE refusal when every seat for a login at the in-world password prompt is
 /// taken (ESPMAIL.md has no words for this; ours fit the C64's error line).
 pub const TOO_MANY_LOGINS: &str = "Too many logins at once; try again in a minute.";
@@ -142,6 +148,8 @@ pub struct Session<S> {
     peer: Peer,
     /// Bytes already read from the stream (after a PROXY header): the preamble's first.
     read_ahead: Bytes,
+    /// The stream is TLS (the TLS listener's, after its handshake).
+    encrypted: bool,
     deps: Arc<Deps>,
     shutdown: CancellationToken,
 }
@@ -157,9 +165,29 @@ where
             stream,
             peer,
             read_ahead: Bytes::new(),
+            encrypted: false,
             deps,
             shutdown,
         }
+    }
+
+    /// The session of a connection whose stream is encrypted (TLS): its player is never
+    /// told the connection is not.
+    pub fn encrypted(mut self) -> Session<S> {
+        self.encrypted = true;
+        self
+    }
+
+    /// Whether this player is told [`PLAIN_NOTICE`] at login: in the clear, from an
+    /// address other than loopback, and the notice is on. The address is the player's
+    /// ([`Peer::addr`]: behind a listed front end, the one its PROXY header gave), so a
+    /// relay on this machine does not hide a player elsewhere. Loopback means the player's
+    /// own machine is the server's (or a tunnel or bridge runs there), so nothing crosses
+    /// a network.
+    fn tells_plain(&self) -> bool {
+        !self.encrypted
+            && self.deps.settings.plain_notice
+            && !self.peer.addr.ip().to_canonical().is_loopback()
     }
 
     /// The session of a connection whose first bytes were already read (those after a
@@ -205,11 +233,13 @@ where
             "login line read"
         );
         let auth = Box::pin(login::authenticate(&self.deps, &self.peer, login)).await;
+        let plain_notice = self.tells_plain();
         // The link starts with whatever the client sent after its login line.
         let mut parts = FramedParts::new::<Frame>(self.stream, QLinkCodec::new());
         parts.read_buf = BytesMut::from(&leftover[..]);
         let mut live = Live::new(Framed::from_parts(parts), self.peer.addr, self.deps, auth);
         live.login_deadline = login_deadline;
+        live.plain_notice = plain_notice;
         let result = live.run(&self.shutdown).await;
         live.bad.finish();
         live.plaza.leave();
@@ -260,6 +290,8 @@ struct Live<S> {
     /// While seated before authentication and no password prompt is asked yet: when the
     /// seat is given up (the prompt clock governs once a prompt is asked).
     seat_lapses_at: Option<tokio::time::Instant>,
+    /// Tell the player at login that the connection is not encrypted.
+    plain_notice: bool,
 }
 
 /// How handling one event ended.
@@ -299,6 +331,7 @@ where
             login_deadline: tokio::time::Instant::now() + settings.login_timeout,
             seat_before_login: None,
             seat_lapses_at: None,
+            plain_notice: false,
             deps,
         }
     }
@@ -638,10 +671,14 @@ where
         Ok(Flow::Continue)
     }
 
-    /// After HERE_I_AM of an authenticated avatar: the debug notice, then its mail.
+    /// After HERE_I_AM of an authenticated avatar: the debug notice, the plain-connection
+    /// notice, then its mail (ESPMAIL.md §2 and §6 give this order).
     async fn after_login(&mut self) {
         if self.debug_on() {
             self.say(log_redact::DEBUG_NOTICE);
+        }
+        if self.plain_notice {
+            self.say(PLAIN_NOTICE);
         }
         self.start_delivery().await;
     }

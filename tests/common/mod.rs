@@ -214,6 +214,16 @@ impl TestServer {
         server
     }
 
+    /// The TLS listener's address, from the `espmail listening for TLS on ADDR` line that
+    /// follows the plain one (bounded wait).
+    pub fn tls_addr(&self) -> SocketAddr {
+        let line = self.wait_for_log("espmail listening for TLS on ");
+        let rest = line.split("espmail listening for TLS on ").nth(1).unwrap();
+        rest.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("bad address in {line:?}"))
+    }
+
     /// Everything the server logged so far.
     pub fn log(&self) -> String {
         self.captured.text()

@@ -20,7 +20,7 @@ use espmail::tls::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::{Captured, WAIT};
+use super::{Captured, TestServer, WAIT};
 
 /// A certificate + key on disk and the certificate's fingerprint.
 pub struct Pair {
@@ -53,6 +53,22 @@ pub fn make_pair_between(dir: &Path, name: &str, host: &str, from: i64, to: i64)
         paths,
         fingerprint: made.fingerprint,
     }
+}
+
+/// The `[tls]` section of a server config: a TLS listener on 127.0.0.1:0 with `pair`,
+/// then `more` (other `[tls]` keys, one a line).
+pub fn tls_section(pair: &Pair, more: &str) -> String {
+    format!(
+        "[tls]\nlisten = \"127.0.0.1:0\"\ncert = {:?}\nkey = {:?}\n{more}",
+        pair.paths.cert, pair.paths.key
+    )
+}
+
+/// A real `espmail serve` with its TLS listener on (`pair`), `toml` for the other
+/// sections and `tls_more` for more `[tls]` keys; [`TestServer::tls_addr`] says where.
+pub fn start_tls_server(pair: &Pair, toml: &str, tls_more: &str, extra: &[&str]) -> TestServer {
+    let config = format!("{toml}\n{}", tls_section(pair, tls_more));
+    TestServer::start_with_config(&config, extra)
 }
 
 /// A future run on its own thread and current-thread runtime until dropped.
@@ -287,6 +303,98 @@ impl Recorder {
             _bg: bg,
         }
     }
+}
+
+/// What a [`Relay`] carried, one entry per connection.
+#[derive(Debug, Clone, Default)]
+pub struct Relayed {
+    /// Bytes towards the server, per connection.
+    pub up: Vec<Vec<u8>>,
+    /// Bytes from the server, per connection.
+    pub down: Vec<Vec<u8>>,
+    /// Connections whose both directions have ended.
+    pub done: usize,
+}
+
+impl Relayed {
+    /// Every byte each way, connection after connection (for searching).
+    pub fn all(&self) -> Vec<&[u8]> {
+        self.up
+            .iter()
+            .chain(&self.down)
+            .map(Vec::as_slice)
+            .collect()
+    }
+}
+
+/// A plain TCP relay on 127.0.0.1:0 that forwards to `to` and records every byte each way:
+/// what anyone on the network between the tunnel and the server would see.
+pub struct Relay {
+    pub addr: SocketAddr,
+    pub seen: Arc<Watched<Relayed>>,
+    _bg: Background,
+}
+
+impl Relay {
+    pub fn start(to: SocketAddr) -> Relay {
+        let seen = Watched::<Relayed>::new();
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        std_listener.set_nonblocking(true).unwrap();
+        let addr = std_listener.local_addr().unwrap();
+        let s = seen.clone();
+        let bg = Background::spawn(async move {
+            let listener = TcpListener::from_std(std_listener).unwrap();
+            loop {
+                let Ok((inbound, _)) = listener.accept().await else {
+                    continue;
+                };
+                let Ok(outbound) = TcpStream::connect(to).await else {
+                    continue;
+                };
+                let mut index = 0;
+                s.update(|r| {
+                    index = r.up.len();
+                    r.up.push(Vec::new());
+                    r.down.push(Vec::new());
+                });
+                let (in_r, in_w) = inbound.into_split();
+                let (out_r, out_w) = outbound.into_split();
+                let (s_up, s_down) = (s.clone(), s.clone());
+                let up = pump(in_r, out_w, move |b| {
+                    s_up.update(|r| r.up[index].extend_from_slice(b))
+                });
+                let down = pump(out_r, in_w, move |b| {
+                    s_down.update(|r| r.down[index].extend_from_slice(b))
+                });
+                let s = s.clone();
+                tokio::spawn(async move {
+                    tokio::join!(up, down);
+                    s.update(|r| r.done += 1);
+                });
+            }
+        });
+        Relay {
+            addr,
+            seen,
+            _bg: bg,
+        }
+    }
+}
+
+/// Copies `from` to `to`, showing each chunk to `record`, then passes the close on.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    record: impl Fn(&[u8]),
+) {
+    let mut buf = [0u8; 4096];
+    while let Ok(n @ 1..) = from.read(&mut buf).await {
+        record(&buf[..n]);
+        if to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
 }
 
 /// A running `espmail tunnel SERVER --listen 127.0.0.1:0 …`. Drop kills it.
