@@ -268,6 +268,17 @@ impl TestServer {
         )
     }
 
+    /// The server's resident memory in KiB, as Linux reports it (`VmRSS`).
+    pub fn rss_kib(&self) -> u64 {
+        let pid = self.child.as_ref().unwrap().id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"))
+    }
+
     /// Send a signal by name (TERM, INT, KILL) through kill(1); the crate forbids unsafe.
     pub fn signal(&self, sig: &str) {
         let pid = self.child.as_ref().unwrap().id();
