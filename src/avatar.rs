@@ -169,6 +169,15 @@ impl Password {
     }
 }
 
+/// Compared in constant time, like [`Password::same_as`].
+impl PartialEq for Password {
+    fn eq(&self, other: &Password) -> bool {
+        self.same_as(other)
+    }
+}
+
+impl Eq for Password {}
+
 impl From<String> for Password {
     fn from(s: String) -> Password {
         Password::new(s.into_bytes())

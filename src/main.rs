@@ -116,6 +116,33 @@ fn warn_new_keyfile(path: &Path) {
     );
 }
 
+/// At every start, while it is true (issue 10 M6, L5): a keyfile inside the data
+/// directory (a backup of the directory then holds key and mail together), and a data
+/// directory others may read (left as the operator made it, but said).
+fn warn_about_layout(config: &Config) {
+    if config.data.keyfile_inside_data_dir() {
+        tracing::warn!(
+            keyfile = %config.data.keyfile_path().display(),
+            data_dir = %config.data.dir.display(),
+            "the keyfile is inside the data directory, so a backup of the directory holds the \
+             key together with the mail it opens; move the keyfile out (e.g. to \
+             /etc/espmail/keyfile, mode 0600) and set [data] keyfile to its path"
+        );
+    }
+    match espmail::private_dir::open_to_others(&config.data.dir) {
+        Ok(Some(mode)) => tracing::warn!(
+            data_dir = %config.data.dir.display(),
+            mode = %format_args!("{mode:o}"),
+            "the data directory may be read by other users; run `chmod 700` on it unless \
+             that is meant"
+        ),
+        Ok(None) => {}
+        Err(e) => {
+            tracing::warn!(data_dir = %config.data.dir.display(), error = %e, "cannot read the data directory's mode")
+        }
+    }
+}
+
 #[allow(clippy::print_stderr)] // the listening line is part of the product (ESPMAIL.md §5)
 fn serve(args: ServeArgs) -> Result<()> {
     let mut config = load_config(&args.data, args.listen)?;
@@ -133,6 +160,9 @@ fn serve(args: ServeArgs) -> Result<()> {
     let control =
         log_redact::init(&config.logging.log_options()).context("cannot set up logging")?;
     supervisor::warn_relative_paths(&relative, &cwd);
+    // Read before anything is bound or opened: a trusted front end without its secret
+    // would be refused at every login.
+    let front_end_secret = ops::secret::front_end_secret(&config)?;
     // Bind first: a port in use is refused before any data is opened or created.
     let std_listener = espmail::listen::bind(config.server.listen)?;
     let tls = tls_listener(&config)?;
@@ -156,11 +186,12 @@ fn serve(args: ServeArgs) -> Result<()> {
     for line in config.summary().lines() {
         tracing::info!("config {line}");
     }
+    warn_about_layout(&config);
     let deps = Arc::new(Deps {
         settings: Settings::from_config(&config),
         registry: Arc::new(Registry::new()),
         accounts,
-        auth_mode: server::auth_mode(&config),
+        auth_mode: server::auth_mode(&config, front_end_secret),
         mail: mail.clone(),
         mail_rate: MailRate::new(
             usize::try_from(config.mail.send_rate_per_minute).unwrap_or(usize::MAX),

@@ -1,5 +1,6 @@
 //! Directories only their owner may enter (mode 0700): the data directory, the keyfile's
-//! directory and the log file's directory are all made here, the same way.
+//! directory and the log file's directory are all made here, the same way. An existing
+//! directory is never changed; [`open_to_others`] says when it is open to other users.
 //!
 //! May touch: the file system at the path given (mkdir, chmod); imports nothing from the
 //! crate, so every layer may use it (logging included).
@@ -20,13 +21,16 @@ pub fn create(dir: &Path) -> io::Result<bool> {
         .create(dir)?;
     // The mode given to mkdir is narrowed by the umask but never widened; set it anyway so
     // the result does not depend on the umask.
-    restrict(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
     Ok(true)
 }
 
-/// Sets an existing directory's mode to 0700.
-pub fn restrict(dir: &Path) -> io::Result<()> {
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+/// The mode of an existing directory when users other than its owner may enter or read it
+/// (group or others have any permission), for a warning: the operator made it so, and
+/// may have reasons (a backup group), so it is not changed behind their back.
+pub fn open_to_others(dir: &Path) -> io::Result<Option<u32>> {
+    let mode = std::fs::metadata(dir)?.permissions().mode() & 0o777;
+    Ok((mode & 0o077 != 0).then_some(mode))
 }
 
 #[cfg(test)]
@@ -49,7 +53,7 @@ mod tests {
         std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755)).unwrap();
         assert!(!create(&shared).unwrap());
         assert_eq!(mode(&shared), 0o755, "an existing directory is not changed");
-        restrict(&shared).unwrap();
-        assert_eq!(mode(&shared), 0o700);
+        assert_eq!(open_to_others(&shared).unwrap(), Some(0o755));
+        assert_eq!(open_to_others(&deep).unwrap(), None);
     }
 }

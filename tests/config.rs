@@ -194,11 +194,15 @@ fn auth_mode_from_config() {
     use espmail::config::{AuthConfig, AuthMode as Flat};
     use espmail::server::auth_mode;
     use espmail::world::login::AuthMode;
+    let secret = || espmail::avatar::Password::new(b"front-end-secret-16".to_vec());
     let with = |auth: AuthConfig| {
-        auth_mode(&Config {
-            auth,
-            ..Config::default()
-        })
+        auth_mode(
+            &Config {
+                auth,
+                ..Config::default()
+            },
+            Some(secret()),
+        )
     };
     assert_eq!(with(AuthConfig::default()), AuthMode::default());
     let off = AuthConfig {
@@ -215,7 +219,15 @@ fn auth_mode_from_config() {
     let trusted = AuthConfig {
         mode: Flat::Trusted,
         trusted_peers: peers.clone(),
+        trusted_password_avatars: true,
         ..AuthConfig::default()
     };
-    assert_eq!(with(trusted), AuthMode::Trusted { peers });
+    assert_eq!(
+        with(trusted),
+        AuthMode::Trusted {
+            peers,
+            secret: secret(),
+            password_avatars: true
+        }
+    );
 }

@@ -18,9 +18,8 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use common::TestServer;
-use durability_support::{integrity_check, offer, read_all, visit, CONFIG};
+use durability_support::{enter, integrity_check, offer, read_all, visit, CONFIG};
 use espmail::espmail::store::TEST_MAX_PAGES_ENV;
-use espmail::talk::Client;
 
 const SAVED: &str = "ESP Mail for Bob saved.";
 const FAILED: &str = "ESP Mail could not be saved. Not sent.";
@@ -59,7 +58,7 @@ async fn a_full_store_refuses_new_mail_stays_up_and_keeps_what_it_saved() {
 
     // Saved while there is room.
     let mut saved: Vec<String> = Vec::new();
-    let mut alice = Client::enter(&host, "Alice", None).await.unwrap();
+    let mut alice = enter(&host, "Alice").await.unwrap();
     for i in 0..3 {
         let text = format!("before-full {i} a5e1");
         assert_eq!(offer(&mut alice, "Bob", &text).await.unwrap(), SAVED);
@@ -85,7 +84,7 @@ async fn a_full_store_refuses_new_mail_stays_up_and_keeps_what_it_saved() {
     let mut refused = Vec::new();
     let mut alice = None;
     for i in 0..400 {
-        let mut c = Client::enter(&host, "Alice", None).await.unwrap();
+        let mut c = enter(&host, "Alice").await.unwrap();
         let text = format!("filling {i} 7c02");
         let answer = offer(&mut c, "Bob", &text).await.unwrap();
         match answer.as_str() {
@@ -141,7 +140,7 @@ async fn a_full_store_refuses_new_mail_stays_up_and_keeps_what_it_saved() {
     );
 
     // Delivery freed pages: the same capped store saves again.
-    let mut alice = Client::enter(&host, "Alice", None).await.unwrap();
+    let mut alice = enter(&host, "Alice").await.unwrap();
     let after = "after-space-freed 90ee".to_string();
     assert_eq!(offer(&mut alice, "Bob", &after).await.unwrap(), SAVED);
     alice.quit().await.unwrap();

@@ -24,8 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::TestServer;
-use durability_support::{integrity_check, offer, read_all, visit, CONFIG};
-use espmail::talk::Client;
+use durability_support::{enter, integrity_check, offer, read_all, visit, CONFIG};
 use tokio::sync::Notify;
 
 const SENDERS: usize = 8;
@@ -95,9 +94,7 @@ async fn sender(host: String, name: String, seed: u64, shared: Arc<Shared>) {
 
 async fn send_loop(host: &str, name: &str, seed: u64, shared: &Shared) -> Result<(), String> {
     let mut rng = Rng(seed | 1);
-    let mut c = Client::enter(host, name, None)
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut c = enter(host, name).await.map_err(|e| e.to_string())?;
     for round in 1u64.. {
         // The server lets one connection send a burst of 8 lines, then 2 a second; an
         // offer is two lines (TO: and ESP:). A fresh connection every 3 offers keeps every
@@ -105,9 +102,7 @@ async fn send_loop(host: &str, name: &str, seed: u64, shared: &Shared) -> Result
         if round % 3 == 0 {
             c.quit().await.map_err(|e| e.to_string())?;
             c.wait_closed().await.map_err(|e| e.to_string())?;
-            c = Client::enter(host, name, None)
-                .await
-                .map_err(|e| e.to_string())?;
+            c = enter(host, name).await.map_err(|e| e.to_string())?;
         }
         let to = RECIPIENTS[rng.below(RECIPIENTS.len() as u64) as usize];
         let n = shared.counter.fetch_add(1, Ordering::SeqCst);

@@ -19,8 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::TestServer;
-use durability_support::{integrity_check, offer, read_all, visit, CONFIG};
-use espmail::talk::Client;
+use durability_support::{enter, integrity_check, offer, read_all, visit, CONFIG};
 
 const SAVED: &str = "ESP Mail for Bob saved.";
 const FAILED: &str = "ESP Mail could not be saved. Not sent.";
@@ -81,7 +80,13 @@ async fn a_full_file_system_refuses_new_mail_and_keeps_what_it_saved() {
     let tmp = tempfile::tempdir().unwrap();
     let fs = Tmpfs::mount(&tmp.path().join("mnt"), "4m");
     let cfg = tmp.path().join("espmail.toml");
-    std::fs::write(&cfg, CONFIG).unwrap();
+    let secret = tmp.path().join("front-end.secret");
+    common::write_private(&secret, common::FRONT_END_SECRET);
+    std::fs::write(
+        &cfg,
+        CONFIG.replace("@FRONT_END_SECRET_FILE@", secret.to_str().unwrap()),
+    )
+    .unwrap();
     let data = fs.mnt.join("data");
     let args = ["--config", cfg.to_str().unwrap()];
     let server = tokio::task::block_in_place(|| TestServer::start_in(&data, &args));
@@ -91,7 +96,7 @@ async fn a_full_file_system_refuses_new_mail_and_keeps_what_it_saved() {
     }
 
     let mut saved = Vec::new();
-    let mut alice = Client::enter(&host, "Alice", None).await.unwrap();
+    let mut alice = enter(&host, "Alice").await.unwrap();
     for i in 0..3 {
         let text = format!("before-enospc {i} 51d7");
         assert_eq!(offer(&mut alice, "Bob", &text).await.unwrap(), SAVED);
@@ -109,7 +114,7 @@ async fn a_full_file_system_refuses_new_mail_and_keeps_what_it_saved() {
     // a few more first). A fresh connection per offer: the per-connection line bucket.
     let mut refused = None;
     for i in 0..200 {
-        let mut c = Client::enter(&host, "Alice", None).await.unwrap();
+        let mut c = enter(&host, "Alice").await.unwrap();
         let text = format!("on-full-disk {i} 0e44");
         let answer = offer(&mut c, "Bob", &text).await.unwrap();
         c.quit().await.unwrap();
@@ -159,7 +164,7 @@ async fn a_full_file_system_refuses_new_mail_and_keeps_what_it_saved() {
     assert!(read_all(&host, "Bob").await.is_empty());
 
     // And saving works again.
-    let mut alice = Client::enter(&host, "Alice", None).await.unwrap();
+    let mut alice = enter(&host, "Alice").await.unwrap();
     assert_eq!(
         offer(&mut alice, "Bob", "after-space-freed 77aa")
             .await

@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::TestServer;
+use common::{trusted_config, TestServer, FRONT_END_SECRET};
 use espmail::protocol::frame::{Command, Frame};
 use espmail::protocol::habitat::Packet;
 use espmail::protocol::qlink::QLinkCodec;
@@ -67,10 +67,7 @@ fn wire(frame: &Frame) -> Vec<u8> {
 #[tokio::test]
 async fn the_recorded_c64_handshake_leads_to_a_working_session() {
     // The C64 launcher sends no password: believe a front end on this host.
-    let server = TestServer::start_with_config(
-        "[auth]\nmode = \"trusted\"\ntrusted_peers = [\"127.0.0.1\"]\n",
-        &[],
-    );
+    let server = TestServer::start_with_config(&trusted_config(&["127.0.0.1"]), &[]);
     let rec = recorded();
     assert_eq!(rec.len(), 19);
     let client = |name: &str| {
@@ -90,7 +87,14 @@ async fn the_recorded_c64_handshake_leads_to_a_working_session() {
 
     let stream = TcpStream::connect(server.addr).await.unwrap();
     let mut f = Framed::new(stream, QLinkCodec::new());
-    f.get_mut().write_all(&client("login line")).await.unwrap();
+    // The front end in front of the C64 adds its secret to the launcher's login line; every
+    // byte after it is the C64's own.
+    let line = client("login line");
+    let json_end = line.iter().rposition(|b| *b == b'}').unwrap();
+    let mut login = line[..json_end].to_vec();
+    login.extend_from_slice(format!(",\"front_end_secret\":\"{FRONT_END_SECRET}\"").as_bytes());
+    login.extend_from_slice(&line[json_end..]);
+    f.get_mut().write_all(&login).await.unwrap();
     f.get_mut()
         .write_all(&client("handshake probe"))
         .await

@@ -7,18 +7,32 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{contains_bytes, leave_esp_mail, TestServer};
+use common::{contains_bytes, leave_esp_mail, trusted_config, TestServer, FRONT_END_SECRET};
 use espmail::log_redact::Sensitive;
 use espmail::protocol::messages::ClientRequest;
 use espmail::talk::{Client, ClientError, Event};
 use tokio::io::AsyncWriteExt;
 
-/// A Habilink login line (no password, as a trusted front end sends it) from `source`.
+/// A Habilink login line (no password, as a trusted front end sends it, with its secret)
+/// from `source`.
 async fn connect_from(source: &str, server: &TestServer, name: &str) -> Client {
+    connect_with(source, server, name, Some(FRONT_END_SECRET)).await
+}
+
+/// A login line from `source` with this front-end secret, or none.
+async fn connect_with(
+    source: &str,
+    server: &TestServer,
+    name: &str,
+    secret: Option<&str>,
+) -> Client {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
     let mut stream = socket.connect(server.addr).await.unwrap();
-    let line = serde_json::json!({"to": "bridge", "op": "LOGIN", "name": name});
+    let mut line = serde_json::json!({"to": "bridge", "op": "LOGIN", "name": name});
+    if let Some(s) = secret {
+        line["front_end_secret"] = serde_json::Value::from(s);
+    }
     let mut bytes = line.to_string().into_bytes();
     bytes.extend_from_slice(b"\r\r");
     stream.write_all(&bytes).await.unwrap();
@@ -28,10 +42,7 @@ async fn connect_from(source: &str, server: &TestServer, name: &str) -> Client {
 #[tokio::test]
 async fn trusted_mode_believes_the_listed_front_end_and_refuses_any_other_address() {
     // 127.0.0.2 is loopback too (Linux routes all of 127/8 locally), but not listed.
-    let server = TestServer::start_with_config(
-        "[auth]\nmode = \"trusted\"\ntrusted_peers = [\"127.0.0.1\"]\n",
-        &[],
-    );
+    let server = TestServer::start_with_config(&trusted_config(&["127.0.0.1"]), &[]);
 
     // Through the trusted front end: no password needed; Alice mails the offline Bob.
     let mut bob = connect_from("127.0.0.1", &server, "Bob").await;
@@ -74,6 +85,75 @@ async fn trusted_mode_believes_the_listed_front_end_and_refuses_any_other_addres
         .await
         .unwrap();
     server.wait_for_log("delivered ESP Mail acked and deleted");
+}
+
+/// Issue 10 M8: an address is not proof enough. Another process on the front end's host
+/// (same address, no secret or a wrong one) is refused, and so is a front end naming an
+/// avatar that has a password, unless the operator allows it.
+#[tokio::test]
+async fn a_trusted_host_is_not_enough_without_the_front_ends_secret() {
+    let server = TestServer::start_with_config(&trusted_config(&["127.0.0.1"]), &[]);
+    for secret in [None, Some("a-guessed-secret-123")] {
+        let mut eve = connect_with("127.0.0.1", &server, "Bob", secret).await;
+        match eve.im_alive().await {
+            Err(ClientError::Refused(text)) => assert_eq!(text, "Wrong name or password."),
+            other => panic!("a login without the secret was believed: {other:?}"),
+        }
+    }
+    server.wait_for_log_count(
+        "trusted login refused: the login line from a trusted address",
+        2,
+    );
+    assert!(
+        !server.log().contains("a-guessed-secret-123"),
+        "a secret reached the log"
+    );
+
+    // Carol has a password (made by the operator): the front end cannot log her in...
+    let (code, out, err) = server.cli(&["account", "add", "Carol"], "carols-password\n");
+    assert_eq!(code, 0, "{out} {err}");
+    let mut carol = connect_from("127.0.0.1", &server, "Carol").await;
+    assert!(matches!(
+        carol.im_alive().await,
+        Err(ClientError::Refused(_))
+    ));
+    server.wait_for_log("trusted login refused: this avatar has a password");
+    // ...unless the operator says it may.
+    let allowed = TestServer::start_with_config(
+        &format!(
+            "{}trusted_password_avatars = true\n",
+            trusted_config(&["127.0.0.1"])
+        ),
+        &[],
+    );
+    let (code, out, err) = allowed.cli(&["account", "add", "Carol"], "carols-password\n");
+    assert_eq!(code, 0, "{out} {err}");
+    let mut carol = connect_from("127.0.0.1", &allowed, "Carol").await;
+    carol.im_alive().await.unwrap();
+}
+
+#[test]
+fn trusted_mode_without_a_secret_file_does_not_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("espmail.toml");
+    std::fs::write(
+        &cfg,
+        "[auth]\nmode = \"trusted\"\ntrusted_peers = [\"127.0.0.1\"]\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_espmail"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&cfg)
+        .arg("--data-dir")
+        .arg(tmp.path().join("data"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("auth.trusted_secret_file"), "{err}");
+    assert!(err.contains("openssl rand -hex 32"), "{err}");
+    assert!(!tmp.path().join("data").exists(), "nothing was created");
 }
 
 #[tokio::test]

@@ -6,7 +6,9 @@
 
 mod common;
 
-use common::{client_from, connect_from, enter_from, TestServer, WAIT};
+use common::{
+    client_from, connect_from, enter_from, front_end_from, trusted_config, TestServer, WAIT,
+};
 use espmail::talk::ClientError;
 use futures_util::future::join_all;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -16,10 +18,7 @@ const PROBE: &[u8] = b"Z\x31\x42\x91\x40\x7f\x7e\x26\r";
 
 #[tokio::test]
 async fn two_hundred_refused_connections_take_no_seat() {
-    let server = TestServer::start_with_config(
-        "[auth]\nmode = \"trusted\"\ntrusted_peers = [\"127.0.0.2\"]\n",
-        &[],
-    );
+    let server = TestServer::start_with_config(&trusted_config(&["127.0.0.2"]), &[]);
     // 200 connections from untrusted addresses: refused at their login line; each sends
     // the probe (so its link has started) but never a packet.
     let mut refused = Vec::new();
@@ -32,7 +31,7 @@ async fn two_hundred_refused_connections_take_no_seat() {
     server.wait_for_log_count("login refused", 200);
 
     // A real player, from the trusted front end, gets a seat: the first there is.
-    let first = enter_from("127.0.0.2", server.addr, "Ann", None).await;
+    let first = front_end_from("127.0.0.2", server.addr, "Ann").await;
     assert_eq!(first.me, 1, "noids 1 and 2: the refused hold none");
 
     // The refused now get their answer, and are closed.
@@ -46,7 +45,7 @@ async fn two_hundred_refused_connections_take_no_seat() {
     for closed in join_all(refused.iter_mut().map(|c| c.wait_closed())).await {
         closed.unwrap();
     }
-    let second = enter_from("127.0.0.2", server.addr, "Ben", None).await;
+    let second = front_end_from("127.0.0.2", server.addr, "Ben").await;
     assert_eq!(second.me, 3);
 }
 

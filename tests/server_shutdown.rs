@@ -7,17 +7,18 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::{contains_bytes, round_trip, TestServer};
+use common::{contains_bytes, round_trip, trusted_config, TestServer, FRONT_END_SECRET};
 use espmail::talk::{Client, ClientError, Event};
 
 /// Trusted front end on loopback: logins cost no scrypt, so many senders are quick.
-const TRUSTED: &str = "[auth]\nmode = \"trusted\"\ntrusted_peers = [\"127.0.0.1\"]\n";
 const SENDERS: usize = 20;
 
 /// Everything Bob is shown at login, answering `Y` to every Next prompt; returns the
 /// message texts that start with `prefix`.
 async fn bob_reads_all(server: &TestServer, prefix: &str) -> Vec<String> {
-    let mut bob = Client::enter(&server.host(), "Bob", None).await.unwrap();
+    let mut bob = Client::enter_via_front_end(&server.host(), "Bob", FRONT_END_SECRET)
+        .await
+        .unwrap();
     // The mail count line, if any, comes before the reply to a SPEAK sent now.
     let seen = round_trip(&mut bob).await;
     let waiting: usize = seen
@@ -70,21 +71,28 @@ async fn sigterm_during_saves_keeps_every_mail_the_sender_saw_saved() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
     let cfg = tmp.path().join("espmail.toml");
-    std::fs::write(&cfg, TRUSTED).unwrap();
+    let secret = tmp.path().join("front-end.secret");
+    common::write_private(&secret, FRONT_END_SECRET);
+    let toml =
+        trusted_config(&["127.0.0.1"]).replace("@FRONT_END_SECRET_FILE@", secret.to_str().unwrap());
+    std::fs::write(&cfg, toml).unwrap();
     let args = ["--config", cfg.to_str().unwrap()];
     let mut server = TestServer::start_in(&dir, &args);
 
     // Bob exists and is offline.
-    let mut bob = Client::enter(&server.host(), "Bob", None).await.unwrap();
+    let mut bob = Client::enter_via_front_end(&server.host(), "Bob", FRONT_END_SECRET)
+        .await
+        .unwrap();
     bob.quit().await.unwrap();
     bob.wait_closed().await.unwrap();
 
     // Every sender stands at the "ESP Mail to Bob?" prompt.
     let mut senders = Vec::new();
     for i in 0..SENDERS {
-        let mut s = Client::enter(&server.host(), &format!("Sender{i}"), None)
-            .await
-            .unwrap();
+        let mut s =
+            Client::enter_via_front_end(&server.host(), &format!("Sender{i}"), FRONT_END_SECRET)
+                .await
+                .unwrap();
         assert!(s.speak(b"TO:Bob").await.unwrap());
         assert!(!s.esp(format!("bye-{i:02}").as_bytes()).await.unwrap());
         let p = s.wait_for(|e| matches!(e, Event::Prompt(_))).await.unwrap();

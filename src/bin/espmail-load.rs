@@ -12,6 +12,7 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -61,6 +62,9 @@ impl Drop for Server {
     }
 }
 
+/// The secret the load generator, as the trusted front end, sends in its login lines.
+const FRONT_END_SECRET: &str = "espmail-load-front-end-secret";
+
 fn start_server() -> Result<Server, Failure> {
     let exe = std::env::current_exe()?;
     let bin = exe.with_file_name("espmail");
@@ -69,11 +73,19 @@ fn start_server() -> Result<Server, Failure> {
     let cfg = dir.join("espmail.toml");
     // Trusted front end: the load measures the server, not scrypt. Every avatar comes from
     // 127.0.0.1, so that address is exempt from the per-address cap, as a front end would be.
+    // The front end proves itself with a secret in each login line.
+    let secret = dir.join("front-end.secret");
+    std::fs::write(&secret, FRONT_END_SECRET)?;
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600))?;
     std::fs::write(
         &cfg,
-        "[server]\nmax_connections = 19000\nconnection_cap_exempt = [\"127.0.0.1\"]\n\
-         [auth]\nmode = \"trusted\"\ntrusted_peers = [\"127.0.0.1\"]\n\
-         [mail]\nmax_per_recipient = 50\n[logging]\nlevel = \"info\"\n",
+        format!(
+            "[server]\nmax_connections = 19000\nconnection_cap_exempt = [\"127.0.0.1\"]\n\
+             [auth]\nmode = \"trusted\"\ntrusted_peers = [\"127.0.0.1\"]\n\
+             trusted_secret_file = \"{}\"\n\
+             [mail]\nmax_per_recipient = 50\n[logging]\nlevel = \"info\"\n",
+            secret.display()
+        ),
     )?;
     let mut child = Command::new(bin)
         .args(["serve", "--listen", "127.0.0.1:0", "--config"])
@@ -136,7 +148,8 @@ async fn main() -> Result<(), Failure> {
     // Offline recipients for ESP Mail: accounts that exist but are not connected.
     let offline = (o.mail_senders / 40).max(1);
     for k in 0..offline {
-        let mut c = Client::enter(&addr, &format!("off{k}"), None).await?;
+        let mut c =
+            Client::enter_via_front_end(&addr, &format!("off{k}"), FRONT_END_SECRET).await?;
         c.quit().await?;
         c.wait_closed().await?;
     }
@@ -150,7 +163,9 @@ async fn main() -> Result<(), Failure> {
         let addr = addr.clone();
         logins.push(tokio::spawn(async move {
             let _p = gate.acquire().await;
-            let mut c = match Client::enter(&addr, &format!("a{i}"), None).await {
+            let mut c = match Client::enter_via_front_end(&addr, &format!("a{i}"), FRONT_END_SECRET)
+                .await
+            {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("login a{i} failed: {e}");

@@ -199,6 +199,16 @@ impl Config {
                  one address (e.g. trusted_peers = [\"127.0.0.1\"]) or use mode = \"password\"",
             );
         }
+        if self.auth.mode == AuthMode::Trusted && self.auth.trusted_secret_file.is_none() {
+            return invalid(
+                "auth.trusted_secret_file",
+                "mode = \"trusted\" needs a secret the front end proves itself with (any \
+                 process on a trusted host could otherwise name any avatar): put 32 random \
+                 characters in a file only espmail and the front end can read, e.g. \
+                 `openssl rand -hex 32 > /etc/espmail/front-end.secret`, and set \
+                 trusted_secret_file to it",
+            );
+        }
         if !(1..=256).contains(&self.auth.min_password_len) {
             return invalid(
                 "auth.min_password_len",
@@ -289,6 +299,9 @@ impl Config {
         if let Some(p) = &mut self.logging.admin_socket {
             fix("logging.admin_socket", p);
         }
+        if let Some(p) = &mut self.auth.trusted_secret_file {
+            fix("auth.trusted_secret_file", p);
+        }
         // Read again at each SIGHUP, so they must not depend on the directory either.
         if let Some(p) = &mut self.tls.cert {
             fix("tls.cert", p);
@@ -343,7 +356,8 @@ impl Config {
              outbox_len={} rate_limit={} max_bad_frames={} max_connections_per_address={} \
              connection_cap_exempt={} max_unauthenticated_seats={} proxy_from={}\n\
              data: dir={} database={} keyfile={}\n\
-             auth: mode={} trusted_peers={} auto_register={} min_password_len={} \
+             auth: mode={} trusted_peers={} trusted_secret_file={} \
+             trusted_password_avatars={} auto_register={} min_password_len={} \
              hash_threads={}\n\
              mail: max_per_recipient={} max_text_len={} retention_days={} \
              send_rate_per_minute={} prompt_timeout={}s\n\
@@ -368,6 +382,10 @@ impl Config {
             self.data.keyfile_path().display(),
             a.mode,
             peers,
+            a.trusted_secret_file
+                .as_deref()
+                .map_or_else(|| "none".to_owned(), |p| p.display().to_string()),
+            a.trusted_password_avatars,
             a.auto_register,
             a.min_password_len,
             a.hash_threads_in_effect(),
@@ -715,7 +733,17 @@ mod tests {
         let shown = err.to_string();
         assert!(shown.contains("auth.trusted_peers"), "{shown}");
         assert!(shown.contains("test.toml"), "{shown}");
-        let ok = parse("[auth]\nmode = \"trusted\"\ntrusted_peers = [\"127.0.0.1\"]\n").unwrap();
+        let err =
+            parse("[auth]\nmode = \"trusted\"\ntrusted_peers = [\"127.0.0.1\"]\n").unwrap_err();
+        assert!(
+            err.to_string().contains("auth.trusted_secret_file"),
+            "{err}"
+        );
+        let ok = parse(
+            "[auth]\nmode = \"trusted\"\ntrusted_peers = [\"127.0.0.1\"]\n\
+             trusted_secret_file = \"/etc/espmail/front-end.secret\"\n",
+        )
+        .unwrap();
         assert_eq!(ok.auth.mode, AuthMode::Trusted);
         assert_eq!(ok.auth.trusted_peers, vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]);
     }

@@ -223,6 +223,14 @@ pub struct AuthConfig {
     /// In `trusted` mode, the addresses of front ends that have already authenticated
     /// the user.
     pub trusted_peers: Vec<IpAddr>,
+    /// In `trusted` mode, a file holding the secret the front end proves itself with: it
+    /// sends it as `"front_end_secret"` in each login line (another process on a trusted
+    /// host does not know it). Required with `mode = "trusted"`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trusted_secret_file: Option<PathBuf>,
+    /// In `trusted` mode, whether the front end may log in avatars that have a password
+    /// (made in `password` mode or with `account add`); off, they are refused.
+    pub trusted_password_avatars: bool,
     /// In `password` mode, an unknown name with a long enough password creates the avatar.
     pub auto_register: bool,
     /// Shortest password accepted for a new avatar.
@@ -247,6 +255,8 @@ impl Default for AuthConfig {
         AuthConfig {
             mode: AuthMode::Password,
             trusted_peers: Vec::new(),
+            trusted_secret_file: None,
+            trusted_password_avatars: false,
             auto_register: true,
             min_password_len: 8,
             hash_threads: 0,

@@ -428,17 +428,21 @@ impl Accounts {
     }
 
     /// Creates an avatar that only a trusted front end can log in as (no password), or
-    /// returns the existing one.
-    pub fn ensure_trusted(&self, name: &str, now: SystemTime) -> Result<Avatar, AccountError> {
+    /// returns the existing one; with whether it has a password.
+    pub fn ensure_trusted(
+        &self,
+        name: &str,
+        now: SystemTime,
+    ) -> Result<(Avatar, bool), AccountError> {
         let name = AvatarName::parse(name)?;
         match self.find(&name)? {
-            Found::Avatar(a, _) => Ok(a),
+            Found::Avatar(a, hash) => Ok((a, hash.is_some())),
             Found::Unknown => match self.insert(&name, None, now) {
                 Err(AccountError::NameTaken) => match self.find(&name)? {
-                    Found::Avatar(a, _) => Ok(a),
+                    Found::Avatar(a, hash) => Ok((a, hash.is_some())),
                     Found::Unknown => Err(AccountError::NoSuchAvatar),
                 },
-                other => other,
+                other => other.map(|a| (a, false)),
             },
         }
     }

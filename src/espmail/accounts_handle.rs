@@ -301,12 +301,13 @@ impl AccountsHandle {
         self.blocking(move |i| lock(&i.db).remove(&name)).await
     }
 
-    /// The avatar a trusted front end names, created without a password on first sight.
+    /// The avatar a trusted front end names, created without a password on first sight,
+    /// and whether it has a password.
     pub async fn ensure_trusted(
         &self,
         name: &str,
         now: SystemTime,
-    ) -> Result<Avatar, AccountError> {
+    ) -> Result<(Avatar, bool), AccountError> {
         let name = name.to_string();
         self.blocking(move |i| lock(&i.db).ensure_trusted(&name, now))
             .await

@@ -87,14 +87,6 @@ pub enum OpenError {
         /// What the system said.
         cause: io::Error,
     },
-    /// The data directory exists but could not be narrowed to its owner.
-    #[error("cannot restrict {} to its owner: {cause}", path.display())]
-    RestrictDir {
-        /// The directory.
-        path: PathBuf,
-        /// What the system said.
-        cause: io::Error,
-    },
     /// No database at the configured path.
     #[error(
         "no mail database at {}: run `espmail init` first, or point --data-dir / --config at \
@@ -168,18 +160,14 @@ pub struct Vault {
 }
 
 impl VaultPaths {
-    /// For `serve`: creates the data directory (0700; an existing one is narrowed to 0700),
+    /// For `serve`: creates the data directory when missing (0700; an existing one is left
+    /// as the operator made it, see [`crate::private_dir::open_to_others`]),
     /// loads the keyfile or makes one for a fresh start ([`VaultPaths::load_or_create_keyfile`]),
     /// opens (creating if needed) the database and starts the store's writer, then opens
     /// the accounts. A keyfile that does not match the database is refused before anything
     /// is written.
     pub fn serve(&self, limits: &Limits) -> Result<Served, OpenError> {
-        if !create_dir(&self.dir)? {
-            private_dir::restrict(&self.dir).map_err(|cause| OpenError::RestrictDir {
-                path: self.dir.clone(),
-                cause,
-            })?;
-        }
+        create_dir(&self.dir)?;
         let (kf, new_keyfile) = self.load_or_create_keyfile()?;
         let mail = MailHandle::with_keyfile(&self.database, &kf, limits.clone())?;
         let accounts = Accounts::open(&self.database, &Keyring::new(&kf)?, limits)?;

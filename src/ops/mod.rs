@@ -35,6 +35,7 @@ pub mod init;
 pub mod maintenance;
 pub mod passwords;
 pub mod rotate;
+pub mod secret;
 
 use std::io::{self, Write};
 use std::path::PathBuf;

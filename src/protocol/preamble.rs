@@ -66,6 +66,9 @@ pub enum PreambleError {
     /// The login carried a `password` that is not a JSON string.
     #[error("login password is not a JSON string")]
     BadPassword,
+    /// The login carried a `front_end_secret` that is not a JSON string.
+    #[error("login front_end_secret is not a JSON string")]
+    BadFrontEndSecret,
     /// [`Preamble::feed`] was called again after [`Step::Done`]: the bytes belong to the
     /// Q-Link session.
     #[error("preamble already complete; these bytes belong to the Q-Link session")]
@@ -80,6 +83,9 @@ pub struct Login {
     pub name: String,
     /// This server's addition to the login line; the real C64 sends none.
     pub password: Option<Sensitive<String>>,
+    /// Another addition: the secret a trusted front end proves itself with
+    /// (`"front_end_secret"`; `[auth] trusted_secret_file`).
+    pub front_end_secret: Option<Sensitive<String>>,
     /// Whether the login line said `"op":"LOGIN"`, as the C64 launcher's does.
     pub op_login: bool,
 }
@@ -119,6 +125,8 @@ struct LoginLine {
     op: Option<serde_json::Value>,
     #[serde(default)]
     password: Option<serde_json::Value>,
+    #[serde(default)]
+    front_end_secret: Option<serde_json::Value>,
 }
 
 /// The incremental preamble parser. One per connection.
@@ -275,10 +283,16 @@ fn parse_login(line: &[u8]) -> Result<Option<Login>, PreambleError> {
         Some(serde_json::Value::String(password)) => Some(Sensitive::new(password)),
         Some(_) => return Err(PreambleError::BadPassword),
     };
+    let front_end_secret = match fields.front_end_secret {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(secret)) => Some(Sensitive::new(secret)),
+        Some(_) => return Err(PreambleError::BadFrontEndSecret),
+    };
     check_name(&name)?;
     Ok(Some(Login {
         name,
         password,
+        front_end_secret,
         op_login,
     }))
 }

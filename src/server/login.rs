@@ -25,8 +25,9 @@ use tracing::{info, warn};
 use super::{sleep_opt, Deps, Peer};
 use crate::avatar::{AvatarName, Password};
 use crate::espmail::accounts::{AuthError, Avatar, Outcome, Reservation};
+use crate::log_redact::Sensitive;
 use crate::protocol::preamble::{Login, Preamble, PreambleError, Step as LineStep};
-use crate::world::login::{self, Decision, DialogueStep, PasswordDialogue};
+use crate::world::login::{self, AuthMode, Decision, DialogueStep, PasswordDialogue, RefuseReason};
 
 /// Why the login line could not be read; either ends the connection.
 #[derive(Debug, thiserror::Error)]
@@ -139,18 +140,51 @@ where
     }
 }
 
+/// Whether a trusted front end may log in avatars that have a password.
+fn trusts_password_avatars(mode: &AuthMode) -> bool {
+    matches!(
+        mode,
+        AuthMode::Trusted {
+            password_avatars: true,
+            ..
+        }
+    )
+}
+
 /// Binds the connection to an avatar, or decides to ask in-world, or refuses
 /// (ESPMAIL.md §1). Unknown names and wrong passwords end the same way.
 ///
 /// Trusted mode believes the socket's own peer ([`Peer::socket`]); the login throttle
 /// counts the player's address ([`Peer::addr`], a listed front end's PROXY header's).
 pub async fn authenticate(deps: &Deps, peer: &Peer, login: Login) -> Auth {
-    let Login { name, password, .. } = login;
-    let password = password.map(|p| Password::new(p.into_exposed().into_bytes()));
-    let decision = login::decide(&deps.auth_mode, peer.socket().ip(), &name, password);
+    let Login {
+        name,
+        password,
+        front_end_secret,
+        ..
+    } = login;
+    let secret = |s: Sensitive<String>| Password::new(s.into_exposed().into_bytes());
+    let password = password.map(secret);
+    let front_end_secret = front_end_secret.map(secret);
+    let decision = login::decide(
+        &deps.auth_mode,
+        peer.socket().ip(),
+        &name,
+        password,
+        front_end_secret,
+    );
     let peer = peer.addr;
     let accounts = &deps.accounts;
     match decision {
+        Decision::Refuse(RefuseReason::NoFrontEndSecret) => {
+            // Someone on a trusted host other than the front end, or a front end set up
+            // without the secret: the operator needs to know either way.
+            warn!(
+                "trusted login refused: the login line from a trusted address did not carry \
+                 the right front_end_secret ([auth] trusted_secret_file)"
+            );
+            Auth::Refused(Refusal::WrongNameOrPassword)
+        }
         Decision::Refuse(reason) => {
             info!(?reason, "login refused");
             Auth::Refused(Refusal::WrongNameOrPassword)
@@ -160,7 +194,15 @@ pub async fn authenticate(deps: &Deps, peer: &Peer, login: Login) -> Auth {
                 .ensure_trusted(name.display(), SystemTime::now())
                 .await
             {
-                Ok(avatar) => Auth::Yes(avatar),
+                Ok((_, true)) if !trusts_password_avatars(&deps.auth_mode) => {
+                    warn!(
+                        "trusted login refused: this avatar has a password, and [auth] \
+                         trusted_password_avatars is off (set it to let the front end log \
+                         such avatars in)"
+                    );
+                    Auth::Refused(Refusal::WrongNameOrPassword)
+                }
+                Ok((avatar, _)) => Auth::Yes(avatar),
                 Err(e) => {
                     warn!(error = %e, "trusted login could not be recorded");
                     Auth::Refused(Refusal::WrongNameOrPassword)
@@ -386,7 +428,16 @@ mod tests {
         Login {
             name: name.into(),
             password: password.map(|p| Sensitive::new(p.to_string())),
+            front_end_secret: None,
             op_login: true,
+        }
+    }
+
+    /// A login line from a trusted front end: `secret` as its `"front_end_secret"`.
+    fn front_end_login(name: &str, secret: &str) -> Login {
+        Login {
+            front_end_secret: Some(Sensitive::new(secret.to_string())),
+            ..login(name, None)
         }
     }
 
@@ -557,17 +608,15 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let deps = testing::deps(
                 dir.path(),
-                AuthMode::Trusted {
-                    peers: vec![PEER.ip()],
-                },
+                testing::trusted(vec![PEER.ip()]),
             );
             assert!(matches!(
-                authenticate(&deps, &Peer::direct(PEER), login("Eve", None)).await,
+                authenticate(&deps, &Peer::direct(PEER), front_end_login("Eve", testing::FRONT_END_SECRET)).await,
                 Auth::Yes(a) if a.name.display() == "Eve"
             ));
             let elsewhere = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 4)), 1);
             assert!(matches!(
-                authenticate(&deps, &Peer::direct(elsewhere), login("Eve", None)).await,
+                authenticate(&deps, &Peer::direct(elsewhere), front_end_login("Eve", testing::FRONT_END_SECRET)).await,
                 Auth::Refused(_)
             ));
             // A PROXY header says where the player is, not who may be believed: through
@@ -578,15 +627,23 @@ mod tests {
                 via: Some(PEER),
             };
             assert!(matches!(
-                authenticate(&deps, &through_trusted, login("Eve", None)).await,
+                authenticate(&deps, &through_trusted, front_end_login("Eve", testing::FRONT_END_SECRET)).await,
                 Auth::Yes(_)
             ));
+            // Another process on the front end's host, without the secret or with a wrong
+            // one, is refused.
+            for eve in [login("Eve", None), front_end_login("Eve", "a-guessed-secret-12")] {
+                assert!(matches!(
+                    authenticate(&deps, &Peer::direct(PEER), eve).await,
+                    Auth::Refused(Refusal::WrongNameOrPassword)
+                ));
+            }
             let claiming_trusted = Peer {
                 addr: PEER,
                 via: Some(elsewhere),
             };
             assert!(matches!(
-                authenticate(&deps, &claiming_trusted, login("Eve", None)).await,
+                authenticate(&deps, &claiming_trusted, front_end_login("Eve", testing::FRONT_END_SECRET)).await,
                 Auth::Refused(_)
             ));
             deps.mail.shutdown().await.unwrap();

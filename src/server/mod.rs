@@ -57,6 +57,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{field, info, info_span, warn, Instrument};
 
 use crate::admin::AdminStats;
+use crate::avatar::Password;
 use crate::config::{self, AddrRange, Config};
 use crate::espmail::accounts::AccountsHandle;
 use crate::espmail::MailHandle;
@@ -222,14 +223,18 @@ impl Deps {
     }
 }
 
-/// The world's auth mode from the config's `[auth]`.
-pub fn auth_mode(c: &Config) -> AuthMode {
+/// The world's auth mode from the config's `[auth]` and, in trusted mode, the front end's
+/// secret ([`crate::ops::secret::front_end_secret`]); without one (or an empty one) no
+/// trusted login is ever believed.
+pub fn auth_mode(c: &Config, front_end_secret: Option<Password>) -> AuthMode {
     match c.auth.mode {
         config::AuthMode::Password => AuthMode::Password {
             auto_register: c.auth.auto_register,
         },
         config::AuthMode::Trusted => AuthMode::Trusted {
             peers: c.auth.trusted_peers.clone(),
+            secret: front_end_secret.unwrap_or_else(|| Password::new(Vec::new())),
+            password_avatars: c.auth.trusted_password_avatars,
         },
     }
 }

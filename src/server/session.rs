@@ -808,18 +808,12 @@ mod tests {
     use crate::protocol::link::Link;
     use crate::protocol::messages::region;
     use crate::server::testing;
-    use crate::world::login::AuthMode;
 
     const FRONT_END: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
 
     /// Everything a session needs; logins from [`FRONT_END`] are trusted.
     fn deps(dir: &std::path::Path) -> Arc<Deps> {
-        testing::deps(
-            dir,
-            AuthMode::Trusted {
-                peers: vec![FRONT_END],
-            },
-        )
+        testing::deps(dir, testing::trusted(vec![FRONT_END]))
     }
 
     /// Runs a session on one end of a pipe, as if `peer` had connected; returns the other
@@ -846,7 +840,10 @@ mod tests {
 
     impl Client {
         async fn login(mut stream: DuplexStream, name: &str) -> Client {
-            let line = format!(r#"{{"to":"bridge","op":"LOGIN","name":"{name}"}}"#);
+            let line = format!(
+                r#"{{"to":"bridge","op":"LOGIN","name":"{name}","front_end_secret":"{}"}}"#,
+                testing::FRONT_END_SECRET
+            );
             stream
                 .write_all(format!("{line}\r\r").as_bytes())
                 .await

@@ -15,6 +15,18 @@ use crate::world::esp::MailRate;
 use crate::world::login::AuthMode;
 use crate::world::Registry;
 
+/// The secret the unit tests' trusted front ends send (`"front_end_secret"`).
+pub const FRONT_END_SECRET: &str = "unit-test-front-end-secret";
+
+/// Trusted mode for these front ends, with [`FRONT_END_SECRET`].
+pub fn trusted(peers: Vec<std::net::IpAddr>) -> AuthMode {
+    AuthMode::Trusted {
+        peers,
+        secret: crate::avatar::Password::new(FRONT_END_SECRET.as_bytes().to_vec()),
+        password_avatars: false,
+    }
+}
+
 /// Everything a session needs, stored under `dir`, logins believed as `auth_mode` says.
 pub fn deps(dir: &Path, auth_mode: AuthMode) -> Arc<Deps> {
     // Cheap hashing: these tests are about the session, not the KDF.

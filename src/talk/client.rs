@@ -234,12 +234,40 @@ impl Client<TcpStream> {
         name: &str,
         password: Option<&str>,
     ) -> Result<Client, ClientError> {
-        let mut c = Client::connect(addr, name, password).await?;
-        c.im_alive().await?;
-        c.describe().await?;
-        c.here_i_am().await?;
-        Ok(c)
+        let c = Client::connect(addr, name, password).await?;
+        c.go_in().await
     }
+
+    /// [`Client::enter`] as a trusted front end logs a player in: the login line names
+    /// the avatar and carries the front end's secret (`[auth] trusted_secret_file`), no
+    /// password. For the load generator and tests of trusted mode.
+    pub async fn enter_via_front_end(
+        addr: &str,
+        name: &str,
+        secret: &str,
+    ) -> Result<Client, ClientError> {
+        let mut stream = TcpStream::connect(addr).await?;
+        stream
+            .write_all(&front_end_login_line(name, secret))
+            .await?;
+        stream.flush().await?;
+        Client::from_stream(stream).go_in().await
+    }
+}
+
+/// The login line a trusted front end sends for `name`, with its secret.
+pub fn front_end_login_line(name: &str, secret: &str) -> Vec<u8> {
+    let line = serde_json::json!({
+        "to": "bridge", "op": "LOGIN", "name": name, "front_end_secret": secret
+    });
+    terminated(&line)
+}
+
+/// The line's JSON and the extra line the preamble throws away.
+fn terminated(line: &serde_json::Value) -> Vec<u8> {
+    let mut bytes = line.to_string().into_bytes();
+    bytes.extend_from_slice(b"\r\r");
+    bytes
 }
 
 /// The Habilink login line (WIRE.md 1.3.1) and the extra line the preamble throws away.
@@ -249,9 +277,7 @@ pub fn login_line(name: &str, password: Option<&str>) -> Vec<u8> {
     if let Some(p) = password {
         line["password"] = serde_json::Value::from(p);
     }
-    let mut bytes = line.to_string().into_bytes();
-    bytes.extend_from_slice(b"\r\r");
-    bytes
+    terminated(&line)
 }
 
 impl<S: Transport> Client<S> {
@@ -264,6 +290,14 @@ impl<S: Transport> Client<S> {
         stream.write_all(&login_line(name, password)).await?;
         stream.flush().await?;
         Ok(Client::from_stream(stream))
+    }
+
+    /// IM_ALIVE, DESCRIBE, HERE_I_AM: into the region, after the login line.
+    async fn go_in(mut self) -> Result<Client<S>, ClientError> {
+        self.im_alive().await?;
+        self.describe().await?;
+        self.here_i_am().await?;
+        Ok(self)
     }
 
     /// A client on a connection whose preamble was already sent.

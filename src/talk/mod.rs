@@ -15,7 +15,7 @@ pub mod screen;
 pub mod ui;
 
 pub use client::{
-    avatar_noids, avatars_in, io_words, login_line, Client, ClientError, Event, Transport,
-    DEFAULT_WAIT,
+    avatar_noids, avatars_in, front_end_login_line, io_words, login_line, Client, ClientError,
+    Event, Transport, DEFAULT_WAIT,
 };
 pub use ui::{run, run_on, Ending, TalkError, TalkOptions};

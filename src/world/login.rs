@@ -81,10 +81,15 @@ pub enum AuthMode {
         /// creates the avatar.
         auto_register: bool,
     },
-    /// Only these peers are believed about the name; every other peer is refused.
+    /// Only these peers, proving themselves with the secret, are believed about the
+    /// name; every other connection is refused.
     Trusted {
         /// The trusted front ends.
         peers: Vec<IpAddr>,
+        /// What they send as `"front_end_secret"` in each login line.
+        secret: Password,
+        /// Whether they may log in avatars that have a password.
+        password_avatars: bool,
     },
 }
 
@@ -103,6 +108,9 @@ pub enum RefuseReason {
     BadName(NameError),
     /// Trusted mode and the peer is not a trusted front end.
     UntrustedPeer,
+    /// Trusted mode, from a trusted front end's address, without the right secret: some
+    /// other process on that host.
+    NoFrontEndSecret,
 }
 
 /// What to do with a login line (the pure first step of authentication).
@@ -121,18 +129,29 @@ pub enum Decision {
 }
 
 /// Decides how a login line is authenticated. `password` is the login line's field, if
-/// it had one (an empty field counts as none: the C64 launcher sends only the name).
-pub fn decide(mode: &AuthMode, peer: IpAddr, name: &str, password: Option<Password>) -> Decision {
+/// it had one (an empty field counts as none: the C64 launcher sends only the name);
+/// `front_end_secret` is its `"front_end_secret"` (trusted mode only).
+pub fn decide(
+    mode: &AuthMode,
+    peer: IpAddr,
+    name: &str,
+    password: Option<Password>,
+    front_end_secret: Option<Password>,
+) -> Decision {
     let name = match AvatarName::parse(name) {
         Ok(n) => n,
         Err(e) => return Decision::Refuse(RefuseReason::BadName(e)),
     };
     match mode {
-        AuthMode::Trusted { peers } => {
-            if peers.contains(&peer) {
+        AuthMode::Trusted { peers, secret, .. } => {
+            if !peers.contains(&peer) {
+                Decision::Refuse(RefuseReason::UntrustedPeer)
+            } else if !secret.expose().is_empty()
+                && front_end_secret.is_some_and(|s| s.same_as(secret))
+            {
                 Decision::Trust(name)
             } else {
-                Decision::Refuse(RefuseReason::UntrustedPeer)
+                Decision::Refuse(RefuseReason::NoFrontEndSecret)
             }
         }
         AuthMode::Password { .. } => match password {
@@ -304,7 +323,7 @@ mod tests {
         // A bare terminator counts as no password at all in the login line.
         let peer: IpAddr = "10.0.0.9".parse().unwrap();
         assert!(matches!(
-            decide(&AuthMode::default(), peer, "Bob", Some(pw("\r\n"))),
+            decide(&AuthMode::default(), peer, "Bob", Some(pw("\r\n")), None),
             Decision::AskInWorld(_)
         ));
     }
@@ -366,28 +385,46 @@ mod tests {
         let front: IpAddr = "127.0.0.1".parse().unwrap();
         let pmode = AuthMode::default();
         assert!(matches!(
-            decide(&pmode, peer, "Bob", Some(pw("secret123"))),
+            decide(&pmode, peer, "Bob", Some(pw("secret123")), None),
             Decision::CheckPassword(n, p) if n.display() == "Bob" && p.expose() == b"secret123"
         ));
         assert!(matches!(
-            decide(&pmode, peer, "randy", None),
+            decide(&pmode, peer, "randy", None, None),
             Decision::AskInWorld(n) if n.key() == "randy"
         ));
         assert!(matches!(
-            decide(&pmode, peer, "randy", Some(pw(""))),
+            decide(&pmode, peer, "randy", Some(pw("")), None),
             Decision::AskInWorld(_)
         ));
         assert!(matches!(
-            decide(&pmode, peer, "bad!name", Some(pw("x"))),
+            decide(&pmode, peer, "bad!name", Some(pw("x")), None),
             Decision::Refuse(RefuseReason::BadName(NameError::BadCharacter))
         ));
-        let tmode = AuthMode::Trusted { peers: vec![front] };
+        let tmode = AuthMode::Trusted {
+            peers: vec![front],
+            secret: pw("front-end-secret-1"),
+            password_avatars: false,
+        };
         assert!(matches!(
-            decide(&tmode, front, "Bob", None),
+            decide(&tmode, front, "Bob", None, Some(pw("front-end-secret-1"))),
             Decision::Trust(n) if n.display() == "Bob"
         ));
+        // Another process on the front end's host does not know the secret.
+        for wrong in [None, Some(pw("")), Some(pw("front-end-secret-2"))] {
+            assert!(matches!(
+                decide(&tmode, front, "Bob", None, wrong),
+                Decision::Refuse(RefuseReason::NoFrontEndSecret)
+            ));
+        }
+        // The secret from anywhere else is worth nothing.
         assert!(matches!(
-            decide(&tmode, peer, "Bob", Some(pw("whatever1"))),
+            decide(
+                &tmode,
+                peer,
+                "Bob",
+                Some(pw("whatever1")),
+                Some(pw("front-end-secret-1"))
+            ),
             Decision::Refuse(RefuseReason::UntrustedPeer)
         ));
     }

@@ -12,6 +12,27 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+/// What the tests' trusted front ends send as `"front_end_secret"`.
+pub const FRONT_END_SECRET: &str = "integration-test-front-end-secret";
+
+/// Writes `text` to a new file only its owner may read (as a secret must be).
+pub fn write_private(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+/// `[auth]` in trusted mode for these front-end addresses (e.g. `"127.0.0.1"`), with the
+/// secret file [`TestServer::start_with_config`] writes.
+pub fn trusted_config(peers: &[&str]) -> String {
+    let peers: Vec<String> = peers.iter().map(|p| format!("\"{p}\"")).collect();
+    format!(
+        "[auth]\nmode = \"trusted\"\ntrusted_peers = [{}]\n\
+         trusted_secret_file = \"@FRONT_END_SECRET_FILE@\"\n",
+        peers.join(", ")
+    )
+}
+
 /// How long any single wait in a test may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(20);
 
@@ -126,9 +147,14 @@ impl TestServer {
 
     /// Start with a config file holding `toml` (the data directory still comes from the
     /// command line).
+    /// `@FRONT_END_SECRET_FILE@` in `toml` becomes a file holding [`FRONT_END_SECRET`]
+    /// (see [`trusted_config`]).
     pub fn start_with_config(toml: &str, extra: &[&str]) -> TestServer {
         let tmp = tempfile::tempdir().unwrap();
         let cfg = tmp.path().join("espmail.toml");
+        let secret = tmp.path().join("front-end.secret");
+        write_private(&secret, FRONT_END_SECRET);
+        let toml = toml.replace("@FRONT_END_SECRET_FILE@", secret.to_str().unwrap());
         std::fs::write(&cfg, toml).unwrap();
         let dir = tmp.path().join("data");
         let mut args = vec!["--config", cfg.to_str().unwrap()];
@@ -493,6 +519,22 @@ pub async fn client_from(
     espmail::talk::Client::handshake(stream, name, password)
         .await
         .unwrap()
+}
+
+/// A trusted front end at `local` logging `name` in (its secret in the login line), all
+/// the way into the Plaza.
+pub async fn front_end_from(local: &str, server: SocketAddr, name: &str) -> espmail::talk::Client {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = connect_from(local, server).await;
+    stream
+        .write_all(&espmail::talk::front_end_login_line(name, FRONT_END_SECRET))
+        .await
+        .unwrap();
+    let mut c = espmail::talk::Client::from_stream(stream);
+    c.im_alive().await.unwrap();
+    c.describe().await.unwrap();
+    c.here_i_am().await.unwrap();
+    c
 }
 
 /// [`client_from`], then all the way into the Plaza (IM_ALIVE, DESCRIBE, HERE_I_AM).

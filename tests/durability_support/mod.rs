@@ -72,7 +72,7 @@ pub async fn probe(c: &mut Client) -> Result<Vec<Event>, ClientError> {
 /// `Y` to each "Next ESP Mail" prompt. Returns (sender in the header, text) in delivery
 /// order. The client acks everything, so the server deletes what it delivered.
 pub async fn read_all(host: &str, name: &str) -> Vec<(String, String)> {
-    let mut c = Client::enter(host, name, None).await.unwrap();
+    let mut c = enter(host, name).await.unwrap();
     let mut pending: VecDeque<Event> = probe(&mut c).await.unwrap().into();
     let waiting = pending
         .iter()
@@ -110,9 +110,15 @@ pub async fn read_all(host: &str, name: &str) -> Vec<(String, String)> {
     out
 }
 
+/// `name` logs in through the trusted front end (its secret in the login line), all the
+/// way into the Plaza.
+pub async fn enter(host: &str, name: &str) -> Result<Client, ClientError> {
+    Client::enter_via_front_end(host, name, crate::common::FRONT_END_SECRET).await
+}
+
 /// Logs in, and out again (trusted mode creates the avatar on first sight).
 pub async fn visit(host: &str, name: &str) {
-    let mut c = Client::enter(host, name, None).await.unwrap();
+    let mut c = enter(host, name).await.unwrap();
     c.quit().await.unwrap();
     c.wait_closed().await.unwrap();
 }
@@ -127,11 +133,13 @@ pub fn integrity_check(db: &std::path::Path) -> String {
 }
 
 /// Trusted front end on 127.0.0.1 (no scrypt per login) and mail limits high enough that
-/// no refusal other than the one under test can happen.
+/// no refusal other than the one under test can happen. (`TestServer::start_with_config`
+/// writes the secret file; [`enter`] sends the secret.)
 pub const CONFIG: &str = r#"
 [auth]
 mode = "trusted"
 trusted_peers = ["127.0.0.1"]
+trusted_secret_file = "@FRONT_END_SECRET_FILE@"
 
 [mail]
 max_per_recipient = 100000
