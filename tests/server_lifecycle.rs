@@ -113,3 +113,49 @@ async fn a_silent_connection_gets_connect_and_an_idle_one_is_closed() {
     c.wait_closed().await.unwrap();
     server.wait_for_log("idle timeout");
 }
+
+const KEYFILE_INSIDE: &str = "the keyfile is inside the data directory";
+const OPEN_TO_OTHERS: &str = "the data directory may be read by other users";
+
+/// Issue 10 M6 and L5: at every start (not only the first) serve says while the keyfile
+/// sits inside the data directory, and an existing data directory keeps the mode its
+/// operator gave it (said when others may read it); one serve made itself is 0700.
+#[test]
+fn serve_says_where_the_layout_is_unsafe_at_every_start_and_changes_no_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    // The default layout: keyfile inside, directory made by serve (0700).
+    let mut server = TestServer::start(&[]);
+    server.wait_for_log(KEYFILE_INSIDE);
+    assert_eq!(mode(&server.data_dir), 0o700);
+    assert_eq!(server.log_count(OPEN_TO_OTHERS), 0);
+    server.signal("TERM");
+    server.wait_exit();
+    // Second start, same layout: said again.
+    let server = server.restart();
+    server.wait_for_log(KEYFILE_INSIDE);
+    drop(server);
+
+    // An existing shared directory, and the keyfile outside it: no keyfile warning, the
+    // mode is left alone and said.
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o750)).unwrap();
+    let cfg = tmp.path().join("espmail.toml");
+    let keyfile = tmp.path().join("keys").join("keyfile");
+    std::fs::write(
+        &cfg,
+        format!("[data]\nkeyfile = \"{}\"\n", keyfile.display()),
+    )
+    .unwrap();
+    let server = TestServer::start_in(&data, &["--config", cfg.to_str().unwrap()]);
+    server.wait_for_log(OPEN_TO_OTHERS);
+    assert_eq!(
+        mode(&data),
+        0o750,
+        "serve changed an existing directory's mode"
+    );
+    assert!(keyfile.is_file());
+    assert_eq!(server.log_count(KEYFILE_INSIDE), 0, "{}", server.log());
+}
