@@ -3,6 +3,7 @@
 //! limits, stale sockets, a second server, shutdown, and the client's errors.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+use espmail_test_macros::bounded;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -86,6 +87,7 @@ impl Raw {
     }
 }
 
+#[bounded]
 #[tokio::test]
 async fn socket_is_owner_only() {
     let r = start();
@@ -101,6 +103,7 @@ async fn socket_is_owner_only() {
     stop(r).await;
 }
 
+#[bounded]
 #[tokio::test]
 async fn debug_on_off_status_round_trip_and_watch_fires() {
     let r = start();
@@ -136,6 +139,7 @@ async fn debug_on_off_status_round_trip_and_watch_fires() {
     stop(r).await;
 }
 
+#[bounded]
 #[tokio::test]
 async fn stats_come_from_the_callback() {
     let r = start();
@@ -147,6 +151,7 @@ async fn stats_come_from_the_callback() {
     stop(r).await;
 }
 
+#[bounded]
 #[tokio::test]
 async fn garbage_gets_an_error_line_and_the_connection_keeps_serving() {
     let r = start();
@@ -185,6 +190,7 @@ async fn garbage_gets_an_error_line_and_the_connection_keeps_serving() {
     stop(r).await;
 }
 
+#[bounded]
 #[tokio::test]
 async fn an_overlong_line_is_answered_and_closed_and_the_server_goes_on() {
     let r = start();
@@ -210,6 +216,7 @@ async fn an_overlong_line_is_answered_and_closed_and_the_server_goes_on() {
     stop(r).await;
 }
 
+#[bounded]
 #[tokio::test]
 async fn connections_are_bounded() {
     let r = start();
@@ -243,6 +250,7 @@ async fn connections_are_bounded() {
     stop(r).await;
 }
 
+#[bounded]
 #[tokio::test]
 async fn shutdown_removes_the_socket_and_the_client_says_no_server() {
     let r = start();
@@ -261,6 +269,7 @@ async fn shutdown_removes_the_socket_and_the_client_says_no_server() {
     assert!(shown.contains("--data-dir"), "{shown}");
 }
 
+#[bounded]
 #[tokio::test]
 async fn stale_socket_is_replaced_but_a_live_one_is_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -291,6 +300,7 @@ async fn stale_socket_is_replaced_but_a_live_one_is_refused() {
     tokio::time::timeout(WAIT, task).await.unwrap().unwrap();
 }
 
+#[bounded]
 #[tokio::test]
 async fn a_file_that_is_not_a_socket_is_left_alone() {
     let dir = tempfile::tempdir().unwrap();
@@ -301,6 +311,7 @@ async fn a_file_that_is_not_a_socket_is_left_alone() {
     assert_eq!(std::fs::read(&path).unwrap(), b"precious");
 }
 
+#[bounded]
 #[tokio::test]
 async fn client_refuses_multi_line_requests() {
     let err = admin::request(Path::new("/nonexistent/admin.sock"), "debug on\nstats")
@@ -309,6 +320,7 @@ async fn client_refuses_multi_line_requests() {
     assert!(matches!(err, AdminError::BadRequest), "{err:?}");
 }
 
+#[bounded]
 #[tokio::test]
 async fn the_switch_is_logged_at_info_with_the_peer_uid() {
     use std::os::unix::fs::MetadataExt;

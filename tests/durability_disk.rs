@@ -14,6 +14,7 @@
 mod common;
 mod durability_support;
 
+use espmail_test_macros::bounded;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -47,6 +48,7 @@ fn stop(server: &mut TestServer) {
     assert!(status.success(), "server exit: {status:?}");
 }
 
+#[bounded]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_store_refuses_new_mail_stays_up_and_keeps_what_it_saved() {
     std::env::remove_var(TEST_MAX_PAGES_ENV);

@@ -18,6 +18,7 @@
 mod common;
 mod durability_support;
 
+use espmail_test_macros::bounded;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -134,6 +135,7 @@ fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
 
+#[bounded]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_under_load_loses_nothing_saved_and_invents_nothing() {
     let cycles = env_u64("ESPMAIL_KILL9_CYCLES").unwrap_or(20).max(1);

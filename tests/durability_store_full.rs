@@ -9,6 +9,7 @@
 //! sets that variable for its process.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+use espmail_test_macros::bounded;
 use std::collections::HashSet;
 use std::time::SystemTime;
 
@@ -17,6 +18,7 @@ use espmail::espmail::service::MailHandle;
 use espmail::espmail::store::{Limits, SaveError, StoreError, TEST_MAX_PAGES_ENV};
 use espmail::log_redact::Sensitive;
 
+#[bounded]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_that_meets_a_full_disk_stores_nothing_it_was_told_not_to() {
     let dir = tempfile::tempdir().unwrap();

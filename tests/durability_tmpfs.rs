@@ -13,6 +13,7 @@
 mod common;
 mod durability_support;
 
+use espmail_test_macros::bounded;
 use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -74,6 +75,7 @@ fn fill(path: &Path) -> u64 {
     written
 }
 
+#[bounded]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs root to mount a tmpfs; run with --ignored"]
 async fn a_full_file_system_refuses_new_mail_and_keeps_what_it_saved() {

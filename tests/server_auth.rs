@@ -7,6 +7,7 @@ mod common;
 
 use common::{contains_bytes, leave_esp_mail, TestServer};
 use espmail::talk::{Client, ClientError, Event};
+use espmail_test_macros::bounded;
 
 const CONFIG: &str = "[auth]\nauto_register = false\n";
 
@@ -37,6 +38,7 @@ async fn refused(server: &TestServer, name: &str, pw: Option<&str>) -> String {
     }
 }
 
+#[bounded]
 #[tokio::test]
 async fn wrong_password_and_unknown_name_look_the_same() {
     let server = TestServer::start_with_config(CONFIG, &[]);
@@ -54,6 +56,7 @@ async fn wrong_password_and_unknown_name_look_the_same() {
     assert!(!server.log().contains("not-bobs-password"));
 }
 
+#[bounded]
 #[tokio::test]
 async fn no_password_in_the_login_line_gets_the_prompt_and_no_mail_until_answered() {
     let server = TestServer::start_with_config(CONFIG, &[]);
@@ -109,6 +112,7 @@ async fn no_password_in_the_login_line_gets_the_prompt_and_no_mail_until_answere
     );
 }
 
+#[bounded]
 #[tokio::test]
 async fn three_wrong_answers_close_the_connection() {
     let server = TestServer::start_with_config(CONFIG, &[]);
@@ -131,6 +135,7 @@ async fn three_wrong_answers_close_the_connection() {
     bob.wait_closed().await.unwrap();
 }
 
+#[bounded]
 #[tokio::test]
 async fn a_second_login_replaces_the_first() {
     let server = TestServer::start(&[]);

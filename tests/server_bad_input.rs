@@ -7,6 +7,7 @@
 
 mod common;
 
+use espmail_test_macros::bounded;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -33,6 +34,7 @@ async fn still_served(bob: &mut Client) {
     assert!(!bob.speak(b"still here").await.unwrap());
 }
 
+#[bounded]
 #[tokio::test]
 async fn garbage_and_broken_frames_cost_only_themselves() {
     let server = TestServer::start(&[]);
@@ -85,6 +87,7 @@ async fn garbage_and_broken_frames_cost_only_themselves() {
     assert_eq!(server.log_count("bad input"), 2, "{log}");
 }
 
+#[bounded]
 #[tokio::test]
 async fn requests_before_login_or_describe_are_ignored() {
     let server = TestServer::start(&[]);
@@ -122,6 +125,7 @@ async fn requests_before_login_or_describe_are_ignored() {
     still_served(&mut bob).await;
 }
 
+#[bounded]
 #[tokio::test]
 async fn a_burst_of_ten_thousand_esp_lines_does_not_cost_the_recipient() {
     let server = TestServer::start(&[]);
@@ -218,6 +222,7 @@ async fn closed_while_flooding(c: &mut Client) -> bool {
     false
 }
 
+#[bounded]
 #[tokio::test]
 async fn a_megabyte_of_junk_costs_a_few_log_lines_and_the_connection() {
     const MB: usize = 1 << 20;

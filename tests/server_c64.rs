@@ -5,6 +5,7 @@
 
 mod common;
 
+use espmail_test_macros::bounded;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -64,6 +65,7 @@ fn wire(frame: &Frame) -> Vec<u8> {
     v
 }
 
+#[bounded]
 #[tokio::test]
 async fn the_recorded_c64_handshake_leads_to_a_working_session() {
     // The C64 launcher sends no password: believe a front end on this host.

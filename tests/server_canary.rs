@@ -12,6 +12,7 @@
 
 mod common;
 
+use espmail_test_macros::bounded;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -132,6 +133,23 @@ fn assert_structure(what: &str, log: &str) {
                 || l.contains(&format!("avatar=\"{name}\""))),
             "avatar name {name} not in the {what}:\n{log}"
         );
+    }
+    // Issue 10 L2 (ESPMAIL.md §5): a line about one ESP Mail names one avatar (the
+    // session's), with no length, no row id and no recipient, so no line says who wrote
+    // to whom.
+    for line in log
+        .lines()
+        .filter(|l| l.contains("ESP Mail saved") || l.contains("ESP Mail committed"))
+    {
+        assert!(
+            !line.contains("to=") && !line.contains("len=") && !line.contains(" id="),
+            "{line}"
+        );
+        let named = ["Alice", "Bob", "Carol"]
+            .iter()
+            .filter(|n| line.contains(*n))
+            .count();
+        assert!(named <= 1, "two avatars in one line: {line}");
     }
     for event in [
         "login line read",
@@ -310,6 +328,7 @@ async fn drive_stop_and_check(server: TestServer, log_file: &Path) -> (String, S
     (stderr, file)
 }
 
+#[bounded]
 #[tokio::test]
 async fn trace_for_everything_logs_structure_and_never_a_canary() {
     let tmp = tempfile::tempdir().unwrap();
@@ -333,6 +352,7 @@ async fn trace_for_everything_logs_structure_and_never_a_canary() {
     assert!(file.contains("delivered ESP Mail acked and deleted"));
 }
 
+#[bounded]
 #[tokio::test]
 async fn debug_switched_on_through_the_admin_socket_never_logs_a_canary() {
     let tmp = tempfile::tempdir().unwrap();
@@ -429,6 +449,7 @@ fn unfingerprinted_actions(log: &str, conn: u64) -> usize {
 /// shows two fingerprints; a password typed at the in-world prompt shows none at all, so
 /// another player who says the same bytes, or sends them as a prompt reply of their own,
 /// finds nothing in the log to compare with; and no canary reaches the log in any form.
+#[bounded]
 #[tokio::test]
 async fn fingerprints_are_per_session_and_a_typed_password_has_none() {
     let tmp = tempfile::tempdir().unwrap();

@@ -7,6 +7,7 @@
 
 mod common;
 
+use espmail_test_macros::bounded;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
@@ -59,6 +60,7 @@ async fn leave(mut c: Client) {
     c.wait_closed().await.unwrap();
 }
 
+#[bounded]
 #[tokio::test]
 async fn sighup_rereads_the_level_from_the_config_file() {
     let tmp = tempfile::tempdir().unwrap();
@@ -102,6 +104,7 @@ async fn sighup_rereads_the_level_from_the_config_file() {
     leave(alice).await;
 }
 
+#[bounded]
 #[tokio::test]
 async fn sighup_without_a_config_file_keeps_the_filter_and_the_server() {
     let server = TestServer::start(&["--debug"]);
@@ -153,6 +156,7 @@ fn switch(server: &TestServer, on_off: &str) {
     assert_eq!(code, 0, "{out} {err}");
 }
 
+#[bounded]
 #[tokio::test]
 async fn a_login_is_told_while_debug_is_on_before_its_mail_and_not_while_off() {
     let server = TestServer::start(&[]);
@@ -194,6 +198,7 @@ fn ask(conn: &mut BufReader<UnixStream>, line: &[u8]) -> String {
     answer
 }
 
+#[bounded]
 #[tokio::test]
 async fn the_admin_socket_of_the_real_server() {
     let tmp = tempfile::tempdir().unwrap();

@@ -8,6 +8,7 @@ mod common;
 
 use common::{alice_mails_bob, contains_bytes, pw, register, round_trip, texts, TestServer};
 use espmail::talk::{Client, Event};
+use espmail_test_macros::bounded;
 
 const DELETED: &str = "delivered ESP Mail acked and deleted";
 
@@ -154,6 +155,7 @@ async fn bob_has_no_mail(server: &TestServer) {
 // Each step must show exactly one new message, and oldest first: Alice's messages here
 // are all saved within a second or so, which the send time's nanoseconds still order.
 
+#[bounded]
 #[tokio::test]
 async fn a_second_login_during_delivery_gets_the_unacked_mail_and_nothing_is_deleted_twice() {
     let server = TestServer::start(&[]);
@@ -203,6 +205,7 @@ async fn a_second_login_during_delivery_gets_the_unacked_mail_and_nothing_is_del
     bob_has_no_mail(&server).await;
 }
 
+#[bounded]
 #[tokio::test]
 async fn mail_acked_by_the_replaced_session_is_not_delivered_again() {
     let server = TestServer::start(&[]);
@@ -240,6 +243,7 @@ async fn mail_acked_by_the_replaced_session_is_not_delivered_again() {
     bob_has_no_mail(&server).await;
 }
 
+#[bounded]
 #[tokio::test]
 async fn empty_and_y_deliver_the_next_and_n_keeps_the_rest_for_later() {
     let server = TestServer::start(&[]);
@@ -298,6 +302,7 @@ async fn empty_and_y_deliver_the_next_and_n_keeps_the_rest_for_later() {
     bob_has_no_mail(&server).await;
 }
 
+#[bounded]
 #[tokio::test]
 async fn no_answer_to_the_next_prompt_keeps_the_rest() {
     let mails = ["lapse-1", "lapse-2"];
@@ -335,6 +340,7 @@ async fn no_answer_to_the_next_prompt_keeps_the_rest() {
     bob_has_no_mail(&server).await;
 }
 
+#[bounded]
 #[tokio::test]
 async fn a_late_yes_to_a_lapsed_next_prompt_still_delivers_the_next() {
     let mails = ["late-1", "late-2"];
@@ -354,6 +360,7 @@ async fn a_late_yes_to_a_lapsed_next_prompt_still_delivers_the_next() {
     bob_has_no_mail(&server).await;
 }
 
+#[bounded]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_acks_only_when_pinged_still_gets_its_mail_deleted() {
     // The C64 acks only when asked, so an ack answering a Ping must be enough to delete.

@@ -6,6 +6,7 @@ mod common;
 
 use common::{contains_bytes, pw, register, round_trip, speech_reaches, TestServer};
 use espmail::talk::{Client, Event};
+use espmail_test_macros::bounded;
 
 async fn enter(server: &TestServer, name: &str) -> Client {
     Client::enter(&server.host(), name, Some(&pw(name)))
@@ -31,6 +32,7 @@ fn said(events: &[Event], needle: &str) -> bool {
     })
 }
 
+#[bounded]
 #[tokio::test]
 async fn live_esp_reaches_the_recipient_and_echoes_to_the_sender() {
     let server = TestServer::start(&[]);
@@ -109,6 +111,7 @@ async fn live_esp_reaches_the_recipient_and_echoes_to_the_sender() {
     bob.wait_for(|e| *e == Event::GoAway(gone)).await.unwrap();
 }
 
+#[bounded]
 #[tokio::test]
 async fn declining_or_not_answering_stores_nothing() {
     let server = TestServer::start_with_config("[mail]\nprompt_timeout_secs = 1\n", &[]);
@@ -161,6 +164,7 @@ async fn declining_or_not_answering_stores_nothing() {
     assert!(out.contains("messages waiting: 0"), "{out}");
 }
 
+#[bounded]
 #[tokio::test]
 async fn a_full_box_is_refused() {
     let server = TestServer::start_with_config("[mail]\nmax_per_recipient = 1\n", &[]);
@@ -179,6 +183,7 @@ async fn a_full_box_is_refused() {
     assert!(out.contains("messages waiting: 1"), "{out}");
 }
 
+#[bounded]
 #[tokio::test]
 async fn too_many_sends_are_refused() {
     let server = TestServer::start_with_config("[mail]\nsend_rate_per_minute = 2\n", &[]);
@@ -197,6 +202,7 @@ async fn too_many_sends_are_refused() {
     assert!(out.contains("messages waiting: 2"), "{out}");
 }
 
+#[bounded]
 #[tokio::test]
 async fn esp_mail_to_someone_who_arrived_meanwhile_goes_live() {
     let server = TestServer::start(&[]);
@@ -214,6 +220,7 @@ async fn esp_mail_to_someone_who_arrived_meanwhile_goes_live() {
         .unwrap();
 }
 
+#[bounded]
 #[tokio::test]
 async fn paced_output_for_slow_links_still_carries_esp() {
     // 1,200 bytes a second: a 9600-baud C64 link's pace (0 in the other tests).

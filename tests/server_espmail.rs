@@ -7,6 +7,7 @@ mod common;
 
 use common::{alice_mails_bob, contains_bytes, register, round_trip, texts, TestServer};
 use espmail::talk::{Client, Event};
+use espmail_test_macros::bounded;
 
 const BOB_PW: &str = "bob-password";
 
@@ -44,6 +45,7 @@ async fn bob_has_no_mail(server: &TestServer) {
     bob.wait_closed().await.unwrap();
 }
 
+#[bounded]
 #[tokio::test]
 async fn esp_mail_is_offered_saved_delivered_acked_and_deleted() {
     let server = TestServer::start(&["-d"]); // debug logging on: the hardest case
@@ -97,6 +99,7 @@ async fn esp_mail_is_offered_saved_delivered_acked_and_deleted() {
     );
 }
 
+#[bounded]
 #[tokio::test]
 async fn mail_read_but_not_acked_comes_again_then_is_deleted() {
     let server = TestServer::start(&[]);
@@ -121,6 +124,7 @@ async fn mail_read_but_not_acked_comes_again_then_is_deleted() {
     bob_has_no_mail(&server).await;
 }
 
+#[bounded]
 #[tokio::test]
 async fn a_restart_between_sending_and_delivery_loses_nothing() {
     let server = TestServer::start(&[]);

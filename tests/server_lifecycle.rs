@@ -3,6 +3,7 @@
 
 mod common;
 
+use espmail_test_macros::bounded;
 use std::io::Read;
 use std::net::TcpStream;
 
@@ -75,6 +76,7 @@ fn connections_over_the_limit_are_refused_cleanly() {
     server.wait_for_log("conn=4");
 }
 
+#[bounded]
 #[tokio::test]
 async fn switching_debug_on_tells_every_connected_avatar() {
     let server = TestServer::start(&[]);
@@ -90,6 +92,7 @@ async fn switching_debug_on_tells_every_connected_avatar() {
     assert!(out.contains("online=1"), "{out}");
 }
 
+#[bounded]
 #[tokio::test]
 async fn a_silent_connection_gets_connect_and_an_idle_one_is_closed() {
     use tokio::io::AsyncReadExt;

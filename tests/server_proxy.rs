@@ -10,6 +10,7 @@ mod common;
 use common::{connect_from, register, TestServer, WAIT};
 use espmail::protocol::proxy::V2_SIGNATURE;
 use espmail::talk::{Client, ClientError};
+use espmail_test_macros::bounded;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const FRONT_END: &str = "127.0.0.2";
@@ -67,6 +68,7 @@ async fn login_through(
     }
 }
 
+#[bounded]
 #[tokio::test]
 async fn the_throttle_counts_the_players_address_not_the_front_ends() {
     let server = TestServer::start_with_config("[server]\nproxy_from = [\"127.0.0.2\"]\n", &[]);
@@ -109,6 +111,7 @@ async fn ended(stream: &mut tokio::net::TcpStream) -> bool {
     )
 }
 
+#[bounded]
 #[tokio::test]
 async fn the_per_address_cap_counts_players_behind_the_front_end() {
     let server = TestServer::start_with_config(
@@ -159,6 +162,7 @@ async fn the_per_address_cap_counts_players_behind_the_front_end() {
     );
 }
 
+#[bounded]
 #[tokio::test]
 async fn a_header_from_an_unlisted_peer_changes_nothing() {
     let server = TestServer::start_with_config("[server]\nproxy_from = [\"127.0.0.2\"]\n", &[]);
@@ -181,6 +185,7 @@ async fn a_header_from_an_unlisted_peer_changes_nothing() {
     assert!(!server.log().contains("203.0.113.7"), "{}", server.log());
 }
 
+#[bounded]
 #[tokio::test]
 async fn a_listed_front_end_without_a_header_is_refused() {
     let server = TestServer::start_with_config("[server]\nproxy_from = [\"127.0.0.2\"]\n", &[]);

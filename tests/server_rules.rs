@@ -5,6 +5,7 @@
 
 mod common;
 
+use espmail_test_macros::bounded;
 use std::time::{Duration, Instant};
 
 use common::{contains_bytes, leave_esp_mail, trusted_config, TestServer, FRONT_END_SECRET};
@@ -39,6 +40,7 @@ async fn connect_with(
     Client::from_stream(stream)
 }
 
+#[bounded]
 #[tokio::test]
 async fn trusted_mode_believes_the_listed_front_end_and_refuses_any_other_address() {
     // 127.0.0.2 is loopback too (Linux routes all of 127/8 locally), but not listed.
@@ -90,6 +92,7 @@ async fn trusted_mode_believes_the_listed_front_end_and_refuses_any_other_addres
 /// Issue 10 M8: an address is not proof enough. Another process on the front end's host
 /// (same address, no secret or a wrong one) is refused, and so is a front end naming an
 /// avatar that has a password, unless the operator allows it.
+#[bounded]
 #[tokio::test]
 async fn a_trusted_host_is_not_enough_without_the_front_ends_secret() {
     let server = TestServer::start_with_config(&trusted_config(&["127.0.0.1"]), &[]);
@@ -156,6 +159,7 @@ fn trusted_mode_without_a_secret_file_does_not_start() {
     assert!(!tmp.path().join("data").exists(), "nothing was created");
 }
 
+#[bounded]
 #[tokio::test]
 async fn requests_on_another_avatars_noid_are_ignored() {
     let server = TestServer::start(&[]);
@@ -211,6 +215,7 @@ async fn requests_on_another_avatars_noid_are_ignored() {
     assert!(summary.contains("not_owned=2"), "{summary}");
 }
 
+#[bounded]
 #[tokio::test]
 async fn the_outbound_rate_cap_spaces_the_bytes() {
     const RATE: f64 = 50.0; // bytes a second, far below a C64 modem, so it shows

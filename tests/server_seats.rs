@@ -10,12 +10,14 @@ use common::{
     client_from, connect_from, enter_from, front_end_from, trusted_config, TestServer, WAIT,
 };
 use espmail::talk::ClientError;
+use espmail_test_macros::bounded;
 use futures_util::future::join_all;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The real C64's handshake probe (a bad CRC on purpose): link bytes, not a packet.
 const PROBE: &[u8] = b"Z\x31\x42\x91\x40\x7f\x7e\x26\r";
 
+#[bounded]
 #[tokio::test]
 async fn two_hundred_refused_connections_take_no_seat() {
     let server = TestServer::start_with_config(&trusted_config(&["127.0.0.2"]), &[]);
@@ -49,6 +51,7 @@ async fn two_hundred_refused_connections_take_no_seat() {
     assert_eq!(second.me, 3);
 }
 
+#[bounded]
 #[tokio::test]
 async fn seats_at_the_password_prompt_are_few() {
     let server = TestServer::start_with_config("[server]\nmax_unauthenticated_seats = 2\n", &[]);
@@ -89,6 +92,7 @@ async fn seats_at_the_password_prompt_are_few() {
     eve.im_alive().await.unwrap();
 }
 
+#[bounded]
 #[tokio::test]
 async fn a_seat_before_login_lapses() {
     let server = TestServer::start_with_config(
@@ -115,6 +119,7 @@ async fn refused_at_once(stream: &mut tokio::net::TcpStream) -> bool {
     }
 }
 
+#[bounded]
 #[tokio::test]
 async fn one_address_gets_its_cap_of_connections_and_no_more() {
     let server = TestServer::start_with_config("[server]\nmax_connections_per_address = 3\n", &[]);

@@ -5,6 +5,7 @@
 
 mod common;
 
+use espmail_test_macros::bounded;
 use std::collections::BTreeSet;
 
 use common::{contains_bytes, round_trip, trusted_config, TestServer, FRONT_END_SECRET};
@@ -66,6 +67,7 @@ async fn bob_reads_all(server: &TestServer, prefix: &str) -> Vec<String> {
     got
 }
 
+#[bounded]
 #[tokio::test]
 async fn sigterm_during_saves_keeps_every_mail_the_sender_saw_saved() {
     let tmp = tempfile::tempdir().unwrap();
@@ -156,6 +158,7 @@ async fn sigterm_during_saves_keeps_every_mail_the_sender_saw_saved() {
     );
 }
 
+#[bounded]
 #[tokio::test]
 async fn avatars_in_the_world_are_told_before_the_server_closes() {
     let mut server = TestServer::start(&[]);

@@ -6,6 +6,7 @@
 
 mod common;
 
+use espmail_test_macros::bounded;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
@@ -115,6 +116,7 @@ fn settings_show_absolute_paths_for_a_relative_data_dir_and_a_service_is_warned(
     assert!(dir.join("keyfile").is_file());
 }
 
+#[bounded]
 #[tokio::test]
 async fn rust_log_debug_turns_debug_on_and_players_are_told() {
     tokio::time::timeout(2 * WAIT, async {

@@ -3,6 +3,7 @@
 //! so this is its own test binary.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+use espmail_test_macros::bounded;
 use std::path::Path;
 use std::time::Duration;
 
@@ -47,6 +48,7 @@ fn write_level(path: &Path, level: &str) {
     std::fs::write(path, format!("[logging]\nlevel = \"{level}\"\n")).unwrap();
 }
 
+#[bounded]
 #[tokio::test]
 async fn sighup_rereads_the_level_and_survives_a_bad_file() {
     let dir = tempfile::tempdir().unwrap();

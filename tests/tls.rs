@@ -6,6 +6,7 @@
 
 mod common;
 
+use espmail_test_macros::bounded;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::time::Duration;
@@ -107,6 +108,7 @@ async fn handshake_with(front: &TlsFront, version: SslVersion, ciphers: &str) ->
     done.ok().map(|()| tls.ssl().version_str().to_owned())
 }
 
+#[bounded]
 #[tokio::test]
 async fn the_server_end_speaks_tls_1_2_and_1_3_with_modern_ciphers_only() {
     let dir = tempfile::tempdir().unwrap();
@@ -139,6 +141,7 @@ async fn the_server_end_speaks_tls_1_2_and_1_3_with_modern_ciphers_only() {
     assert_eq!(seen.handshakes, 2);
 }
 
+#[bounded]
 #[tokio::test]
 async fn connect_returns_a_verified_stream_in_each_trust_mode() {
     tokio::time::timeout(Duration::from_secs(60), async {
@@ -165,6 +168,7 @@ async fn connect_returns_a_verified_stream_in_each_trust_mode() {
     .unwrap();
 }
 
+#[bounded]
 #[tokio::test]
 async fn a_pinned_certificate_must_still_be_in_its_dates() {
     tokio::time::timeout(Duration::from_secs(60), async {
@@ -200,6 +204,7 @@ async fn a_pinned_certificate_must_still_be_in_its_dates() {
     .unwrap();
 }
 
+#[bounded]
 #[tokio::test]
 async fn the_system_cas_refuse_a_self_signed_server_and_name_its_fingerprint() {
     tokio::time::timeout(Duration::from_secs(60), async {

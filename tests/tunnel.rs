@@ -10,6 +10,7 @@
 
 mod common;
 
+use espmail_test_macros::bounded;
 use std::time::Duration;
 
 use common::tls::{
@@ -54,6 +55,7 @@ fn tls_sessions(server: &TestServer) -> (usize, usize) {
     (sessions, log.matches("no TLS session").count())
 }
 
+#[bounded]
 #[tokio::test]
 async fn the_esp_mail_story_works_through_the_tunnel_and_the_wire_shows_none_of_it() {
     tokio::time::timeout(Duration::from_secs(120), async {
@@ -159,6 +161,7 @@ async fn the_esp_mail_story_works_through_the_tunnel_and_the_wire_shows_none_of_
     .unwrap();
 }
 
+#[bounded]
 #[tokio::test]
 async fn several_players_share_one_tunnel_at_once() {
     tokio::time::timeout(Duration::from_secs(120), async {
@@ -195,6 +198,7 @@ async fn several_players_share_one_tunnel_at_once() {
     .unwrap();
 }
 
+#[bounded]
 #[tokio::test]
 async fn bytes_flow_both_ways_with_half_close_and_backpressure() {
     tokio::time::timeout(Duration::from_secs(120), async {
@@ -244,6 +248,7 @@ fn only_failed_handshakes(server: &TestServer, n: usize) {
 
 /// A wrong pin: the server sees a failed handshake and no session, and the tunnel prints
 /// both fingerprints.
+#[bounded]
 #[tokio::test]
 async fn a_wrong_pin_sends_nothing_and_shows_both_fingerprints() {
     tokio::time::timeout(Duration::from_secs(60), async {
@@ -274,6 +279,7 @@ async fn a_wrong_pin_sends_nothing_and_shows_both_fingerprints() {
 
 /// With --ca, a certificate for another host, or one that has expired, is refused; so is
 /// one no trusted CA signed.
+#[bounded]
 #[tokio::test]
 async fn wrong_host_expired_and_unknown_ca_send_nothing_and_say_why() {
     tokio::time::timeout(Duration::from_secs(90), async {
@@ -334,6 +340,7 @@ async fn wrong_host_expired_and_unknown_ca_send_nothing_and_say_why() {
 
 /// A server that accepts TCP and never answers the handshake: the tunnel gives up at
 /// --connect-timeout, and the only bytes the server got are the TLS ClientHello.
+#[bounded]
 #[tokio::test]
 async fn a_stalled_server_times_out_and_sees_only_the_client_hello() {
     tokio::time::timeout(Duration::from_secs(60), async {
@@ -360,6 +367,7 @@ async fn a_stalled_server_times_out_and_sees_only_the_client_hello() {
     .unwrap();
 }
 
+#[bounded]
 #[tokio::test]
 async fn a_closed_port_is_reported_as_refused() {
     tokio::time::timeout(Duration::from_secs(60), async {

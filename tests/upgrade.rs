@@ -9,6 +9,7 @@
 
 mod common;
 
+use espmail_test_macros::bounded;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -96,6 +97,7 @@ fn the_fixture_is_a_schema_1_data_directory() {
     assert!(!fixture().join("espmail.db-wal").exists());
 }
 
+#[bounded]
 #[tokio::test]
 async fn a_schema_1_data_directory_opens_with_nothing_lost_and_nothing_rekeyed() {
     tokio::time::timeout(common::WAIT * 6, async {
@@ -184,6 +186,7 @@ async fn a_schema_1_data_directory_opens_with_nothing_lost_and_nothing_rekeyed()
 /// Bob an ESP Mail; with the server stopped, one byte of its ciphertext is flipped, so
 /// Bob's next login quarantines it. Then Cy registers at login and leaves one ESP Mail for
 /// each of them, and SIGTERM stops the server (folding the WAL into the database).
+#[bounded]
 #[tokio::test]
 #[ignore = "writes the fixture; needs ESPMAIL_OLD_BIN and ESPMAIL_FIXTURE_OUT"]
 async fn make_upgrade_v1_fixture() {

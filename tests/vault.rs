@@ -23,6 +23,7 @@ fn now() -> SystemTime {
     SystemTime::now()
 }
 
+#[bounded]
 #[tokio::test]
 async fn saved_mail_is_delivered_oldest_first_and_deleted_on_confirm() {
     let v = Vault::new();
@@ -78,6 +79,7 @@ async fn saved_mail_is_delivered_oldest_first_and_deleted_on_confirm() {
 
 /// Mail sent within one second (a chatty sender, or several) still comes out in the order
 /// it was sent: send times keep their fraction of a second.
+#[bounded]
 #[tokio::test]
 async fn mail_sent_within_one_second_keeps_its_order() {
     let v = Vault::new();
@@ -98,6 +100,7 @@ async fn mail_sent_within_one_second_keeps_its_order() {
     h.shutdown().await.unwrap();
 }
 
+#[bounded]
 #[tokio::test]
 async fn unconfirmed_mail_stays_and_survives_a_restart() {
     let v = Vault::new();
@@ -126,6 +129,7 @@ async fn unconfirmed_mail_stays_and_survives_a_restart() {
     h.shutdown().await.unwrap();
 }
 
+#[bounded]
 #[tokio::test]
 async fn refusals_are_distinct_and_leave_the_store_untouched() {
     let v = Vault::new();
@@ -165,6 +169,7 @@ async fn refusals_are_distinct_and_leave_the_store_untouched() {
     h.shutdown().await.unwrap();
 }
 
+#[bounded]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_senders_never_overfill_a_box() {
     let v = Vault::new();
@@ -194,6 +199,7 @@ async fn concurrent_senders_never_overfill_a_box() {
     h.shutdown().await.unwrap();
 }
 
+#[bounded]
 #[tokio::test]
 async fn one_live_mailbox_per_avatar() {
     let v = Vault::new();
@@ -244,6 +250,7 @@ async fn one_live_mailbox_per_avatar() {
     h.shutdown().await.unwrap();
 }
 
+#[bounded]
 #[tokio::test]
 async fn wrong_keyfile_refuses_start_and_plainly_says_so() {
     let v = Vault::new();
@@ -272,6 +279,7 @@ async fn wrong_keyfile_refuses_start_and_plainly_says_so() {
     ));
 }
 
+#[bounded]
 #[tokio::test]
 async fn tampered_moved_and_swapped_rows_are_quarantined_kept_and_counted() {
     let v = Vault::new();
@@ -354,6 +362,7 @@ async fn tampered_moved_and_swapped_rows_are_quarantined_kept_and_counted() {
     assert_eq!(q, sealed);
 }
 
+#[bounded]
 #[tokio::test]
 async fn retention_purge_and_delete_all_for() {
     let v = Vault::new();
@@ -574,6 +583,7 @@ fn rows_are_all_the_same_size() {
     assert!(sizes.iter().all(|s| *s == (16, 32, 32, 540)), "{sizes:?}");
 }
 
+#[bounded]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tiny_bounded_queue_only_makes_senders_wait() {
     let v = Vault::new();
@@ -597,6 +607,7 @@ async fn a_tiny_bounded_queue_only_makes_senders_wait() {
     h.shutdown().await.unwrap();
 }
 
+#[bounded]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_flushes_queued_saves_and_refuses_later_ones() {
     let v = Vault::new();

@@ -3,6 +3,7 @@
 //! what the raw database file reveals.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+use espmail_test_macros::bounded;
 use std::net::IpAddr;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
@@ -235,6 +236,7 @@ fn handle(dir: &Path) -> AccountsHandle {
     AccountsHandle::new(open(&dir.join("db")), 2, ThrottleLimits::default()).unwrap()
 }
 
+#[bounded]
 #[tokio::test]
 async fn login_auto_registers_and_throttles() {
     let dir = tempfile::tempdir().unwrap();
@@ -304,6 +306,7 @@ async fn login_auto_registers_and_throttles() {
         .is_ok());
 }
 
+#[bounded]
 #[tokio::test]
 async fn handle_operations_and_concurrent_logins() {
     let dir = tempfile::tempdir().unwrap();
@@ -345,6 +348,7 @@ async fn handle_operations_and_concurrent_logins() {
     assert_eq!(h.lookup("alice").await.unwrap(), None);
 }
 
+#[bounded]
 #[tokio::test]
 async fn one_address_cannot_register_avatars_without_limit() {
     let dir = tempfile::tempdir().unwrap();
@@ -448,6 +452,7 @@ fn the_on_disk_format_is_the_documented_one() {
     assert_eq!(plain, b"Bob Smith");
 }
 
+#[bounded]
 #[tokio::test]
 async fn the_configured_minimum_rules_registration_and_password_changes() {
     let dir = tempfile::tempdir().unwrap();

@@ -3,6 +3,7 @@
 //! of the deleted rows (ciphertexts, key parts, ids) remains anywhere in the files.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+use espmail_test_macros::bounded;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -46,6 +47,7 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+#[bounded]
 #[tokio::test]
 async fn nothing_said_no_name_and_nothing_deleted_remains_in_the_files() {
     let dir = tempfile::tempdir().unwrap();

@@ -3,6 +3,7 @@
 //! per-callsite interest cache makes a scoped subscriber unreliable beside other tests.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+use espmail_test_macros::bounded;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -28,6 +29,7 @@ impl Write for Captured {
     }
 }
 
+#[bounded]
 #[tokio::test]
 async fn no_text_or_key_reaches_the_log_even_at_trace() {
     let cap = Captured::default();
@@ -73,7 +75,7 @@ async fn no_text_or_key_reaches_the_log_even_at_trace() {
         "the quarantine is logged: {log}"
     );
     assert!(
-        log.contains("ESP Mail saved"),
+        log.contains("ESP Mail committed"),
         "saves are logged at debug: {log}"
     );
     assert!(

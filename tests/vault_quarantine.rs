@@ -3,6 +3,7 @@
 //! rows still name is refused retirement with a message that says how to resolve it.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+use espmail_test_macros::bounded;
 use std::time::{Duration, SystemTime};
 
 use espmail::espmail::crypto::MailId;
@@ -50,6 +51,7 @@ async fn seed_and_quarantine(v: &Vault, mail: &[(&str, SystemTime)]) -> Vec<Mail
     ids
 }
 
+#[bounded]
 #[tokio::test]
 async fn retention_purges_quarantined_rows_at_the_expiry_day_they_kept() {
     let v = Vault::new();
@@ -114,6 +116,7 @@ async fn retention_purges_quarantined_rows_at_the_expiry_day_they_kept() {
     assert_eq!((s.waiting, s.quarantined), (0, 0));
 }
 
+#[bounded]
 #[tokio::test]
 async fn operators_list_and_drop_quarantined_rows_without_seeing_content() {
     let v = Vault::new();
@@ -200,6 +203,7 @@ async fn operators_list_and_drop_quarantined_rows_without_seeing_content() {
     h.shutdown().await.unwrap();
 }
 
+#[bounded]
 #[tokio::test]
 async fn quarantined_rows_hold_an_old_key_until_the_operator_drops_them() {
     let v = Vault::new();

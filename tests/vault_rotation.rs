@@ -1,6 +1,7 @@
 //! Key rotation and offline commands beside a running server.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+use espmail_test_macros::bounded;
 use std::time::SystemTime;
 
 use espmail::espmail::keyfile;
@@ -39,6 +40,7 @@ async fn all_texts(v: &Vault) -> Vec<String> {
     out
 }
 
+#[bounded]
 #[tokio::test]
 async fn rotation_reencrypts_everything_then_allows_retiring_the_old_key() {
     let v = Vault::new();
@@ -92,6 +94,7 @@ async fn rotation_reencrypts_everything_then_allows_retiring_the_old_key() {
     assert_eq!((r.active, r.started, r.reencrypted), (3, true, 20));
 }
 
+#[bounded]
 #[tokio::test]
 async fn a_keyfile_without_a_needed_key_is_refused() {
     let v = Vault::new();
@@ -109,6 +112,7 @@ async fn a_keyfile_without_a_needed_key_is_refused() {
     }
 }
 
+#[bounded]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offline_commands_work_beside_a_running_server() {
     let v = Vault::new();

@@ -1,6 +1,7 @@
 //! The presence registry used from many tasks at once, the way sessions use it.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+use espmail_test_macros::bounded;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,6 +18,7 @@ fn name(s: &str) -> AvatarName {
 
 const WAIT: Duration = Duration::from_secs(10);
 
+#[bounded]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn many_tasks_join_broadcast_and_leave() {
     let reg: Arc<Registry<(u64, u32)>> = Arc::new(Registry::new());
@@ -67,6 +69,7 @@ async fn many_tasks_join_broadcast_and_leave() {
     assert_eq!(reg.seat().noids(), Some(Noids { avatar: 1, head: 2 }));
 }
 
+#[bounded]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn churn_while_broadcasting_keeps_noids_unique() {
     let reg: Arc<Registry<u8>> = Arc::new(Registry::new());
@@ -114,6 +117,7 @@ async fn churn_while_broadcasting_keeps_noids_unique() {
     assert!(seats.iter().all(|s| s.noids().is_some()));
 }
 
+#[bounded]
 #[tokio::test]
 async fn a_slow_reader_is_disconnected_and_the_sender_never_waits() {
     let reg: Arc<Registry<Vec<u8>>> = Arc::new(Registry::new());
@@ -141,6 +145,7 @@ async fn a_slow_reader_is_disconnected_and_the_sender_never_waits() {
     assert_eq!(got, 10_000);
 }
 
+#[bounded]
 #[tokio::test]
 async fn second_login_kicks_the_first_session_task() {
     let reg: Arc<Registry<String>> = Arc::new(Registry::new());
@@ -168,6 +173,7 @@ enum Msg {
     Esp(LiveEsp),
 }
 
+#[bounded]
 #[tokio::test]
 async fn live_esp_through_the_registry() {
     let reg: Arc<Registry<Msg>> = Arc::new(Registry::new());

@@ -116,6 +116,7 @@ fn work(rx: &Mutex<Receiver<Job>>) {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+    use espmail_test_macros::bounded;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
@@ -131,6 +132,7 @@ mod tests {
             .unwrap_or_else(|_| panic!("{what} never happened"));
     }
 
+    #[bounded]
     #[tokio::test]
     async fn jobs_run_on_at_most_the_pools_threads_and_a_full_queue_is_refused() {
         use futures_util::FutureExt;
@@ -185,6 +187,7 @@ mod tests {
         );
     }
 
+    #[bounded]
     #[tokio::test]
     async fn a_panicking_job_costs_only_itself() {
         let pool = HashPool::new(1, 4).unwrap();

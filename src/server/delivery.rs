@@ -232,6 +232,7 @@ impl<M: Leased> Delivery<M> {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use espmail_test_macros::bounded;
 
     use std::collections::VecDeque;
     use std::sync::{Arc, Mutex};
@@ -340,6 +341,7 @@ mod tests {
             .collect()
     }
 
+    #[bounded]
     #[tokio::test]
     async fn a_message_is_deleted_once_the_frame_with_its_last_line_is_acked_and_not_before() {
         let (b, confirmed) = mailbox(2);
@@ -392,6 +394,7 @@ mod tests {
         assert_eq!(confirmed.lock().unwrap().len(), 2);
     }
 
+    #[bounded]
     #[tokio::test]
     async fn a_lapsed_next_prompt_says_kept_and_a_late_yes_still_delivers() {
         let (b, confirmed) = mailbox(3);
@@ -417,6 +420,7 @@ mod tests {
         assert!(d.answer(b"y").is_empty(), "only one late answer counts");
     }
 
+    #[bounded]
     #[tokio::test]
     async fn another_prompt_ends_the_delivery_and_answers_an_open_question() {
         let (b, confirmed) = mailbox(3);
@@ -437,6 +441,7 @@ mod tests {
         assert!(!d.is_lapsed());
     }
 
+    #[bounded]
     #[tokio::test]
     async fn n_keeps_the_rest_and_says_so() {
         let (b, confirmed) = mailbox(2);
@@ -450,6 +455,7 @@ mod tests {
         assert!(d.is_done());
     }
 
+    #[bounded]
     #[tokio::test]
     async fn a_client_reset_drops_the_tag_and_deletes_nothing() {
         let (b, confirmed) = mailbox(1);
@@ -472,6 +478,7 @@ mod tests {
         );
     }
 
+    #[bounded]
     #[tokio::test]
     async fn nothing_waiting_starts_nothing() {
         let (b, _) = mailbox(0);
@@ -481,6 +488,7 @@ mod tests {
     /// Against the real store: while a session's delivery holds the lease, a second login
     /// waits; once the replaced session lets go, the second opens the mailbox and gets
     /// what the first did not get acked (and not what it did).
+    #[bounded]
     #[tokio::test]
     async fn a_second_login_opens_the_mailbox_once_the_replaced_session_lets_go() {
         tokio::time::timeout(Duration::from_secs(20), async {

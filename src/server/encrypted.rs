@@ -161,10 +161,12 @@ pub fn reload_on_sighup(
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
+    use espmail_test_macros::bounded;
 
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+    #[bounded]
     #[tokio::test]
     async fn bytes_read_ahead_come_first_then_the_stream() {
         tokio::time::timeout(Duration::from_secs(10), async {

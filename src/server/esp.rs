@@ -55,27 +55,29 @@ pub fn message(intent: Intent, me: u8, seq: Option<u8>) -> Option<ServerMessage>
 }
 
 /// Saves one ESP Mail durably and says how it went (the reason is logged, never the text).
+/// The lines name no recipient and no length: they are written in the sender's session,
+/// whose span names the sender, and a line about one ESP Mail names at most one avatar
+/// (ESPMAIL.md §5), so the log never shows who wrote to whom.
 pub async fn save(
     mail: &MailHandle,
     to: &AvatarName,
     from: &AvatarName,
     text: Sensitive<Vec<u8>>,
 ) -> SaveOutcome {
-    let len = text.len();
     match mail
         .save(to.key(), from.display(), text, SystemTime::now())
         .await
     {
         Ok(_) => {
-            info!(to = %to, len, "ESP Mail saved");
+            info!("ESP Mail saved");
             SaveOutcome::Saved
         }
         Err(SaveError::BoxFull { max }) => {
-            info!(to = %to, max, "ESP Mail refused: box full");
+            info!(max, "ESP Mail refused: box full");
             SaveOutcome::BoxFull
         }
         Err(e) => {
-            warn!(to = %to, error = %e, "ESP Mail could not be saved");
+            warn!(error = %e, "ESP Mail could not be saved");
             SaveOutcome::Failed
         }
     }

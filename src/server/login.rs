@@ -389,6 +389,7 @@ impl Asking {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use espmail_test_macros::bounded;
 
     use std::net::{IpAddr, Ipv4Addr};
     use std::time::Duration;
@@ -441,6 +442,7 @@ mod tests {
         }
     }
 
+    #[bounded]
     #[tokio::test]
     async fn the_login_line_may_come_in_small_pieces_and_the_link_keeps_what_follows() {
         tokio::time::timeout(WAIT, async {
@@ -469,6 +471,7 @@ mod tests {
         .expect("bounded");
     }
 
+    #[bounded]
     #[tokio::test]
     async fn no_login_when_the_client_leaves_or_the_server_shuts_down() {
         tokio::time::timeout(WAIT, async {
@@ -491,6 +494,7 @@ mod tests {
         .expect("bounded");
     }
 
+    #[bounded]
     #[tokio::test]
     async fn an_overlong_line_ends_the_connection_with_the_reason() {
         tokio::time::timeout(WAIT, async {
@@ -528,6 +532,7 @@ mod tests {
         (asked, step)
     }
 
+    #[bounded]
     #[tokio::test]
     async fn a_new_name_chooses_its_password_in_world_and_the_next_login_checks_it() {
         tokio::time::timeout(WAIT, async {
@@ -570,6 +575,7 @@ mod tests {
         .expect("bounded");
     }
 
+    #[bounded]
     #[tokio::test]
     async fn three_wrong_passwords_are_refused() {
         tokio::time::timeout(WAIT, async {
@@ -602,6 +608,7 @@ mod tests {
         .expect("bounded");
     }
 
+    #[bounded]
     #[tokio::test]
     async fn trusted_mode_believes_only_the_front_end() {
         tokio::time::timeout(WAIT, async {

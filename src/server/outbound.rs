@@ -249,6 +249,7 @@ pub(super) mod wire {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use espmail_test_macros::bounded;
 
     use super::wire::*;
     use super::*;
@@ -265,6 +266,7 @@ mod tests {
 
     const MAIL: MailId = MailId([7; crate::espmail::crypto::MAIL_ID_LEN]);
 
+    #[bounded]
     #[tokio::test]
     async fn a_full_window_keeps_packets_queued_until_the_client_acks() {
         let mut out = outbound();
@@ -289,6 +291,7 @@ mod tests {
         assert_eq!(out.queued(), 0);
     }
 
+    #[bounded]
     #[tokio::test]
     async fn the_packet_carrying_a_mails_last_line_is_tagged_and_pinged() {
         let mut out = outbound();
@@ -319,6 +322,7 @@ mod tests {
         assert_eq!(cmds(&written(&mut w)), [Command::ACTION]);
     }
 
+    #[bounded]
     #[tokio::test]
     async fn a_tag_behind_a_full_window_is_reported_when_its_packet_goes_out() {
         let mut out = outbound();
@@ -337,6 +341,7 @@ mod tests {
         assert_eq!(cmds(&written(&mut w)), [Command::ACTION, Command::PING]);
     }
 
+    #[bounded]
     #[tokio::test]
     async fn a_client_that_stops_acking_is_stuck_past_the_limit() {
         let mut out = outbound();
@@ -357,6 +362,7 @@ mod tests {
         }
     }
 
+    #[bounded]
     #[tokio::test]
     async fn the_link_timer_pings_frames_left_unacked() {
         let mut out = outbound();

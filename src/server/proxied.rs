@@ -83,12 +83,14 @@ where
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use espmail_test_macros::bounded;
 
     use super::*;
     use tokio::io::AsyncWriteExt;
 
     const WAIT: Duration = Duration::from_secs(20);
 
+    #[bounded]
     #[tokio::test]
     async fn a_header_in_pieces_then_the_login_line() {
         tokio::time::timeout(WAIT, async {
@@ -115,6 +117,7 @@ mod tests {
         .expect("bounded");
     }
 
+    #[bounded]
     #[tokio::test]
     async fn no_header_is_refused_at_the_first_byte() {
         tokio::time::timeout(WAIT, async {
@@ -138,6 +141,7 @@ mod tests {
         .expect("bounded");
     }
 
+    #[bounded]
     #[tokio::test]
     async fn silence_times_out() {
         let (_client, mut server) = tokio::io::duplex(64);

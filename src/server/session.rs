@@ -795,6 +795,7 @@ async fn debug_changed(rx: &mut Option<tokio::sync::watch::Receiver<bool>>) -> b
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use espmail_test_macros::bounded;
 
     use std::net::{IpAddr, Ipv4Addr};
     use std::time::Duration;
@@ -884,6 +885,7 @@ mod tests {
         }
     }
 
+    #[bounded]
     #[tokio::test]
     async fn a_trusted_login_is_answered_alive_over_any_stream() {
         tokio::time::timeout(Duration::from_secs(20), async {
@@ -903,6 +905,7 @@ mod tests {
         .expect("bounded");
     }
 
+    #[bounded]
     #[tokio::test]
     async fn a_refused_login_is_told_and_closed_once_the_client_acked() {
         tokio::time::timeout(Duration::from_secs(20), async {

@@ -729,6 +729,7 @@ mod tests {
     //! The client's link behaviour against a scripted server on 127.0.0.1: what each ack
     //! mode sends back, duplicates dropped, NAKs answered with a resend.
     use super::*;
+    use espmail_test_macros::bounded;
     use tokio::net::TcpListener;
 
     /// A client connected to a scripted server end that speaks raw frames.
@@ -776,6 +777,7 @@ mod tests {
         SinkExt::<Frame>::flush(server).await.unwrap();
     }
 
+    #[bounded]
     #[tokio::test]
     async fn a_request_too_long_for_one_frame_goes_split_over_any_transport() {
         use crate::protocol::frame::MAX_ESCAPED_PACKET;
@@ -821,6 +823,7 @@ mod tests {
         ));
     }
 
+    #[bounded]
     #[tokio::test]
     async fn acking_client_acks_each_action_and_drops_repeats() {
         let (mut c, mut s) = pair().await;
@@ -845,6 +848,7 @@ mod tests {
         }
     }
 
+    #[bounded]
     #[tokio::test]
     async fn c64_mode_acks_only_when_pinged() {
         let (mut c, mut s) = pair().await;
@@ -866,6 +870,7 @@ mod tests {
         );
     }
 
+    #[bounded]
     #[tokio::test]
     async fn a_dropped_line_answers_nothing_but_its_own_frames_carry_recv() {
         let (mut c, mut s) = pair().await;
@@ -886,6 +891,7 @@ mod tests {
         assert_eq!((f.cmd, f.send, f.recv), (Command::ACTION, 0x11, 0x12));
     }
 
+    #[bounded]
     #[tokio::test]
     async fn a_nak_gets_the_unacked_action_again() {
         let (mut c, mut s) = pair().await;
@@ -913,6 +919,7 @@ mod tests {
         assert_eq!(c.link_stats().resends, 1);
     }
 
+    #[bounded]
     #[tokio::test]
     async fn a_client_that_never_reads_keeps_sending_past_the_window() {
         let (mut c, mut s) = pair().await;

@@ -565,6 +565,7 @@ impl Keyboard {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use espmail_test_macros::bounded;
 
     #[test]
     fn names_are_checked_and_trimmed_before_connecting() {
@@ -607,6 +608,7 @@ mod tests {
         assert!(!is_goodbye("ESP Mail for Bob saved."));
     }
 
+    #[bounded]
     #[tokio::test]
     async fn connection_refused_says_so_in_words() {
         // A port nobody listens on: bind one, note it, close it.

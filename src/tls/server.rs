@@ -185,6 +185,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::tls::{generate_self_signed, generate_self_signed_between, write_new_pair};
+    use espmail_test_macros::bounded;
     use std::path::Path;
     use tokio::io::AsyncWriteExt;
 
@@ -331,6 +332,7 @@ mod tests {
         assert_eq!(holder.current().fingerprint, fp_b);
     }
 
+    #[bounded]
     #[tokio::test]
     async fn a_stalled_handshake_times_out() {
         let dir = tempfile::tempdir().unwrap();
@@ -346,6 +348,7 @@ mod tests {
         assert!(err.to_string().contains("0.3 s"), "{err}");
     }
 
+    #[bounded]
     #[tokio::test]
     async fn plain_bytes_fail_the_handshake() {
         let dir = tempfile::tempdir().unwrap();

@@ -416,7 +416,9 @@ pub fn texts(events: &[espmail::talk::Event]) -> Vec<String> {
 
 /// Everything `c` is told up to and including the reply to a SPEAK sent now. Whatever
 /// the server queued before (the debug notice, mail lines, a Ping) is among the events.
-pub async fn round_trip(c: &mut espmail::talk::Client) -> Vec<espmail::talk::Event> {
+pub async fn round_trip<S: espmail::talk::Transport>(
+    c: &mut espmail::talk::Client<S>,
+) -> Vec<espmail::talk::Event> {
     use espmail::talk::Event;
     let me = c.me;
     c.request(
