@@ -17,6 +17,13 @@
 //! [`Accounts::rekey`] moves it to during a key rotation (one transaction: every row and
 //! the recorded id together).
 //!
+//! Password hashes are sealed too (issue 10 L1): the `scrypt$…` string is stored as
+//! `sealed$<hex>`, AES-256-GCM under a third sub-key with the row's index as associated
+//! data, so a stolen database without the keyfile gives an attacker no hash to guess
+//! passwords against offline. (Sealing the hash, rather than an HMAC of the password before
+//! scrypt, lets a key rotation move it to the new key without anyone's password.) A hash
+//! stored in the clear by an older version is sealed at the first open, in one transaction.
+//!
 //! Upgrade from schema 1: before the accounts joined the vault's migrations, they kept
 //! their own `accounts_meta` table (a schema version and a check value of the accounts
 //! key). The first open by this version finds the keyfile key that check value names,
@@ -44,7 +51,7 @@ pub use super::throttle::{Kind, LoginThrottle, Outcome, ThrottleLimits};
 
 use super::crypto::{self, CryptoError, Keyring};
 use super::keyfile::KeyId;
-use super::password::{hex, new_password_hash, StoredHash};
+use super::password::{hex, new_password_hash, unhex, StoredHash};
 use super::store::{self, Limits, StoreError};
 use crate::avatar::{
     clamp_min_password_len, ct_eq, AvatarName, NameError, Password, PasswordError, MIN_PASSWORD_LEN,
@@ -55,6 +62,12 @@ const KEY_ID_META: &str = "accounts_key";
 /// HMAC labels under the accounts key. Changing one makes every existing table unreadable.
 const INDEX_LABEL: &[u8] = b"espmail accounts: name index v1";
 const SEAL_LABEL: &[u8] = b"espmail accounts: sealed name v1";
+const HASH_LABEL: &[u8] = b"espmail accounts: sealed password hash v1";
+/// How a sealed hash starts in `pw_hash`; a clear one starts `scrypt$`.
+const SEALED_HASH_PREFIX: &str = "sealed$";
+/// The `meta` row set once the clear hashes of an older version have been sealed: from
+/// then on a hash in the clear is not an old one but a planted one, and is refused.
+const HASHES_SEALED_META: &str = "accounts_hashes_sealed";
 /// Schema 1 only: the label of `accounts_meta`'s check value, read once by the upgrade.
 const LEGACY_CHECK_LABEL: &[u8] = b"espmail accounts: key check v1";
 /// Schema 1 only: the highest `accounts_meta` schema version there was.
@@ -216,6 +229,7 @@ pub struct Accounts {
     key_id: KeyId,
     index_key: Zeroizing<[u8; 32]>,
     seal_key: Zeroizing<[u8; 32]>,
+    hash_key: Zeroizing<[u8; 32]>,
     pub(crate) params: ScryptParams,
     dummy: StoredHash,
     /// Shortest new password accepted (`[auth] min_password_len`).
@@ -263,15 +277,18 @@ impl Accounts {
         let mut random = Zeroizing::new([0u8; 24]);
         openssl::rand::rand_bytes(random.as_mut_slice())?;
         let dummy = StoredHash::new(&Password::new(random.to_vec()), params)?;
-        Ok(Accounts {
+        let mut accounts = Accounts {
             db,
             key_id,
             index_key: key.sub_key(INDEX_LABEL)?,
             seal_key: key.sub_key(SEAL_LABEL)?,
+            hash_key: key.sub_key(HASH_LABEL)?,
             params,
             dummy,
             min_password_len: MIN_PASSWORD_LEN,
-        })
+        };
+        accounts.seal_clear_hashes()?;
+        Ok(accounts)
     }
 
     /// Sets the shortest new password accepted (`[auth] min_password_len`; default
@@ -317,18 +334,19 @@ impl Accounts {
         let new = AccountsKey::of(keys, to)?;
         let new_index_key = new.sub_key(INDEX_LABEL)?;
         let new_seal_key = new.sub_key(SEAL_LABEL)?;
+        let new_hash_key = new.sub_key(HASH_LABEL)?;
         let tx = self
             .db
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let rows: Vec<(Vec<u8>, Vec<u8>)> = {
-            let mut stmt = tx.prepare("SELECT name_index, sealed_name FROM accounts")?;
-            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let rows: Vec<(Vec<u8>, Vec<u8>, Option<String>)> = {
+            let mut stmt = tx.prepare("SELECT name_index, sealed_name, pw_hash FROM accounts")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
             rows.collect::<Result<_, _>>()?
         };
         // Row by row in place: a new index equal to a not yet moved old index (as likely
         // as an HMAC collision) cannot overwrite a row, the primary key refuses it and
         // the whole transaction rolls back.
-        for (old_index, sealed) in &rows {
+        for (old_index, sealed, hash) in &rows {
             let name = unseal_with(&self.seal_key, old_index, sealed)?;
             // A row whose index does not match its own name would be unreachable under
             // the new key as well: refuse to carry damage over.
@@ -341,9 +359,17 @@ impl Accounts {
             let new_index = crypto::hmac_sha256(new_index_key.as_slice(), name.key().as_bytes())?;
             let new_sealed =
                 crypto::seal_with_key(&new_seal_key, &new_index, name.display().as_bytes())?;
+            let new_hash = match hash {
+                Some(h) => {
+                    let hash = open_hash(&self.hash_key, old_index, h)?;
+                    Some(seal_hash(&new_hash_key, &new_index, &hash)?)
+                }
+                None => None,
+            };
             tx.execute(
-                "UPDATE accounts SET name_index = ?1, sealed_name = ?2 WHERE name_index = ?3",
-                params![new_index.to_vec(), new_sealed, old_index],
+                "UPDATE accounts SET name_index = ?1, sealed_name = ?2, pw_hash = ?3 \
+                 WHERE name_index = ?4",
+                params![new_index.to_vec(), new_sealed, new_hash, old_index],
             )?;
         }
         let changed = tx.execute(
@@ -358,6 +384,7 @@ impl Accounts {
         let from = std::mem::replace(&mut self.key_id, to);
         self.index_key = new_index_key;
         self.seal_key = new_seal_key;
+        self.hash_key = new_hash_key;
         tracing::info!(accounts = rows.len(), from, to, "avatar accounts re-keyed");
         Ok(())
     }
@@ -381,6 +408,53 @@ impl Accounts {
         unseal_with(&self.seal_key, index, sealed)
     }
 
+    /// Seals every password hash an older version stored in the clear, in one
+    /// transaction (a crash leaves them all as they were, and the next open tries again),
+    /// and records that it was done: only once, so a clear hash written into the database
+    /// later (by someone who can write it but has no keyfile) is never taken for an old
+    /// one.
+    fn seal_clear_hashes(&mut self) -> Result<(), AccountError> {
+        let tx = self
+            .db
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let done: Option<i64> = tx
+            .query_row(
+                "SELECT value FROM meta WHERE name = ?1",
+                params![HASHES_SEALED_META],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if done.is_some() {
+            return Ok(());
+        }
+        let rows: Vec<(Vec<u8>, String)> = {
+            let mut stmt = tx.prepare(
+                "SELECT name_index, pw_hash FROM accounts WHERE pw_hash LIKE 'scrypt$%'",
+            )?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        for (index, clear) in &rows {
+            let hash = StoredHash::decode(clear)?;
+            tx.execute(
+                "UPDATE accounts SET pw_hash = ?1 WHERE name_index = ?2",
+                params![seal_hash(&self.hash_key, index, &hash)?, index],
+            )?;
+        }
+        tx.execute(
+            "INSERT INTO meta (name, value) VALUES (?1, 1)",
+            params![HASHES_SEALED_META],
+        )?;
+        tx.commit()?;
+        if !rows.is_empty() {
+            tracing::info!(
+                accounts = rows.len(),
+                "password hashes sealed under the keyfile (they were stored in the clear)"
+            );
+        }
+        Ok(())
+    }
+
     fn find(&self, name: &AvatarName) -> Result<Found, AccountError> {
         let index = self.index(name.key())?;
         let row: Option<(Vec<u8>, Option<String>)> = self
@@ -395,7 +469,10 @@ impl Accounts {
             return Ok(Found::Unknown);
         };
         let name = self.unseal(&index, &sealed)?;
-        let hash = hash.as_deref().map(StoredHash::decode).transpose()?;
+        let hash = hash
+            .as_deref()
+            .map(|h| open_hash(&self.hash_key, &index, h))
+            .transpose()?;
         Ok(Found::Avatar(Avatar { name }, hash))
     }
 
@@ -455,11 +532,14 @@ impl Accounts {
     ) -> Result<Avatar, AccountError> {
         let index = self.index(name.key())?;
         let sealed = self.seal(&index, name.display())?;
+        let hash = hash
+            .map(|h| seal_hash(&self.hash_key, &index, h))
+            .transpose()?;
         let created = unix_secs(now);
         let changed = self.db.execute(
             "INSERT OR IGNORE INTO accounts (name_index, sealed_name, pw_hash, created)
              VALUES (?1, ?2, ?3, ?4)",
-            params![index, sealed, hash.map(StoredHash::encode), created],
+            params![index, sealed, hash, created],
         )?;
         if changed == 0 {
             return Err(AccountError::NameTaken);
@@ -479,9 +559,10 @@ impl Accounts {
         name: &AvatarName,
         hash: &StoredHash,
     ) -> Result<(), AccountError> {
+        let index = self.index(name.key())?;
         let changed = self.db.execute(
             "UPDATE accounts SET pw_hash = ?1 WHERE name_index = ?2",
-            params![hash.encode(), self.index(name.key())?],
+            params![seal_hash(&self.hash_key, &index, hash)?, index],
         )?;
         if changed == 0 {
             return Err(AccountError::NoSuchAvatar);
@@ -555,6 +636,28 @@ impl Accounts {
             },
         })
     }
+}
+
+/// `sealed$<hex>` of a hash's `scrypt$…` string, the row's index as associated data (a
+/// sealed hash moved to another row does not open).
+fn seal_hash(hash_key: &[u8; 32], index: &[u8], hash: &StoredHash) -> Result<String, AccountError> {
+    let sealed = crypto::seal_with_key(hash_key, index, hash.encode().as_bytes())?;
+    Ok(format!("{SEALED_HASH_PREFIX}{}", hex(&sealed)))
+}
+
+/// The hash in a sealed `pw_hash` value. One in the clear is refused: every clear hash of
+/// an older version was sealed at the first open ([`Accounts::seal_clear_hashes`]).
+fn open_hash(hash_key: &[u8; 32], index: &[u8], stored: &str) -> Result<StoredHash, AccountError> {
+    const BAD: AccountError = AccountError::Corrupt("a sealed password hash does not open");
+    const CLEAR: AccountError = AccountError::Corrupt(
+        "a password hash is stored in the clear (written by something other than espmail); \
+         set a new password with `espmail account passwd`",
+    );
+    let sealed = stored.strip_prefix(SEALED_HASH_PREFIX).ok_or(CLEAR)?;
+    let sealed = unhex(sealed).ok_or(BAD)?;
+    let plain = crypto::open_with_key_any_len(hash_key, index, &sealed).map_err(|_| BAD)?;
+    let text = std::str::from_utf8(&plain).map_err(|_| BAD)?;
+    StoredHash::decode(text)
 }
 
 fn unseal_with(
@@ -722,6 +825,86 @@ mod tests {
         )
         .optional()
         .unwrap()
+    }
+
+    /// Every `pw_hash` as stored, read as another program would.
+    fn stored_hashes(db: &Path) -> Vec<String> {
+        let conn = Connection::open(db).unwrap();
+        let mut st = conn
+            .prepare("SELECT pw_hash FROM accounts WHERE pw_hash IS NOT NULL")
+            .unwrap();
+        let rows = st.query_map([], |r| r.get(0)).unwrap();
+        rows.collect::<Result<_, _>>().unwrap()
+    }
+
+    #[test]
+    fn password_hashes_are_sealed_under_the_keyfile_and_a_planted_clear_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("a.db");
+        let keys = ring(&[(1, 1)], 1);
+        let a = open(&db, &keys).unwrap();
+        a.add("Bob", &pw("bob-password"), SystemTime::now())
+            .unwrap();
+        a.set_password("Bob", &pw("bob-password-2")).unwrap();
+        // Nothing to run scrypt against without the keyfile: no salt, no parameters.
+        let stored = stored_hashes(&db);
+        assert_eq!(stored.len(), 1);
+        assert!(
+            stored[0].starts_with("sealed$") && !stored[0].contains("scrypt"),
+            "{stored:?}"
+        );
+        assert!(a.verify("Bob", &pw("bob-password-2")).is_ok());
+        // Someone who can write the database but has no keyfile plants a hash of their own
+        // (in the clear, as an older version stored them): it is refused, not believed.
+        let planted = StoredHash::new(&pw("eves-password"), FAST)
+            .unwrap()
+            .encode();
+        let conn = Connection::open(&db).unwrap();
+        conn.execute("UPDATE accounts SET pw_hash = ?1", params![planted])
+            .unwrap();
+        assert!(matches!(
+            a.verify("Bob", &pw("eves-password")),
+            Err(AuthError::Store(AccountError::Corrupt(_)))
+        ));
+        drop(a);
+        let a = open(&db, &keys).unwrap();
+        assert!(
+            a.verify("Bob", &pw("eves-password")).is_err(),
+            "sealed at a later open"
+        );
+        // A sealed hash moved to another row does not open there.
+        let sealed_bob = stored[0].clone();
+        a.add("Carol", &pw("carol-password"), SystemTime::now())
+            .unwrap();
+        conn.execute("UPDATE accounts SET pw_hash = ?1", params![sealed_bob])
+            .unwrap();
+        assert!(a.verify("Carol", &pw("bob-password-2")).is_err());
+    }
+
+    #[test]
+    fn hashes_an_older_version_stored_in_the_clear_are_sealed_at_the_first_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("a.db");
+        let keys = ring(&[(1, 1)], 1);
+        let a = open(&db, &keys).unwrap();
+        a.add("Bob", &pw("bob-password"), SystemTime::now())
+            .unwrap();
+        drop(a);
+        // As the previous version left it: the hash in the clear, no record of sealing.
+        let clear = StoredHash::new(&pw("bob-password"), FAST).unwrap().encode();
+        let conn = Connection::open(&db).unwrap();
+        conn.execute("UPDATE accounts SET pw_hash = ?1", params![clear])
+            .unwrap();
+        conn.execute(
+            "DELETE FROM meta WHERE name = ?1",
+            params![HASHES_SEALED_META],
+        )
+        .unwrap();
+        let a = open(&db, &keys).unwrap();
+        let stored = stored_hashes(&db);
+        assert!(stored[0].starts_with("sealed$"), "{stored:?}");
+        assert!(a.verify("Bob", &pw("bob-password")).is_ok());
+        assert!(a.verify("Bob", &pw("bob-passwort")).is_err());
     }
 
     #[test]
