@@ -77,7 +77,8 @@ pub enum Command {
 /// Where the configuration and the data live; shared by most subcommands.
 #[derive(Debug, Clone, Default, Args)]
 pub struct DataArgs {
-    /// Configuration file (TOML); without it, the embedded defaults are used.
+    /// Configuration file (TOML); without it, /etc/espmail/espmail.toml when that exists,
+    /// else the embedded defaults.
     #[arg(
         short,
         long,

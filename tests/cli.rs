@@ -1137,3 +1137,52 @@ fn purge_removes_quarantined_rows_past_their_expiry_day_and_says_how_many() {
     assert!(run.ok().stdout.contains("quarantined: 0"), "{run:?}");
     assert!(run.stdout.contains("messages waiting: 0"), "{run:?}");
 }
+
+// --- Which config file: --config / ESPMAIL_CONFIG, else /etc/espmail/espmail.toml, else
+// the defaults (the order itself is unit-tested in src/config/source.rs with a temporary
+// stand-in for /etc; these run the binary).
+
+#[test]
+fn espmail_config_is_found_without_any_flag() {
+    let (tmp, dir) = initialised();
+    let cfg = tmp.path().join("espmail.toml");
+    std::fs::write(
+        &cfg,
+        format!("[data]\ndir = \"{}\"\n", dir.to_str().unwrap()),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_espmail"))
+        .arg("stats")
+        .env("ESPMAIL_CONFIG", &cfg)
+        .env_remove("ESPMAIL_DATA_DIR")
+        .current_dir(tmp.path()) // ./data here is not the data: only the file can find it
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(stdout.contains("messages waiting: 0"), "{stdout}");
+}
+
+#[test]
+fn serve_logs_which_config_it_uses() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("espmail.toml");
+    std::fs::write(&cfg, "[mail]\nretention_days = 7\n").unwrap();
+    let cfg_s = cfg.to_str().unwrap();
+    let server = common::TestServer::start_with(
+        &tmp.path().join("data"),
+        &[],
+        common::Launch {
+            env: &[("ESPMAIL_CONFIG", cfg_s)],
+            ..Default::default()
+        },
+    );
+    server.wait_for_log(&format!(
+        "config from config file {cfg_s} (--config or ESPMAIL_CONFIG)"
+    ));
+    drop(server);
+    if !Path::new(espmail::config::SYSTEM_CONFIG).exists() {
+        let server = common::TestServer::start(&[]);
+        server.wait_for_log("config from the built-in defaults (no --config, no ESPMAIL_CONFIG");
+    }
+}

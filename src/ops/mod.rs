@@ -1,6 +1,7 @@
 //! The operator's commands other than `serve`, `talk` and `tunnel`: `init`, `account …`,
 //! `admin …`, `stats`, `purge`, `rotate-key` and `quarantine …`. Each loads the
-//! configuration (flags > file > defaults), reaches the vault through its one start-up
+//! configuration (flags > file > defaults; the file is `--config` / `ESPMAIL_CONFIG`, else
+//! `/etc/espmail/espmail.toml` when it exists: [`config_source`]), reaches the vault through its one start-up
 //! path ([`crate::espmail::open`]), does its work through the library's own APIs
 //! ([`crate::espmail::offline`], [`crate::espmail::accounts`], [`crate::admin::request`])
 //! and prints a few plain lines. Every failure is one [`OpsError`] whose message names the
@@ -48,8 +49,10 @@ pub use rotate::{rotate_key, ROTATE_BATCH};
 
 use crate::admin::AdminError;
 use crate::avatar::NameError;
-use crate::cli::{Command, DataArgs};
-use crate::config::{Config, ConfigError, Overrides};
+use crate::cli::{
+    AccountArgs, AdminArgs, Command, DataArgs, PurgeArgs, QuarantineArgs, RotateKeyArgs, ServeArgs,
+};
+use crate::config::{Config, ConfigError, ConfigSource, Overrides};
 use crate::espmail::accounts::AccountError;
 use crate::espmail::crypto::CryptoError;
 use crate::espmail::keyfile::KeyId;
@@ -220,13 +223,18 @@ pub fn run(command: Command) -> Result<(), OpsError> {
     )
 }
 
-/// Runs an operator command: results on `out`, warnings and notes on `note`.
+/// Runs an operator command: results on `out`, warnings and notes on `note`. A config
+/// file found at the system path (not named on the command line) is named on `note`
+/// first, so the operator knows which data the command works on.
 pub fn run_with(
     command: Command,
     out: &mut dyn Write,
     note: &mut dyn Write,
     passwords: &mut dyn PasswordSource,
 ) -> Result<(), OpsError> {
+    if let Some(source @ ConfigSource::System(_)) = data_args(&command).map(config_source) {
+        writeln!(note, "espmail: using the {source}")?;
+    }
     match command {
         Command::Init(args) => init(&args, out, note),
         Command::Account(args) => account(args, out, note, passwords),
@@ -241,13 +249,38 @@ pub fn run_with(
     }
 }
 
-/// The configuration for a command: the `--config` file or the defaults, `--data-dir` on top.
+/// The config and data arguments of a command that has them.
+fn data_args(command: &Command) -> Option<&DataArgs> {
+    match command {
+        Command::Init(data) | Command::Stats(data) => Some(data),
+        Command::Account(AccountArgs { data, .. })
+        | Command::Admin(AdminArgs { data, .. })
+        | Command::Purge(PurgeArgs { data, .. })
+        | Command::RotateKey(RotateKeyArgs { data, .. })
+        | Command::Quarantine(QuarantineArgs { data, .. })
+        | Command::Serve(ServeArgs { data, .. }) => Some(data),
+        Command::Talk(_) | Command::Tunnel(_) => None,
+    }
+}
+
+/// Which config file a command reads: `--config FILE` / `ESPMAIL_CONFIG`, else
+/// [`crate::config::SYSTEM_CONFIG`] when it exists, else the embedded defaults.
+pub fn config_source(data: &DataArgs) -> ConfigSource {
+    ConfigSource::find(data.config.as_deref())
+}
+
+/// The configuration for a command, found as [`config_source`] says, `--data-dir` on top.
 pub fn load_config(data: &DataArgs) -> Result<Config, OpsError> {
+    load_config_from(&config_source(data), data)
+}
+
+/// The configuration from `source`, `--data-dir` on top.
+pub fn load_config_from(source: &ConfigSource, data: &DataArgs) -> Result<Config, OpsError> {
     let overrides = Overrides {
         listen: None,
         data_dir: data.data_dir.clone(),
     };
-    Ok(Config::load(data.config.as_deref(), &overrides)?)
+    Ok(Config::load(source.path(), &overrides)?)
 }
 
 /// Where a configuration keeps the vault (the same mapping `serve` uses).
