@@ -56,6 +56,9 @@ pub enum Command {
     Serve(ServeArgs),
     /// Create the keyfile (mode 0600) and the database; never overwrites a keyfile.
     Init(DataArgs),
+    /// Check the config, keyfile, data directory and listen address without starting
+    /// the server: one OK or FAIL line each (with the fix); exit 1 on any problem.
+    Check(CheckArgs),
     /// Manage avatars: add, passwd, list, remove.
     Account(AccountArgs),
     /// Talk to a running server through its admin socket.
@@ -107,6 +110,17 @@ pub struct ServeArgs {
     /// Log warnings and errors only.
     #[arg(short, long)]
     pub quiet: bool,
+}
+
+/// `espmail check`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct CheckArgs {
+    /// Config file and data directory, as `serve` would be given them.
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// The address `serve --listen` would be given (overrides the config file).
+    #[arg(long, value_name = "ADDR", env = "ESPMAIL_LISTEN")]
+    pub listen: Option<SocketAddr>,
 }
 
 /// `espmail account …`.

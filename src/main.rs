@@ -55,6 +55,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Serve(args) => serve(args),
         // The operator commands live in the library (`espmail::ops`), tested there.
         cmd @ (Command::Init(_)
+        | Command::Check(_)
         | Command::Account(_)
         | Command::Admin(_)
         | Command::Stats(_)

@@ -84,6 +84,15 @@ fn checkpoint(conn: &rusqlite::Connection) {
     });
 }
 
+/// `espmail check`: whether `keys` (the loaded keyfile) are the keys this database was
+/// made with, and hold every key a stored row needs; writes nothing (no migration, no new
+/// check values), so it is safe beside a running server and before an upgrade.
+pub fn verify_keyfile(db_path: &Path, keys: &Keyring, limits: &Limits) -> Result<(), StoreError> {
+    let conn = connect(db_path, limits, false)?;
+    store::schema_not_newer(&conn)?;
+    store::verify_keys(&conn, keys)
+}
+
 /// Opens the store with the keyfile at `keyfile_path` (offline use).
 pub fn open(db_path: &Path, keyfile_path: &Path, limits: &Limits) -> Result<Store, StoreError> {
     if !db_path.exists() {

@@ -209,6 +209,21 @@ pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
 /// for keys the database has not seen yet (a rotation's new key).
 pub(crate) fn check_keys(conn: &mut Connection, keys: &Keyring) -> Result<(), StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    verify_keys(&tx, keys)?;
+    for id in keys.key_ids() {
+        if let Some(check) = keys.check_value(id) {
+            tx.execute(
+                "INSERT OR IGNORE INTO key_check (key_id, check_value) VALUES (?1, ?2)",
+                params![id, &check[..]],
+            )?;
+        }
+    }
+    Ok(tx.commit()?)
+}
+
+/// The reading half of [`check_keys`], which writes nothing (`espmail check`): the keyfile
+/// matches the database's key-check values, and holds every key a stored row needs.
+pub(crate) fn verify_keys(tx: &Connection, keys: &Keyring) -> Result<(), StoreError> {
     let known: Vec<(KeyId, Vec<u8>)> = {
         let mut st = tx.prepare("SELECT key_id, check_value FROM key_check")?;
         let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
@@ -239,15 +254,20 @@ pub(crate) fn check_keys(conn: &mut Connection, keys: &Keyring) -> Result<(), St
             return Err(StoreError::MissingKey { key_id, rows });
         }
     }
-    for id in keys.key_ids() {
-        if let Some(check) = keys.check_value(id) {
-            tx.execute(
-                "INSERT OR IGNORE INTO key_check (key_id, check_value) VALUES (?1, ?2)",
-                params![id, &check[..]],
-            )?;
-        }
+    Ok(())
+}
+
+/// Refuses a database written by a newer espmail (more migrations than this build knows),
+/// without changing anything.
+pub(crate) fn schema_not_newer(conn: &Connection) -> Result<(), StoreError> {
+    let at: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if usize::try_from(at).unwrap_or(usize::MAX) > MIGRATIONS.len() {
+        return Err(StoreError::SchemaTooNew {
+            found: at,
+            known: MIGRATIONS.len(),
+        });
     }
-    Ok(tx.commit()?)
+    Ok(())
 }
 
 /// The durable store: one connection plus the keys. Used by the writer thread and,

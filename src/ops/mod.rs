@@ -1,5 +1,5 @@
-//! The operator's commands other than `serve`, `talk` and `tunnel`: `init`, `account …`,
-//! `admin …`, `stats`, `purge`, `rotate-key` and `quarantine …`. Each loads the
+//! The operator's commands other than `serve`, `talk` and `tunnel`: `init`, `check`,
+//! `account …`, `admin …`, `stats`, `purge`, `rotate-key` and `quarantine …`. Each loads the
 //! configuration (flags > file > defaults; the file is `--config` / `ESPMAIL_CONFIG`, else
 //! `/etc/espmail/espmail.toml` when it exists: [`config_source`]), reaches the vault through its one start-up
 //! path ([`crate::espmail::open`]), does its work through the library's own APIs
@@ -7,7 +7,7 @@
 //! and prints a few plain lines. Every failure is one [`OpsError`] whose message names the
 //! problem and the fix; `main` prints it on one stderr line and exits 1.
 //!
-//! One file per concern: [`init`](mod@init), [`account`](mod@account) (and the password
+//! One file per concern: [`init`](mod@init), [`check`](mod@check), [`account`](mod@account) (and the password
 //! prompts in [`passwords`]), [`maintenance`] (`stats`, `purge`, `quarantine`),
 //! [`rotate`] and [`admin`](mod@admin); this file dispatches and holds what they share.
 //!
@@ -32,6 +32,7 @@
 
 pub mod account;
 pub mod admin;
+pub mod check;
 pub mod init;
 pub mod maintenance;
 pub mod passwords;
@@ -42,6 +43,7 @@ use std::path::PathBuf;
 
 pub use account::account;
 pub use admin::admin;
+pub use check::check;
 pub use init::init;
 pub use maintenance::{purge, purge_cutoff, quarantine, stats};
 pub use passwords::{read_line_password, PasswordSource, StdinPasswords};
@@ -184,6 +186,15 @@ pub enum OpsError {
     /// Writing the command's output failed.
     #[error("cannot write the output: {0}")]
     Output(#[from] io::Error),
+    /// `espmail check` found problems (its FAIL lines, on the output, say what to do).
+    #[error(
+        "check found {failed} problem{}: the FAIL lines say what to do",
+        if *failed == 1 { "" } else { "s" }
+    )]
+    CheckFailed {
+        /// How many items failed.
+        failed: usize,
+    },
     /// `serve` and `talk` are not operator commands of this module.
     #[error("`{0}` is not handled by the operator commands")]
     NotOps(&'static str),
@@ -237,6 +248,7 @@ pub fn run_with(
     }
     match command {
         Command::Init(args) => init(&args, out, note),
+        Command::Check(args) => check(&args, out),
         Command::Account(args) => account(args, out, note, passwords),
         Command::Admin(args) => admin(args, out),
         Command::Stats(args) => stats(&args, out),
@@ -259,7 +271,8 @@ fn data_args(command: &Command) -> Option<&DataArgs> {
         | Command::RotateKey(RotateKeyArgs { data, .. })
         | Command::Quarantine(QuarantineArgs { data, .. })
         | Command::Serve(ServeArgs { data, .. }) => Some(data),
-        Command::Talk(_) | Command::Tunnel(_) => None,
+        // `check` names the config it found on its first line.
+        Command::Check(_) | Command::Talk(_) | Command::Tunnel(_) => None,
     }
 }
 
