@@ -54,7 +54,8 @@ pub struct ManArgs {
 pub enum Command {
     /// Run the world server (defaults: listen 127.0.0.1:1986, data in ./data).
     Serve(ServeArgs),
-    /// Create the keyfile (mode 0600) and the database; never overwrites a keyfile.
+    /// Create the keyfile (mode 0600) and the database; never overwrites a keyfile (run
+    /// again on a complete setup, it says so and exits 0).
     Init(DataArgs),
     /// Check the config, keyfile, data directory and listen address without starting
     /// the server: one OK or FAIL line each (with the fix); exit 1 on any problem.

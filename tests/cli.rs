@@ -213,13 +213,39 @@ fn init_creates_private_keyfile_and_database_and_refuses_to_overwrite() {
     // The keyfile loads, and its key opens the database it made.
     assert_eq!(accounts_of(&dir).key_id(), 1);
 
+    // Run again on the complete setup: success, and nothing changed.
     let before = std::fs::read(&keyfile_path).unwrap();
+    let db_before = std::fs::read(dir.join("espmail.db")).unwrap();
+    let again = in_dir(&dir, &["init"], "");
+    again.ok();
+    assert!(
+        again.stdout.starts_with("already set up: the keyfile ")
+            && again.stdout.contains("nothing was changed"),
+        "{again:?}"
+    );
+    assert!(again.stderr.is_empty(), "no new backup warning: {again:?}");
+    assert_eq!(std::fs::read(&keyfile_path).unwrap(), before);
+    assert_eq!(std::fs::read(dir.join("espmail.db")).unwrap(), db_before);
+
+    // A keyfile without its database is not a complete setup: never overwritten.
+    std::fs::remove_file(dir.join("espmail.db")).unwrap();
     let line = in_dir(&dir, &["init"], "").failed_one_line();
     assert!(
         line.contains("a keyfile already exists at") && line.contains("refusing to overwrite"),
         "{line}"
     );
     assert_eq!(std::fs::read(&keyfile_path).unwrap(), before);
+}
+
+#[test]
+fn init_on_a_setup_whose_keyfile_does_not_match_fails() {
+    let (tmp, dir) = initialised();
+    let other = tmp.path().join("other");
+    in_dir(&other, &["init"], "").ok();
+    std::fs::copy(other.join("keyfile"), dir.join("keyfile")).unwrap();
+    let line = in_dir(&dir, &["init"], "").failed_one_line();
+    assert!(line.contains("does not match"), "{line}");
+    assert!(!line.contains("already set up"), "{line}");
 }
 
 #[test]
