@@ -1212,3 +1212,84 @@ fn serve_logs_which_config_it_uses() {
         server.wait_for_log("config from the built-in defaults (no --config, no ESPMAIL_CONFIG");
     }
 }
+
+// --- Honest summaries: rotate-key and purge count only what they did.
+
+#[test]
+fn rotate_key_does_not_count_a_quarantined_row_as_re_encrypted() {
+    let (_tmp, dir) = initialised();
+    let now = SystemTime::now();
+    seed_with_damage(
+        &dir,
+        &[
+            ("good one", now),
+            ("bad one", now),
+            ("good two", now),
+            ("good three", now),
+        ],
+    );
+    let run = in_dir(&dir, &["rotate-key"], "");
+    run.ok();
+    assert!(
+        run.stdout
+            .contains("re-encrypted 3 waiting ESP Mail under key 2"),
+        "{run:?}"
+    );
+    assert!(
+        run.stdout
+            .contains("quarantined 1 rows that could not be opened (not re-encrypted;"),
+        "{run:?}"
+    );
+    // Not a terminal, a small job: no progress lines, only the summary.
+    assert!(!run.stderr.contains("re-encrypting"), "{run:?}");
+    let stats = in_dir(&dir, &["stats"], "");
+    assert!(stats.ok().stdout.contains("quarantined: 1"), "{stats:?}");
+    assert!(stats.stdout.contains("waiting under key 2: 3"), "{stats:?}");
+    // Run again: nothing left to do, and it says so in numbers.
+    let again = in_dir(&dir, &["rotate-key"], "");
+    assert!(again.ok().stdout.contains("re-encrypted 0 "), "{again:?}");
+    assert!(
+        !again.stdout.contains("could not be opened"),
+        "nothing newly quarantined: {again:?}"
+    );
+}
+
+#[test]
+fn rotation_and_purge_report_progress_in_batches_and_exact_counts() {
+    let (_tmp, dir) = initialised();
+    let now = SystemTime::now();
+    let mut mail: Vec<(&str, &str, &str, SystemTime)> = vec![("Bob", "Ann", "fresh", now); 4];
+    mail.extend(vec![("Bob", "Ann", "old", now - 100 * DAY); 5]);
+    seed(&dir, &mail);
+    let c = config_for(&dir);
+    let limits = ops::mail_limits(&c);
+    let (db, kf) = (c.data.database_path(), c.data.keyfile_path());
+
+    let mut seen = Vec::new();
+    let report = espmail::espmail::offline::rotate_with_progress(
+        &db,
+        &kf,
+        &limits,
+        4,
+        None,
+        &mut |done, total| seen.push((done, total)),
+    )
+    .unwrap();
+    assert_eq!((report.reencrypted, report.quarantined), (9, 0));
+    assert_eq!(seen, vec![(4, 9), (8, 9), (9, 9)]);
+
+    let mut seen = Vec::new();
+    let purged = espmail::espmail::offline::purge_in_batches(&db, &limits, now, 2, &mut |d, t| {
+        seen.push((d, t))
+    })
+    .unwrap();
+    assert_eq!((purged.mail, purged.quarantined), (5, 0));
+    assert_eq!(seen, vec![(2, 5), (4, 5), (5, 5)]);
+    // A second purge finds nothing, and counts nothing.
+    let again = espmail::espmail::offline::purge_in_batches(&db, &limits, now, 2, &mut |_, _| {
+        panic!("no batch to report")
+    })
+    .unwrap();
+    assert_eq!(again.total(), 0);
+    assert_eq!(waiting_texts(&dir, "bob"), vec!["fresh"; 4]);
+}

@@ -7,9 +7,10 @@
 //! and prints a few plain lines. Every failure is one [`OpsError`] whose message names the
 //! problem and the fix; `main` prints it on one stderr line and exits 1.
 //!
-//! One file per concern: [`init`](mod@init), [`check`](mod@check), [`account`](mod@account) (and the password
-//! prompts in [`passwords`]), [`maintenance`] (`stats`, `purge`, `quarantine`),
-//! [`rotate`] and [`admin`](mod@admin); this file dispatches and holds what they share.
+//! One file per concern: [`init`](mod@init), [`check`](mod@check), [`account`](mod@account)
+//! (and the password prompts in [`passwords`]), [`maintenance`] (`stats`, `purge`,
+//! `quarantine`), [`rotate`] and [`admin`](mod@admin), with [`progress`] for the long
+//! ones; this file dispatches and holds what they share.
 //!
 //! **A running server.** The commands that care ask the admin socket whether a server is
 //! running on the same data ([`server_state`]):
@@ -36,9 +37,10 @@ pub mod check;
 pub mod init;
 pub mod maintenance;
 pub mod passwords;
+pub mod progress;
 pub mod rotate;
 
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 use std::path::PathBuf;
 
 pub use account::account;
@@ -47,6 +49,7 @@ pub use check::check;
 pub use init::init;
 pub use maintenance::{purge, purge_cutoff, quarantine, stats};
 pub use passwords::{read_line_password, PasswordSource, StdinPasswords};
+pub use progress::Progress;
 pub use rotate::{rotate_key, ROTATE_BATCH};
 
 use crate::admin::AdminError;
@@ -226,21 +229,25 @@ impl From<CryptoError> for OpsError {
 pub fn run(command: Command) -> Result<(), OpsError> {
     let stdout = io::stdout();
     let stderr = io::stderr();
+    let note_is_terminal = stderr.is_terminal();
     run_with(
         command,
         &mut stdout.lock(),
         &mut stderr.lock(),
+        note_is_terminal,
         &mut StdinPasswords,
     )
 }
 
-/// Runs an operator command: results on `out`, warnings and notes on `note`. A config
-/// file found at the system path (not named on the command line) is named on `note`
-/// first, so the operator knows which data the command works on.
+/// Runs an operator command: results on `out`, warnings, notes and progress on `note`
+/// (a progress line redrawn in place when `note_is_terminal`, plain lines otherwise). A
+/// config file found at the system path (not named on the command line) is named on
+/// `note` first, so the operator knows which data the command works on.
 pub fn run_with(
     command: Command,
     out: &mut dyn Write,
     note: &mut dyn Write,
+    note_is_terminal: bool,
     passwords: &mut dyn PasswordSource,
 ) -> Result<(), OpsError> {
     if let Some(source @ ConfigSource::System(_)) = data_args(&command).map(config_source) {
@@ -252,8 +259,16 @@ pub fn run_with(
         Command::Account(args) => account(args, out, note, passwords),
         Command::Admin(args) => admin(args, out),
         Command::Stats(args) => stats(&args, out),
-        Command::Purge(args) => purge(args, out),
-        Command::RotateKey(args) => rotate_key(args, out),
+        Command::Purge(args) => purge(
+            args,
+            out,
+            &mut Progress::new(note, "purging", note_is_terminal),
+        ),
+        Command::RotateKey(args) => rotate_key(
+            args,
+            out,
+            &mut Progress::new(note, "re-encrypting", note_is_terminal),
+        ),
         Command::Quarantine(args) => quarantine(args, out, note),
         Command::Serve(_) => Err(OpsError::NotOps("serve")),
         Command::Talk(_) => Err(OpsError::NotOps("talk")),
