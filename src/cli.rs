@@ -54,8 +54,12 @@ pub struct ManArgs {
 pub enum Command {
     /// Run the world server (defaults: listen 127.0.0.1:1986, data in ./data).
     Serve(ServeArgs),
-    /// Create the keyfile (mode 0600) and the database; never overwrites a keyfile.
+    /// Create the keyfile (mode 0600) and the database; never overwrites a keyfile (run
+    /// again on a complete setup, it says so and exits 0).
     Init(DataArgs),
+    /// Check the config, keyfile, data directory and listen address without starting
+    /// the server: one OK or FAIL line each (with the fix); exit 1 on any problem.
+    Check(CheckArgs),
     /// Manage avatars: add, passwd, list, remove.
     Account(AccountArgs),
     /// Talk to a running server through its admin socket.
@@ -77,7 +81,8 @@ pub enum Command {
 /// Where the configuration and the data live; shared by most subcommands.
 #[derive(Debug, Clone, Default, Args)]
 pub struct DataArgs {
-    /// Configuration file (TOML); without it, the embedded defaults are used.
+    /// Configuration file (TOML); without it, /etc/espmail/espmail.toml when that exists,
+    /// else the embedded defaults.
     #[arg(
         short,
         long,
@@ -106,6 +111,17 @@ pub struct ServeArgs {
     /// Log warnings and errors only.
     #[arg(short, long)]
     pub quiet: bool,
+}
+
+/// `espmail check`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct CheckArgs {
+    /// Config file and data directory, as `serve` would be given them.
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// The address `serve --listen` would be given (overrides the config file).
+    #[arg(long, value_name = "ADDR", env = "ESPMAIL_LISTEN")]
+    pub listen: Option<SocketAddr>,
 }
 
 /// `espmail account …`.

@@ -177,8 +177,11 @@ fn top_sections(root: &clap::Command, roff: &mut Roff) {
     item(
         roff,
         "/etc/espmail/espmail.toml",
-        "The configuration the systemd unit shipped in dist/systemd gives with --config. \
-         The source's config/espmail.toml documents every key with its default.",
+        "The configuration every command reads when neither --config nor ESPMAIL_CONFIG \
+         names a file and this one exists; without any of them, the embedded defaults. \
+         serve logs which one it used; the other commands name this file on standard error \
+         when they use it. The source's config/espmail.toml documents every key with its \
+         default.",
     );
     item(
         roff,

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use espmail::admin;
 use espmail::cli::{Cli, Command, DataArgs, ServeArgs, TopCommand, TunnelArgs};
 use espmail::cli_docs;
-use espmail::config::{Config, Overrides};
+use espmail::config::{Config, ConfigSource, Overrides};
 use espmail::espmail::accounts::{AccountsHandle, ThrottleLimits};
 use espmail::espmail::open::Served;
 use espmail::listen::Listener;
@@ -55,6 +55,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Serve(args) => serve(args),
         // The operator commands live in the library (`espmail::ops`), tested there.
         cmd @ (Command::Init(_)
+        | Command::Check(_)
         | Command::Account(_)
         | Command::Admin(_)
         | Command::Stats(_)
@@ -97,13 +98,20 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("could not start the async runtime")
 }
 
-/// The config file (if any) with the command-line values on top.
-fn load_config(data: &DataArgs, listen: Option<std::net::SocketAddr>) -> Result<Config> {
+/// The config file found in the search order (`--config` / `ESPMAIL_CONFIG`, else
+/// `/etc/espmail/espmail.toml` when it exists, else none), with the command-line values on
+/// top; and where it came from, to be logged.
+fn load_config(
+    data: &DataArgs,
+    listen: Option<std::net::SocketAddr>,
+) -> Result<(Config, ConfigSource)> {
+    let source = ops::config_source(data);
     let overrides = Overrides {
         listen,
         data_dir: data.data_dir.clone(),
     };
-    Ok(Config::load(data.config.as_deref(), &overrides)?)
+    let config = Config::load(source.path(), &overrides)?;
+    Ok((config, source))
 }
 
 #[allow(clippy::print_stderr)] // the keyfile warning must reach the operator's console
@@ -145,7 +153,7 @@ fn warn_about_layout(config: &Config) {
 
 #[allow(clippy::print_stderr)] // the listening line is part of the product (ESPMAIL.md §5)
 fn serve(args: ServeArgs) -> Result<()> {
-    let mut config = load_config(&args.data, args.listen)?;
+    let (mut config, source) = load_config(&args.data, args.listen)?;
     // -d/-q, else the file's level, else RUST_LOG, else info.
     let flag = (args.debug.then_some("debug")).or(args.quiet.then_some("warn"));
     let rust_log = std::env::var("RUST_LOG").ok();
@@ -183,6 +191,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         config.auth.hash_threads_in_effect(),
         ThrottleLimits::default(),
     )?;
+    tracing::info!("config from {source}");
     for line in config.summary().lines() {
         tracing::info!("config {line}");
     }
@@ -203,7 +212,7 @@ fn serve(args: ServeArgs) -> Result<()> {
     let admin_path = config.admin_socket_path();
     let admin_socket = admin::AdminSocket::bind(&admin_path)?;
 
-    let reread_level = level_reader(args.data.config.clone(), rust_log);
+    let reread_level = level_reader(source.path().map(Path::to_path_buf), rust_log);
 
     let rt = runtime()?;
     rt.block_on(async move {
@@ -302,7 +311,7 @@ fn start_tls(
     Ok((tls, local, reload))
 }
 
-/// What SIGHUP re-reads: `[logging] level` from the config file given at start (or, when
+/// What SIGHUP re-reads: `[logging] level` from the config file read at start (or, when
 /// the file sets none, `RUST_LOG` as it was at start). The `--debug`/`--quiet` flags set
 /// only the starting level (their help says "start with"), so a SIGHUP puts the file's
 /// level in force. Without a config file there is nothing to re-read: the reload is
@@ -316,8 +325,9 @@ fn level_reader(
             .and_then(|c| c.logging.starting_level(rust_log.as_deref()))
             .map_err(|e| e.to_string()),
         None => Err(
-            "the server was started without --config; there is no file to re-read \
-                     (use `espmail admin debug on|off` instead)"
+            "the server was started without --config (nor ESPMAIL_CONFIG, nor \
+             /etc/espmail/espmail.toml): there is no file to re-read (use `espmail admin \
+             debug on|off` instead)"
                 .to_owned(),
         ),
     }

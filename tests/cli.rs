@@ -213,13 +213,39 @@ fn init_creates_private_keyfile_and_database_and_refuses_to_overwrite() {
     // The keyfile loads, and its key opens the database it made.
     assert_eq!(accounts_of(&dir).key_id(), 1);
 
+    // Run again on the complete setup: success, and nothing changed.
     let before = std::fs::read(&keyfile_path).unwrap();
+    let db_before = std::fs::read(dir.join("espmail.db")).unwrap();
+    let again = in_dir(&dir, &["init"], "");
+    again.ok();
+    assert!(
+        again.stdout.starts_with("already set up: the keyfile ")
+            && again.stdout.contains("nothing was changed"),
+        "{again:?}"
+    );
+    assert!(again.stderr.is_empty(), "no new backup warning: {again:?}");
+    assert_eq!(std::fs::read(&keyfile_path).unwrap(), before);
+    assert_eq!(std::fs::read(dir.join("espmail.db")).unwrap(), db_before);
+
+    // A keyfile without its database is not a complete setup: never overwritten.
+    std::fs::remove_file(dir.join("espmail.db")).unwrap();
     let line = in_dir(&dir, &["init"], "").failed_one_line();
     assert!(
         line.contains("a keyfile already exists at") && line.contains("refusing to overwrite"),
         "{line}"
     );
     assert_eq!(std::fs::read(&keyfile_path).unwrap(), before);
+}
+
+#[test]
+fn init_on_a_setup_whose_keyfile_does_not_match_fails() {
+    let (tmp, dir) = initialised();
+    let other = tmp.path().join("other");
+    in_dir(&other, &["init"], "").ok();
+    std::fs::copy(other.join("keyfile"), dir.join("keyfile")).unwrap();
+    let line = in_dir(&dir, &["init"], "").failed_one_line();
+    assert!(line.contains("does not match"), "{line}");
+    assert!(!line.contains("already set up"), "{line}");
 }
 
 #[test]
@@ -1136,4 +1162,134 @@ fn purge_removes_quarantined_rows_past_their_expiry_day_and_says_how_many() {
     let run = in_dir(&dir, &["stats"], "");
     assert!(run.ok().stdout.contains("quarantined: 0"), "{run:?}");
     assert!(run.stdout.contains("messages waiting: 0"), "{run:?}");
+}
+
+// --- Which config file: --config / ESPMAIL_CONFIG, else /etc/espmail/espmail.toml, else
+// the defaults (the order itself is unit-tested in src/config/source.rs with a temporary
+// stand-in for /etc; these run the binary).
+
+#[test]
+fn espmail_config_is_found_without_any_flag() {
+    let (tmp, dir) = initialised();
+    let cfg = tmp.path().join("espmail.toml");
+    std::fs::write(
+        &cfg,
+        format!("[data]\ndir = \"{}\"\n", dir.to_str().unwrap()),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_espmail"))
+        .arg("stats")
+        .env("ESPMAIL_CONFIG", &cfg)
+        .env_remove("ESPMAIL_DATA_DIR")
+        .current_dir(tmp.path()) // ./data here is not the data: only the file can find it
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(stdout.contains("messages waiting: 0"), "{stdout}");
+}
+
+#[test]
+fn serve_logs_which_config_it_uses() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("espmail.toml");
+    std::fs::write(&cfg, "[mail]\nretention_days = 7\n").unwrap();
+    let cfg_s = cfg.to_str().unwrap();
+    let server = common::TestServer::start_with(
+        &tmp.path().join("data"),
+        &[],
+        common::Launch {
+            env: &[("ESPMAIL_CONFIG", cfg_s)],
+            ..Default::default()
+        },
+    );
+    server.wait_for_log(&format!(
+        "config from config file {cfg_s} (--config or ESPMAIL_CONFIG)"
+    ));
+    drop(server);
+    if !Path::new(espmail::config::SYSTEM_CONFIG).exists() {
+        let server = common::TestServer::start(&[]);
+        server.wait_for_log("config from the built-in defaults (no --config, no ESPMAIL_CONFIG");
+    }
+}
+
+// --- Honest summaries: rotate-key and purge count only what they did.
+
+#[test]
+fn rotate_key_does_not_count_a_quarantined_row_as_re_encrypted() {
+    let (_tmp, dir) = initialised();
+    let now = SystemTime::now();
+    seed_with_damage(
+        &dir,
+        &[
+            ("good one", now),
+            ("bad one", now),
+            ("good two", now),
+            ("good three", now),
+        ],
+    );
+    let run = in_dir(&dir, &["rotate-key"], "");
+    run.ok();
+    assert!(
+        run.stdout
+            .contains("re-encrypted 3 waiting ESP Mail under key 2"),
+        "{run:?}"
+    );
+    assert!(
+        run.stdout
+            .contains("quarantined 1 rows that could not be opened (not re-encrypted;"),
+        "{run:?}"
+    );
+    // Not a terminal, a small job: no progress lines, only the summary.
+    assert!(!run.stderr.contains("re-encrypting"), "{run:?}");
+    let stats = in_dir(&dir, &["stats"], "");
+    assert!(stats.ok().stdout.contains("quarantined: 1"), "{stats:?}");
+    assert!(stats.stdout.contains("waiting under key 2: 3"), "{stats:?}");
+    // Run again: nothing left to do, and it says so in numbers.
+    let again = in_dir(&dir, &["rotate-key"], "");
+    assert!(again.ok().stdout.contains("re-encrypted 0 "), "{again:?}");
+    assert!(
+        !again.stdout.contains("could not be opened"),
+        "nothing newly quarantined: {again:?}"
+    );
+}
+
+#[test]
+fn rotation_and_purge_report_progress_in_batches_and_exact_counts() {
+    let (_tmp, dir) = initialised();
+    let now = SystemTime::now();
+    let mut mail: Vec<(&str, &str, &str, SystemTime)> = vec![("Bob", "Ann", "fresh", now); 4];
+    mail.extend(vec![("Bob", "Ann", "old", now - 100 * DAY); 5]);
+    seed(&dir, &mail);
+    let c = config_for(&dir);
+    let limits = ops::mail_limits(&c);
+    let (db, kf) = (c.data.database_path(), c.data.keyfile_path());
+
+    let mut seen = Vec::new();
+    let report = espmail::espmail::offline::rotate_with_progress(
+        &db,
+        &kf,
+        &limits,
+        4,
+        None,
+        &mut |done, total| seen.push((done, total)),
+    )
+    .unwrap();
+    assert_eq!((report.reencrypted, report.quarantined), (9, 0));
+    assert_eq!(seen, vec![(4, 9), (8, 9), (9, 9)]);
+
+    let mut seen = Vec::new();
+    let purged = espmail::espmail::offline::purge_in_batches(&db, &limits, now, 2, &mut |d, t| {
+        seen.push((d, t))
+    })
+    .unwrap();
+    assert_eq!((purged.mail, purged.quarantined), (5, 0));
+    assert_eq!(seen, vec![(2, 5), (4, 5), (5, 5)]);
+    // A second purge finds nothing, and counts nothing.
+    let again = espmail::espmail::offline::purge_in_batches(&db, &limits, now, 2, &mut |_, _| {
+        panic!("no batch to report")
+    })
+    .unwrap();
+    assert_eq!(again.total(), 0);
+    assert_eq!(waiting_texts(&dir, "bob"), vec!["fresh"; 4]);
 }

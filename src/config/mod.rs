@@ -7,10 +7,12 @@
 //! default they did not mean. Every table uses `deny_unknown_fields` (and no `flatten`,
 //! which would silently disable it). [`Config::default`] holds each number once.
 //!
-//! The sections and their defaults are in `sections`; how a serde or toml error becomes
-//! words an operator can act on ("a whole number", an example address) is in `words`.
+//! Which file is read (`--config` / `ESPMAIL_CONFIG`, else [`SYSTEM_CONFIG`] when it
+//! exists, else the defaults) is decided in `source`. The sections and their defaults are
+//! in `sections`; how a serde or toml error becomes words an operator can act on ("a whole
+//! number", an example address) is in `words`.
 //!
-//! May touch: the config file (read only). Nothing else.
+//! May touch: the config file (read only; a `stat` of the system path). Nothing else.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Component, Path, PathBuf};
@@ -18,10 +20,12 @@ use std::path::{Component, Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 mod sections;
+mod source;
 mod words;
 
 use sections::list_or_none;
 pub use sections::*;
+pub use source::{ConfigSource, SYSTEM_CONFIG};
 use words::parse_error;
 
 /// Everything `espmail serve` can be told. Sections mirror the TOML tables.

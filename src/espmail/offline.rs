@@ -30,13 +30,49 @@ pub fn stats(db_path: &Path, limits: &Limits) -> Result<Stats, StoreError> {
     store::stats(&conn, db_path, limits, SystemTime::now())
 }
 
+/// Rows deleted per transaction by [`purge_in_batches`] as `espmail purge` runs it: a
+/// running server's writer never waits long, and progress can be shown between batches.
+pub const PURGE_BATCH: usize = 1024;
+
 /// `espmail purge`: deletes mail, and quarantined rows, past their expiry day. Needs no
 /// keyfile (the expiry day is the one clear-text date in a row, for this purpose).
 pub fn purge(db_path: &Path, limits: &Limits, now: SystemTime) -> Result<Purged, StoreError> {
+    purge_in_batches(db_path, limits, now, PURGE_BATCH, &mut |_, _| {})
+}
+
+/// [`purge`] in transactions of at most `batch_rows` rows, calling `progress(done,
+/// total)` after each (total: the rows past their expiry day when it began). Each batch
+/// commits on its own; a purge cut short is finished by running it again. The counts are
+/// the rows this run deleted.
+pub fn purge_in_batches(
+    db_path: &Path,
+    limits: &Limits,
+    now: SystemTime,
+    batch_rows: usize,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<Purged, StoreError> {
     let mut conn = connect(db_path, limits, false)?;
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let n = store::purge(&tx, store::day_of(now))?;
-    tx.commit()?;
+    let today = store::day_of(now);
+    let (mail, quarantined) = store::expired_rows(&conn, today)?;
+    let total = mail + quarantined;
+    let mut n = Purged::default();
+    loop {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let step = store::purge_some(&tx, today, batch_rows.max(1))?;
+        tx.commit()?;
+        if step.total() == 0 {
+            break;
+        }
+        n.mail += step.mail;
+        n.quarantined += step.quarantined;
+        progress(u64::try_from(n.total()).unwrap_or(u64::MAX), total);
+    }
+    if n.quarantined > 0 {
+        info!(
+            quarantined = n.quarantined,
+            "quarantined ESP Mail rows past their expiry day deleted by retention"
+        );
+    }
     if n.total() > 0 {
         checkpoint(&conn);
     }
@@ -84,6 +120,15 @@ fn checkpoint(conn: &rusqlite::Connection) {
     });
 }
 
+/// `espmail check`: whether `keys` (the loaded keyfile) are the keys this database was
+/// made with, and hold every key a stored row needs; writes nothing (no migration, no new
+/// check values), so it is safe beside a running server and before an upgrade.
+pub fn verify_keyfile(db_path: &Path, keys: &Keyring, limits: &Limits) -> Result<(), StoreError> {
+    let conn = connect(db_path, limits, false)?;
+    store::schema_not_newer(&conn)?;
+    store::verify_keys(&conn, keys)
+}
+
 /// Opens the store with the keyfile at `keyfile_path` (offline use).
 pub fn open(db_path: &Path, keyfile_path: &Path, limits: &Limits) -> Result<Store, StoreError> {
     if !db_path.exists() {
@@ -112,8 +157,10 @@ pub struct RotateReport {
     pub active: KeyId,
     /// Whether this run made that key (false: it finished an earlier run).
     pub started: bool,
-    /// Rows re-encrypted by this run.
+    /// Rows re-encrypted by this run (quarantined rows are not among them).
     pub reencrypted: usize,
+    /// Rows this run found it could not open: moved to quarantine, not re-encrypted.
+    pub quarantined: usize,
     /// Whether every row is now under the active key.
     pub complete: bool,
     /// Old keys no row needs any more: `espmail rotate --retire ID` may remove them.
@@ -145,6 +192,26 @@ pub fn rotate_steps(
     batch_rows: usize,
     max_steps: Option<usize>,
 ) -> Result<RotateReport, StoreError> {
+    rotate_with_progress(
+        db_path,
+        keyfile_path,
+        limits,
+        batch_rows,
+        max_steps,
+        &mut |_, _| {},
+    )
+}
+
+/// [`rotate_steps`], calling `progress(done, total)` after each batch: rows taken off the
+/// old keys so far (re-encrypted or quarantined), of those waiting when it began.
+pub fn rotate_with_progress(
+    db_path: &Path,
+    keyfile_path: &Path,
+    limits: &Limits,
+    batch_rows: usize,
+    max_steps: Option<usize>,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<RotateReport, StoreError> {
     if !db_path.exists() {
         return Err(StoreError::NoDatabase(db_path.to_path_buf()));
     }
@@ -164,7 +231,9 @@ pub fn rotate_steps(
         info!(key_id = id, "new active ESP Mail key");
     }
     let mut store = Store::open(db_path, Arc::new(Keyring::new(&kf)?), limits.clone())?;
+    let total = store.rows_to_reencrypt()?;
     let mut reencrypted = 0;
+    let mut quarantined = 0;
     let mut steps = 0;
     let complete = loop {
         if max_steps.is_some_and(|m| steps >= m) {
@@ -172,10 +241,15 @@ pub fn rotate_steps(
         }
         let n = store.reencrypt_step(batch_rows.max(1))?;
         steps += 1;
-        reencrypted += n;
-        if n == 0 {
+        reencrypted += n.reencrypted;
+        quarantined += n.quarantined;
+        if n.handled() == 0 {
             break true;
         }
+        progress(
+            u64::try_from(reencrypted + quarantined).unwrap_or(u64::MAX),
+            total,
+        );
     };
     let active = kf.active_id();
     let mut retirable = Vec::new();
@@ -190,11 +264,15 @@ pub fn rotate_steps(
             _ => {}
         }
     }
-    info!(reencrypted, complete, "ESP Mail key rotation step done");
+    info!(
+        reencrypted,
+        quarantined, complete, "ESP Mail key rotation step done"
+    );
     Ok(RotateReport {
         active,
         started,
         reencrypted,
+        quarantined,
         complete,
         retirable,
         held_by_quarantine,

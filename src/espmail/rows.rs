@@ -365,6 +365,44 @@ pub(crate) fn purge(conn: &Connection, today: i64) -> Result<Purged, StoreError>
     Ok(Purged { mail, quarantined })
 }
 
+/// Rows (mail, quarantine) past their expiry day on `today`: what a purge has to do.
+pub(crate) fn expired_rows(conn: &Connection, today: i64) -> Result<(u64, u64), StoreError> {
+    let count = |table: &str| -> Result<u64, StoreError> {
+        Ok(conn.query_row(
+            &format!("SELECT count(*) FROM {table} WHERE expiry_day <= ?1"),
+            params![today],
+            |r| r.get(0),
+        )?)
+    };
+    Ok((count("mail")?, count("quarantine")?))
+}
+
+/// [`purge`] of at most `max_rows` rows (mail first, then quarantine), for an operator's
+/// purge in bounded transactions; returns what it deleted (nothing: the purge is done).
+pub(crate) fn purge_some(
+    conn: &Connection,
+    today: i64,
+    max_rows: usize,
+) -> Result<Purged, StoreError> {
+    let max = i64::try_from(max_rows).unwrap_or(i64::MAX);
+    let mail = conn.execute(
+        "DELETE FROM mail WHERE id IN \
+         (SELECT id FROM mail WHERE expiry_day <= ?1 LIMIT ?2)",
+        params![today, max],
+    )?;
+    let left = i64::try_from(mail).map_or(0, |m| max.saturating_sub(m));
+    let quarantined = if left > 0 {
+        conn.execute(
+            "DELETE FROM quarantine WHERE id IN \
+             (SELECT id FROM quarantine WHERE expiry_day <= ?1 LIMIT ?2)",
+            params![today, left],
+        )?
+    } else {
+        0
+    };
+    Ok(Purged { mail, quarantined })
+}
+
 /// The quarantined rows, oldest quarantine first (then by id): never content.
 pub(crate) fn quarantine_list(
     conn: &Connection,

@@ -47,11 +47,27 @@ use super::rows::{
 };
 
 pub use super::error::{SaveError, StoreError};
-pub(crate) use super::rows::{purge, quarantine_drop, quarantine_list};
+pub(crate) use super::rows::{expired_rows, purge, purge_some, quarantine_drop, quarantine_list};
 pub use super::rows::{
     stats, PendingMail, Purged, QuarantineSelect, QuarantinedRow, ReasonCode, RowId, Stats,
 };
 pub(crate) use super::writer::{run_writer, Job};
+
+/// What one step of a key rotation did with the rows it took.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reencrypted {
+    /// Rows now sealed under the active key.
+    pub reencrypted: usize,
+    /// Rows that failed to open and went to quarantine (not re-encrypted).
+    pub quarantined: usize,
+}
+
+impl Reencrypted {
+    /// Rows taken off the old key either way; 0 means nothing was left to do.
+    pub fn handled(&self) -> usize {
+        self.reencrypted + self.quarantined
+    }
+}
 
 /// Schema migrations, in order; `user_version` counts those applied.
 pub const MIGRATIONS: &[&str] = &[
@@ -209,6 +225,21 @@ pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
 /// for keys the database has not seen yet (a rotation's new key).
 pub(crate) fn check_keys(conn: &mut Connection, keys: &Keyring) -> Result<(), StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    verify_keys(&tx, keys)?;
+    for id in keys.key_ids() {
+        if let Some(check) = keys.check_value(id) {
+            tx.execute(
+                "INSERT OR IGNORE INTO key_check (key_id, check_value) VALUES (?1, ?2)",
+                params![id, &check[..]],
+            )?;
+        }
+    }
+    Ok(tx.commit()?)
+}
+
+/// The reading half of [`check_keys`], which writes nothing (`espmail check`): the keyfile
+/// matches the database's key-check values, and holds every key a stored row needs.
+pub(crate) fn verify_keys(tx: &Connection, keys: &Keyring) -> Result<(), StoreError> {
     let known: Vec<(KeyId, Vec<u8>)> = {
         let mut st = tx.prepare("SELECT key_id, check_value FROM key_check")?;
         let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
@@ -239,15 +270,20 @@ pub(crate) fn check_keys(conn: &mut Connection, keys: &Keyring) -> Result<(), St
             return Err(StoreError::MissingKey { key_id, rows });
         }
     }
-    for id in keys.key_ids() {
-        if let Some(check) = keys.check_value(id) {
-            tx.execute(
-                "INSERT OR IGNORE INTO key_check (key_id, check_value) VALUES (?1, ?2)",
-                params![id, &check[..]],
-            )?;
-        }
+    Ok(())
+}
+
+/// Refuses a database written by a newer espmail (more migrations than this build knows),
+/// without changing anything.
+pub(crate) fn schema_not_newer(conn: &Connection) -> Result<(), StoreError> {
+    let at: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if usize::try_from(at).unwrap_or(usize::MAX) > MIGRATIONS.len() {
+        return Err(StoreError::SchemaTooNew {
+            found: at,
+            known: MIGRATIONS.len(),
+        });
     }
-    Ok(tx.commit()?)
+    Ok(())
 }
 
 /// The durable store: one connection plus the keys. Used by the writer thread and,
@@ -419,11 +455,21 @@ impl Store {
         rows_under_key(&self.conn, key_id)
     }
 
+    /// Waiting messages not yet under the active key: what a rotation has left to do.
+    pub fn rows_to_reencrypt(&self) -> Result<u64, StoreError> {
+        Ok(self.conn.query_row(
+            "SELECT count(*) FROM mail WHERE key_id != ?1",
+            params![self.keys.active_id()],
+            |r| r.get(0),
+        )?)
+    }
+
     /// One bounded step of a key rotation: re-encrypts up to `max_rows` rows not under the
     /// active key, in one transaction (a crash loses at most this step, which is simply
-    /// done again). Rows that fail to open go to quarantine. Returns rows handled; 0 means
-    /// the rotation is complete.
-    pub fn reencrypt_step(&mut self, max_rows: usize) -> Result<usize, StoreError> {
+    /// done again). Rows that fail to open go to quarantine instead, and are counted apart:
+    /// they were not re-encrypted. A step that handled no row means the rotation is
+    /// complete.
+    pub fn reencrypt_step(&mut self, max_rows: usize) -> Result<Reencrypted, StoreError> {
         let active = self.keys.active_id();
         let tx = self
             .conn
@@ -440,6 +486,7 @@ impl Store {
             rows.collect::<Result<_, _>>()?
         };
         let today = day_of(SystemTime::now());
+        let mut done = Reencrypted::default();
         for (raw, _expiry) in &raws {
             let opened = raw
                 .sealed_row()
@@ -458,14 +505,18 @@ impl Store {
                             raw.id
                         ],
                     )?;
+                    done.reencrypted += 1;
                 }
-                Err(e) => quarantine(&tx, &raw.id, &e, today)?,
+                Err(e) => {
+                    quarantine(&tx, &raw.id, &e, today)?;
+                    done.quarantined += 1;
+                }
             }
         }
         tx.commit()?;
         // The old ciphertexts were overwritten in place; push them out of the WAL too.
         self.after_deletions(raws.len(), true);
-        Ok(raws.len())
+        Ok(done)
     }
 
     /// Forgets a retired key's check value (after the keyfile no longer holds it).

@@ -1,4 +1,5 @@
-//! `espmail init`: a fresh data directory, keyfile and database
+//! `espmail init`: a fresh data directory, keyfile and database (or, run again on a
+//! complete setup, "already set up" and nothing changed)
 //! ([`VaultPaths::create`](crate::espmail::open::VaultPaths::create)), and the words the
 //! operator must read: back up the keyfile, apart from the database.
 //!
@@ -12,13 +13,28 @@ use super::{load_config, mail_limits, vault_paths, OpsError};
 use crate::cli::DataArgs;
 
 /// `espmail init`: the data directory (0700), a new keyfile (0600) and the database with
-/// its mail and account tables. Refuses to overwrite a keyfile, and refuses a database that
-/// already exists (its keyfile must be restored, not replaced). On failure after the
+/// its mail and account tables. On a complete setup (a keyfile that opens the database)
+/// it says so and succeeds, changing nothing. Otherwise it refuses to overwrite a keyfile,
+/// and refuses a database that already exists (its keyfile must be restored, not
+/// replaced). On failure after the
 /// keyfile was made, the new (still unused) keyfile and database are removed again, so
 /// `init` can simply be run again.
 pub fn init(args: &DataArgs, out: &mut dyn Write, note: &mut dyn Write) -> Result<(), OpsError> {
     let config = load_config(args)?;
     let paths = vault_paths(&config);
+    if std::fs::symlink_metadata(&paths.keyfile).is_ok() && paths.database.exists() {
+        // A complete setup: done already, unless its keyfile does not open its database
+        // (then the vault's refusal says what is wrong). Install scripts and configuration
+        // management may run `init` on every run, so this is success, not an error.
+        drop(paths.open(&mail_limits(&config))?);
+        writeln!(
+            out,
+            "already set up: the keyfile {} opens the database {}; nothing was changed",
+            paths.keyfile.display(),
+            paths.database.display()
+        )?;
+        return Ok(());
+    }
     let dir_created = paths.create(&mail_limits(&config))?;
     if !dir_created {
         if let Ok(meta) = std::fs::metadata(&paths.dir) {

@@ -6,9 +6,9 @@
 //! ask whether a server is running).
 
 use std::io::Write;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::{load_config, mail_limits, state_note, vault_paths, OpsError};
+use super::{load_config, mail_limits, state_note, vault_paths, OpsError, Progress};
 use crate::cli::{DataArgs, PurgeArgs, QuarantineArgs, QuarantineOp};
 use crate::espmail::offline;
 use crate::espmail::store::{day_of, QuarantineSelect, RowId};
@@ -57,9 +57,14 @@ pub fn purge_cutoff(now: SystemTime, retention_days: u32, days: u32) -> SystemTi
 }
 
 /// `espmail purge [--older-than DAYS]`: deletes waiting mail that has waited DAYS whole
-/// days or more (default: the configured retention). Safe beside a running server (one
-/// transaction through SQLite's locking); says which case it ran in.
-pub fn purge(args: PurgeArgs, out: &mut dyn Write) -> Result<(), OpsError> {
+/// days or more (default: the configured retention). Safe beside a running server (short
+/// transactions of [`offline::PURGE_BATCH`] rows through SQLite's locking); says which
+/// case it ran in, and how many rows it deleted. Progress goes to `progress`.
+pub fn purge(
+    args: PurgeArgs,
+    out: &mut dyn Write,
+    progress: &mut Progress<'_>,
+) -> Result<(), OpsError> {
     let config = load_config(&args.data)?;
     let retention = config.mail.retention_days;
     let days = match args.older_than {
@@ -70,7 +75,15 @@ pub fn purge(args: PurgeArgs, out: &mut dyn Write) -> Result<(), OpsError> {
     let db = vault_paths(&config).existing_database()?.to_path_buf();
     let state = state_note(&config);
     let cutoff = purge_cutoff(SystemTime::now(), retention, days);
-    let n = offline::purge(&db, &mail_limits(&config), cutoff)?;
+    let n = offline::purge_in_batches(
+        &db,
+        &mail_limits(&config),
+        cutoff,
+        offline::PURGE_BATCH,
+        &mut |d, t| progress.update(d, t, Instant::now()),
+    );
+    progress.finish();
+    let n = n?;
     writeln!(
         out,
         "purged {} ESP Mail that waited {days} days or more (server {state})",

@@ -1,14 +1,16 @@
-//! The operator's commands other than `serve`, `talk` and `tunnel`: `init`, `account …`,
-//! `admin …`, `stats`, `purge`, `rotate-key` and `quarantine …`. Each loads the
-//! configuration (flags > file > defaults), reaches the vault through its one start-up
+//! The operator's commands other than `serve`, `talk` and `tunnel`: `init`, `check`,
+//! `account …`, `admin …`, `stats`, `purge`, `rotate-key` and `quarantine …`. Each loads the
+//! configuration (flags > file > defaults; the file is `--config` / `ESPMAIL_CONFIG`, else
+//! `/etc/espmail/espmail.toml` when it exists: [`config_source`]), reaches the vault through its one start-up
 //! path ([`crate::espmail::open`]), does its work through the library's own APIs
 //! ([`crate::espmail::offline`], [`crate::espmail::accounts`], [`crate::admin::request`])
 //! and prints a few plain lines. Every failure is one [`OpsError`] whose message names the
 //! problem and the fix; `main` prints it on one stderr line and exits 1.
 //!
-//! One file per concern: [`init`](mod@init), [`account`](mod@account) (and the password
-//! prompts in [`passwords`]), [`maintenance`] (`stats`, `purge`, `quarantine`),
-//! [`rotate`] and [`admin`](mod@admin); this file dispatches and holds what they share.
+//! One file per concern: [`init`](mod@init), [`check`](mod@check), [`account`](mod@account)
+//! (and the password prompts in [`passwords`]), [`maintenance`] (`stats`, `purge`,
+//! `quarantine`), [`rotate`] and [`admin`](mod@admin), with [`progress`] for the long
+//! ones; this file dispatches and holds what they share.
 //!
 //! **A running server.** The commands that care ask the admin socket whether a server is
 //! running on the same data ([`server_state`]):
@@ -31,26 +33,32 @@
 
 pub mod account;
 pub mod admin;
+pub mod check;
 pub mod init;
 pub mod maintenance;
 pub mod passwords;
+pub mod progress;
 pub mod rotate;
 pub mod secret;
 
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 use std::path::PathBuf;
 
 pub use account::account;
 pub use admin::admin;
+pub use check::check;
 pub use init::init;
 pub use maintenance::{purge, purge_cutoff, quarantine, stats};
 pub use passwords::{read_line_password, PasswordSource, StdinPasswords};
+pub use progress::Progress;
 pub use rotate::{rotate_key, ROTATE_BATCH};
 
 use crate::admin::AdminError;
 use crate::avatar::NameError;
-use crate::cli::{Command, DataArgs};
-use crate::config::{Config, ConfigError, Overrides};
+use crate::cli::{
+    AccountArgs, AdminArgs, Command, DataArgs, PurgeArgs, QuarantineArgs, RotateKeyArgs, ServeArgs,
+};
+use crate::config::{Config, ConfigError, ConfigSource, Overrides};
 use crate::espmail::accounts::AccountError;
 use crate::espmail::crypto::CryptoError;
 use crate::espmail::keyfile::KeyId;
@@ -182,6 +190,15 @@ pub enum OpsError {
     /// Writing the command's output failed.
     #[error("cannot write the output: {0}")]
     Output(#[from] io::Error),
+    /// `espmail check` found problems (its FAIL lines, on the output, say what to do).
+    #[error(
+        "check found {failed} problem{}: the FAIL lines say what to do",
+        if *failed == 1 { "" } else { "s" }
+    )]
+    CheckFailed {
+        /// How many items failed.
+        failed: usize,
+    },
     /// `serve` and `talk` are not operator commands of this module.
     #[error("`{0}` is not handled by the operator commands")]
     NotOps(&'static str),
@@ -213,28 +230,46 @@ impl From<CryptoError> for OpsError {
 pub fn run(command: Command) -> Result<(), OpsError> {
     let stdout = io::stdout();
     let stderr = io::stderr();
+    let note_is_terminal = stderr.is_terminal();
     run_with(
         command,
         &mut stdout.lock(),
         &mut stderr.lock(),
+        note_is_terminal,
         &mut StdinPasswords,
     )
 }
 
-/// Runs an operator command: results on `out`, warnings and notes on `note`.
+/// Runs an operator command: results on `out`, warnings, notes and progress on `note`
+/// (a progress line redrawn in place when `note_is_terminal`, plain lines otherwise). A
+/// config file found at the system path (not named on the command line) is named on
+/// `note` first, so the operator knows which data the command works on.
 pub fn run_with(
     command: Command,
     out: &mut dyn Write,
     note: &mut dyn Write,
+    note_is_terminal: bool,
     passwords: &mut dyn PasswordSource,
 ) -> Result<(), OpsError> {
+    if let Some(source @ ConfigSource::System(_)) = data_args(&command).map(config_source) {
+        writeln!(note, "espmail: using the {source}")?;
+    }
     match command {
         Command::Init(args) => init(&args, out, note),
+        Command::Check(args) => check(&args, out),
         Command::Account(args) => account(args, out, note, passwords),
         Command::Admin(args) => admin(args, out),
         Command::Stats(args) => stats(&args, out),
-        Command::Purge(args) => purge(args, out),
-        Command::RotateKey(args) => rotate_key(args, out),
+        Command::Purge(args) => purge(
+            args,
+            out,
+            &mut Progress::new(note, "purging", note_is_terminal),
+        ),
+        Command::RotateKey(args) => rotate_key(
+            args,
+            out,
+            &mut Progress::new(note, "re-encrypting", note_is_terminal),
+        ),
         Command::Quarantine(args) => quarantine(args, out, note),
         Command::Serve(_) => Err(OpsError::NotOps("serve")),
         Command::Talk(_) => Err(OpsError::NotOps("talk")),
@@ -242,13 +277,39 @@ pub fn run_with(
     }
 }
 
-/// The configuration for a command: the `--config` file or the defaults, `--data-dir` on top.
+/// The config and data arguments of a command that has them.
+fn data_args(command: &Command) -> Option<&DataArgs> {
+    match command {
+        Command::Init(data) | Command::Stats(data) => Some(data),
+        Command::Account(AccountArgs { data, .. })
+        | Command::Admin(AdminArgs { data, .. })
+        | Command::Purge(PurgeArgs { data, .. })
+        | Command::RotateKey(RotateKeyArgs { data, .. })
+        | Command::Quarantine(QuarantineArgs { data, .. })
+        | Command::Serve(ServeArgs { data, .. }) => Some(data),
+        // `check` names the config it found on its first line.
+        Command::Check(_) | Command::Talk(_) | Command::Tunnel(_) => None,
+    }
+}
+
+/// Which config file a command reads: `--config FILE` / `ESPMAIL_CONFIG`, else
+/// [`crate::config::SYSTEM_CONFIG`] when it exists, else the embedded defaults.
+pub fn config_source(data: &DataArgs) -> ConfigSource {
+    ConfigSource::find(data.config.as_deref())
+}
+
+/// The configuration for a command, found as [`config_source`] says, `--data-dir` on top.
 pub fn load_config(data: &DataArgs) -> Result<Config, OpsError> {
+    load_config_from(&config_source(data), data)
+}
+
+/// The configuration from `source`, `--data-dir` on top.
+pub fn load_config_from(source: &ConfigSource, data: &DataArgs) -> Result<Config, OpsError> {
     let overrides = Overrides {
         listen: None,
         data_dir: data.data_dir.clone(),
     };
-    Ok(Config::load(data.config.as_deref(), &overrides)?)
+    Ok(Config::load(source.path(), &overrides)?)
 }
 
 /// Where a configuration keeps the vault (the same mapping `serve` uses).

@@ -8,7 +8,9 @@
 
 use std::io::Write;
 
-use super::{load_config, mail_limits, require_stopped, vault_paths, OpsError};
+use std::time::Instant;
+
+use super::{load_config, mail_limits, require_stopped, vault_paths, OpsError, Progress};
 use crate::cli::RotateKeyArgs;
 use crate::espmail::offline;
 use crate::espmail::open::Vault;
@@ -27,7 +29,11 @@ pub const ROTATE_BATCH: usize = 256;
 /// in one transaction, so until it commits they stay under the old key, which is still in
 /// the keyfile (it is retired only after the move) and is found again by the accounts'
 /// recorded key id. Running the command again finishes whatever was cut short.
-pub fn rotate_key(args: RotateKeyArgs, out: &mut dyn Write) -> Result<(), OpsError> {
+pub fn rotate_key(
+    args: RotateKeyArgs,
+    out: &mut dyn Write,
+    progress: &mut Progress<'_>,
+) -> Result<(), OpsError> {
     let config = load_config(&args.data)?;
     let paths = vault_paths(&config);
     let db = paths.existing_database()?;
@@ -36,7 +42,11 @@ pub fn rotate_key(args: RotateKeyArgs, out: &mut dyn Write) -> Result<(), OpsErr
     let limits = mail_limits(&config);
     // Refuse a keyfile that does not open the accounts before changing anything.
     drop(paths.open(&limits)?);
-    let report = offline::rotate(db, kp, &limits, ROTATE_BATCH)?;
+    let report = offline::rotate_with_progress(db, kp, &limits, ROTATE_BATCH, None, &mut |d, t| {
+        progress.update(d, t, Instant::now())
+    });
+    progress.finish();
+    let report = report?;
     if report.started {
         writeln!(
             out,
@@ -56,6 +66,13 @@ pub fn rotate_key(args: RotateKeyArgs, out: &mut dyn Write) -> Result<(), OpsErr
         "re-encrypted {} waiting ESP Mail under key {}",
         report.reencrypted, report.active
     )?;
+    if report.quarantined > 0 {
+        writeln!(
+            out,
+            "quarantined {} rows that could not be opened (not re-encrypted;              `espmail quarantine list` shows them)",
+            report.quarantined
+        )?;
+    }
     // The keyfile as the rotation left it: the new key active, the old one still there.
     let Vault { keys, mut accounts } = paths.open(&limits)?;
     let accounts_id = accounts.key_id();
