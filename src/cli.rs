@@ -55,8 +55,9 @@ pub enum Command {
     /// Run the world server (defaults: listen 127.0.0.1:1986, data in ./data).
     Serve(ServeArgs),
     /// Create the keyfile (mode 0600) and the database; never overwrites a keyfile (run
-    /// again on a complete setup, it says so and exits 0).
-    Init(DataArgs),
+    /// again on a complete setup, it says so and exits 0). With --tls, a self-signed
+    /// certificate too.
+    Init(InitArgs),
     /// Check the config, keyfile, data directory and listen address without starting
     /// the server: one OK or FAIL line each (with the fix); exit 1 on any problem.
     Check(CheckArgs),
@@ -111,6 +112,19 @@ pub struct ServeArgs {
     /// Log warnings and errors only.
     #[arg(short, long)]
     pub quiet: bool,
+}
+
+/// `espmail init`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct InitArgs {
+    /// Config file and data directory.
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Also make a self-signed TLS certificate and key for this host name (or IP address)
+    /// at [tls] cert and key (default DATA_DIR/tls/server.crt and server.key; key mode
+    /// 0600), and print the fingerprint players pin. Existing files are kept.
+    #[arg(long, value_name = "HOSTNAME")]
+    pub tls: Option<String>,
 }
 
 /// `espmail check`.

@@ -167,3 +167,72 @@ async fn the_plain_notice_goes_to_players_in_the_clear_from_elsewhere_only() {
     let mut far = enter_proxied(&quiet, "203.0.113.9", "Faraway").await;
     assert!(!login_lines(&mut far).await.iter().any(|l| l == NOTICE));
 }
+
+/// `espmail init --tls HOSTNAME` (issue 12): a self-signed pair (key 0600) at the default
+/// paths, the fingerprint players pin (what `openssl x509 -fingerprint -sha256` prints),
+/// kept as it is by a second run; a server given that pair is reached with that pin.
+#[bounded]
+#[tokio::test]
+async fn init_tls_makes_a_pair_whose_fingerprint_players_pin() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let init = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_espmail"))
+            .args(["init", "--tls", "localhost", "--data-dir"])
+            .arg(&data)
+            .env_remove("ESPMAIL_CONFIG")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let first = init();
+    let pin_of = |text: &str| -> String {
+        let line = text
+            .lines()
+            .find_map(|l| l.strip_prefix("players pin: "))
+            .unwrap_or_else(|| panic!("no pin in {text}"));
+        line.trim().to_owned()
+    };
+    let pin = pin_of(&first);
+    let cert = data.join("tls").join("server.crt");
+    let key = data.join("tls").join("server.key");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&key), 0o600);
+    assert_eq!(mode(&data.join("tls")), 0o700);
+    // The fingerprint is openssl's own, colons and all.
+    let openssl = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+        .arg(&cert)
+        .output()
+        .unwrap();
+    let theirs = String::from_utf8(openssl.stdout).unwrap();
+    let theirs = theirs.trim().rsplit('=').next().unwrap().to_owned();
+    assert_eq!(pin, format!("sha256:{theirs}"));
+    // Run again: already set up, the pair kept, the same pin.
+    let cert_bytes = std::fs::read(&cert).unwrap();
+    let second = init();
+    assert!(second.contains("already set up"), "{second}");
+    assert!(second.contains("was kept"), "{second}");
+    assert_eq!(pin_of(&second), pin);
+    assert_eq!(std::fs::read(&cert).unwrap(), cert_bytes);
+
+    // The server with that pair, reached by a player pinning it.
+    let cfg = tmp.path().join("espmail.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[tls]\nlisten = \"127.0.0.1:0\"\ncert = {:?}\nkey = {:?}\n",
+            cert, key
+        ),
+    )
+    .unwrap();
+    let server = TestServer::start_in(&data, &["--config", cfg.to_str().unwrap()]);
+    let fingerprint = Fingerprint::parse_pin(&pin).unwrap();
+    let _alice = enter_tls(server.tls_addr(), &fingerprint, "Alice").await;
+}

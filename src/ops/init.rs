@@ -3,8 +3,11 @@
 //! ([`VaultPaths::create`](crate::espmail::open::VaultPaths::create)), and the words the
 //! operator must read: back up the keyfile, apart from the database.
 //!
+//! `espmail init --tls HOSTNAME` ([`tls`]) also makes a self-signed certificate and key
+//! for the TLS listener and prints the fingerprint players pin.
+//!
 //! May touch: the data directory, the keyfile and the database (all created through the
-//! vault's start-up path).
+//! vault's start-up path); with `--tls`, the certificate and key files (never replaced).
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -71,5 +74,78 @@ pub fn init(args: &DataArgs, out: &mut dyn Write, note: &mut dyn Write) -> Resul
              directory holds the key with the mail; consider [data] keyfile = a path outside it"
         )?;
     }
+    Ok(())
+}
+
+/// How long a certificate made by `init --tls` is valid: players pin it, and a new one means
+/// every player must be given the new fingerprint, so it lasts ten years.
+const SELF_SIGNED_DAYS: u32 = 3650;
+
+/// `espmail init --tls HOSTNAME`: a self-signed certificate and key for `host` at
+/// `[tls] cert` and `key` (default `DATA_DIR/tls/server.crt` and `server.key`; the key
+/// 0600, its directory made 0700), then the fingerprint players pin and the `[tls]` lines
+/// the config needs. A certificate already there is kept (it may be pinned by players
+/// already): its fingerprint is printed, nothing is written.
+pub fn tls(args: &DataArgs, host: &str, out: &mut dyn Write) -> Result<(), OpsError> {
+    use crate::tls::{
+        generate_self_signed, read_certificates, write_new_pair, CertPaths, Fingerprint, PemKind,
+    };
+    let config = load_config(args)?;
+    let dir = config.data.dir.join("tls");
+    let paths = CertPaths {
+        cert: config
+            .tls
+            .cert
+            .clone()
+            .unwrap_or_else(|| dir.join("server.crt")),
+        key: config
+            .tls
+            .key
+            .clone()
+            .unwrap_or_else(|| dir.join("server.key")),
+    };
+    let fingerprint = if paths.cert.exists() || paths.key.exists() {
+        // Never empty: a file without a certificate is refused by the reader.
+        let certs = read_certificates(&paths.cert, PemKind::Certificate)?;
+        let fp = match certs.first() {
+            Some(leaf) => Fingerprint::of(leaf).map_err(crate::tls::TlsError::from)?,
+            None => return Ok(()),
+        };
+        writeln!(
+            out,
+            "the TLS certificate {} is already there; it was kept (players may have pinned it)",
+            paths.cert.display()
+        )?;
+        fp
+    } else {
+        for parent in [paths.cert.parent(), paths.key.parent()]
+            .into_iter()
+            .flatten()
+        {
+            crate::private_dir::create(parent).map_err(OpsError::Output)?;
+        }
+        let made = generate_self_signed(host, SELF_SIGNED_DAYS)?;
+        write_new_pair(&paths, &made.cert_pem, &made.key_pem)?;
+        writeln!(
+            out,
+            "created a self-signed TLS certificate for {host}, valid for ten years: {} \
+             (key {}, mode 0600)",
+            paths.cert.display(),
+            paths.key.display()
+        )?;
+        made.fingerprint
+    };
+    writeln!(out, "players pin: sha256:{fingerprint}")?;
+    writeln!(
+        out,
+        "  (espmail tunnel {host}:PORT --pin sha256:{fingerprint})\n\
+         the config needs:\n\
+         [tls]\n\
+         listen = \"0.0.0.0:1987\"\n\
+         cert = \"{}\"\n\
+         key = \"{}\"",
+        paths.cert.display(),
+        paths.key.display()
+    )?;
     Ok(())
 }

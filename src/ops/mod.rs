@@ -56,7 +56,8 @@ pub use rotate::{rotate_key, ROTATE_BATCH};
 use crate::admin::AdminError;
 use crate::avatar::NameError;
 use crate::cli::{
-    AccountArgs, AdminArgs, Command, DataArgs, PurgeArgs, QuarantineArgs, RotateKeyArgs, ServeArgs,
+    AccountArgs, AdminArgs, Command, DataArgs, InitArgs, PurgeArgs, QuarantineArgs, RotateKeyArgs,
+    ServeArgs,
 };
 use crate::config::{Config, ConfigError, ConfigSource, Overrides};
 use crate::espmail::accounts::AccountError;
@@ -78,6 +79,9 @@ pub enum OpsError {
     /// keyfile, damaged, locked, disk full, …).
     #[error(transparent)]
     Vault(#[from] OpenError),
+    /// A TLS certificate or key could not be made, written or read.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     /// The admin socket could not be asked (no server running, permissions, …).
     #[error(transparent)]
     Admin(#[from] AdminError),
@@ -255,7 +259,13 @@ pub fn run_with(
         writeln!(note, "espmail: using the {source}")?;
     }
     match command {
-        Command::Init(args) => init(&args, out, note),
+        Command::Init(args) => {
+            init(&args.data, out, note)?;
+            match &args.tls {
+                Some(host) => init::tls(&args.data, host, out),
+                None => Ok(()),
+            }
+        }
         Command::Check(args) => check(&args, out),
         Command::Account(args) => account(args, out, note, passwords),
         Command::Admin(args) => admin(args, out),
@@ -280,7 +290,7 @@ pub fn run_with(
 /// The config and data arguments of a command that has them.
 fn data_args(command: &Command) -> Option<&DataArgs> {
     match command {
-        Command::Init(data) | Command::Stats(data) => Some(data),
+        Command::Init(InitArgs { data, .. }) | Command::Stats(data) => Some(data),
         Command::Account(AccountArgs { data, .. })
         | Command::Admin(AdminArgs { data, .. })
         | Command::Purge(PurgeArgs { data, .. })
