@@ -183,6 +183,35 @@ async fn a_full_box_is_refused() {
     assert!(out.contains("messages waiting: 1"), "{out}");
 }
 
+/// Issue 10 M4: one sender cannot fill a box alone. Eve saves her share
+/// (`max_per_sender`), the next is refused in words, and Alice still gets through.
+#[bounded]
+#[tokio::test]
+async fn one_sender_cannot_fill_a_box() {
+    let server = TestServer::start_with_config(
+        "[mail]\nmax_per_sender = 3\nsend_rate_per_minute = 100\n",
+        &[],
+    );
+    register(&server, "Bob").await;
+    let mut eve = enter(&server, "Eve").await;
+    for i in 0..3 {
+        let prompt = offer(&mut eve, &format!("spam {i}")).await;
+        eve.answer(&prompt, b"Y").await.unwrap();
+        eve.wait_text("ESP Mail for Bob saved.").await.unwrap();
+    }
+    let prompt = offer(&mut eve, "spam 3").await;
+    eve.answer(&prompt, b"Y").await.unwrap();
+    eve.wait_text("You have 3 ESP Mail waiting for Bob. Not sent.")
+        .await
+        .unwrap();
+    let mut alice = enter(&server, "Alice").await;
+    let prompt = offer(&mut alice, "hello Bob").await;
+    alice.answer(&prompt, b"Y").await.unwrap();
+    alice.wait_text("ESP Mail for Bob saved.").await.unwrap();
+    let (_, out, _) = server.cli(&["stats"], "");
+    assert!(out.contains("messages waiting: 4"), "{out}");
+}
+
 #[bounded]
 #[tokio::test]
 async fn too_many_sends_are_refused() {

@@ -83,7 +83,10 @@ async fn saved_mail_is_delivered_oldest_first_and_deleted_on_confirm() {
 #[tokio::test]
 async fn mail_sent_within_one_second_keeps_its_order() {
     let v = Vault::new();
-    let h = v.open(Limits::default());
+    let h = v.open(Limits {
+        max_per_sender: 20,
+        ..Limits::default()
+    });
     let base = at(now().duration_since(UNIX_EPOCH).unwrap().as_secs());
     let sent: Vec<String> = (0..20).map(|i| format!("line {i}")).collect();
     for (i, t) in sent.iter().enumerate() {
@@ -525,7 +528,8 @@ fn database_settings_are_durable_and_secure() {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&v.db).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
-    // Mail rows hold only the allowed columns: no name, no time, no length.
+    // Mail rows hold only the allowed columns: no name, no time, no length (`pair`, the
+    // per-sender cap's keyed index, names nobody either; migration 003).
     let mut st = c
         .prepare("SELECT name FROM pragma_table_info('mail')")
         .unwrap();
@@ -536,7 +540,15 @@ fn database_settings_are_durable_and_secure() {
         .unwrap();
     assert_eq!(
         cols,
-        ["id", "blind", "key_id", "expiry_day", "key_part", "sealed"]
+        [
+            "id",
+            "blind",
+            "key_id",
+            "expiry_day",
+            "key_part",
+            "sealed",
+            "pair"
+        ]
     );
     drop(st);
     drop(store);

@@ -32,6 +32,7 @@ const SENDERS: usize = 64;
 fn limits() -> Limits {
     Limits {
         max_per_recipient: 1_000_000,
+        max_per_sender: usize::MAX,
         ..Limits::default()
     }
 }

@@ -141,3 +141,55 @@ async fn offline_commands_work_beside_a_running_server() {
     assert_eq!(h.count_waiting("bob").await.unwrap(), 1);
     h.shutdown().await.unwrap();
 }
+
+/// Issue 10 M4: one sender's share of a box (`max_per_sender`) is capped, other senders
+/// still get in, and the count survives a key rotation (the pair index moves with the
+/// row).
+#[bounded]
+#[tokio::test]
+async fn one_senders_share_of_a_box_is_capped_across_a_rotation() {
+    use espmail::espmail::SaveError;
+    let v = Vault::new();
+    let limits = Limits {
+        max_per_sender: 3,
+        ..Limits::default()
+    };
+    let h = MailHandle::open(&v.db, &v.key, limits.clone()).unwrap();
+    for i in 0..3 {
+        h.save("bob", "Eve", text(&format!("e{i}")), SystemTime::now())
+            .await
+            .unwrap();
+    }
+    // The same sender, however the name is typed, is refused; the box is untouched.
+    match h.save("Bob", " eve ", text("e3"), SystemTime::now()).await {
+        Err(SaveError::SenderCap { max: 3 }) => {}
+        other => panic!("expected SenderCap, got {other:?}"),
+    }
+    assert_eq!(h.count_waiting("bob").await.unwrap(), 3);
+    // Another sender, and the same sender to someone else, are not affected.
+    h.save("bob", "Alice", text("a0"), SystemTime::now())
+        .await
+        .unwrap();
+    h.save("carol", "Eve", text("e-carol"), SystemTime::now())
+        .await
+        .unwrap();
+    h.shutdown().await.unwrap();
+
+    let r = offline::rotate(&v.db, &v.key, &limits, 100).unwrap();
+    assert!(r.complete);
+    let h = MailHandle::open(&v.db, &v.key, limits).unwrap();
+    assert!(matches!(
+        h.save("bob", "Eve", text("e4"), SystemTime::now()).await,
+        Err(SaveError::SenderCap { max: 3 })
+    ));
+    // Reading one of Eve's (the oldest comes first) frees a place for her.
+    let mut mb = h.open_mailbox("bob").await.unwrap();
+    let first = mb.next().unwrap();
+    assert_eq!(first.sender, "Eve");
+    mb.confirm(first.id).await.unwrap();
+    drop(mb);
+    h.save("bob", "Eve", text("e5"), SystemTime::now())
+        .await
+        .unwrap();
+    h.shutdown().await.unwrap();
+}

@@ -222,6 +222,9 @@ impl Config {
         if self.mail.max_per_recipient == 0 {
             return invalid("mail.max_per_recipient", "must be at least 1");
         }
+        if self.mail.max_per_sender == 0 {
+            return invalid("mail.max_per_sender", "must be at least 1");
+        }
         if !(1..=SPEECH_CAP).contains(&self.mail.max_text_len) {
             return invalid(
                 "mail.max_text_len",
@@ -363,7 +366,7 @@ impl Config {
              auth: mode={} trusted_peers={} trusted_secret_file={} \
              trusted_password_avatars={} auto_register={} min_password_len={} \
              hash_threads={}\n\
-             mail: max_per_recipient={} max_text_len={} retention_days={} \
+             mail: max_per_recipient={} max_per_sender={} max_text_len={} retention_days={} \
              send_rate_per_minute={} prompt_timeout={}s\n\
              logging: level={} file={} admin_socket={}\n\
              tls: {}",
@@ -394,6 +397,7 @@ impl Config {
             a.min_password_len,
             a.hash_threads_in_effect(),
             m.max_per_recipient,
+            m.max_per_sender,
             m.max_text_len,
             m.retention_days,
             m.send_rate_per_minute,

@@ -270,6 +270,9 @@ impl Default for AuthConfig {
 pub struct MailConfig {
     /// Messages waiting for one recipient before further ones are refused.
     pub max_per_recipient: u32,
+    /// Messages one sender may leave waiting for one recipient (so one sender cannot fill
+    /// a box alone).
+    pub max_per_sender: u32,
     /// Longest text stored, in bytes: the C64 speech cap (ESPMAIL.md §4).
     pub max_text_len: usize,
     /// Undelivered messages older than this many days are purged; at least 1 (every row
@@ -287,6 +290,7 @@ impl Default for MailConfig {
     fn default() -> Self {
         MailConfig {
             max_per_recipient: 50,
+            max_per_sender: 10,
             max_text_len: SPEECH_CAP,
             retention_days: 90,
             send_rate_per_minute: 10,

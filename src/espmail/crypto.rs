@@ -173,6 +173,9 @@ pub struct SealedRow {
     pub key_part: [u8; KEY_PART_LEN],
     /// nonce ‖ ciphertext ‖ tag.
     pub sealed: Vec<u8>,
+    /// The (recipient, sender) pair index under `key_id`, for the per-sender cap: set by
+    /// [`Keyring::seal`], not read back from the store (opening does not need it).
+    pub pair: Option<Blind>,
 }
 
 impl fmt::Debug for SealedRow {
@@ -235,6 +238,19 @@ pub fn accounts_key(secret: &Secret) -> Result<Zeroizing<[u8; 32]>, CryptoError>
 /// The key-check value of a keyfile secret (stored in the database's meta table).
 pub fn key_check(secret: &Secret) -> Result<[u8; 32], CryptoError> {
     Ok(*hkdf(secret.expose(), &[], KEY_CHECK_LABEL)?)
+}
+
+/// The pair index of (recipient, sender): an HMAC under the blind-index key over a label
+/// and both normalised names, NUL-separated (no name holds a NUL, so no pair index equals
+/// a name's blind index or another pair's).
+fn pair_index(blind_key: &[u8], recipient: &str, sender: &str) -> Result<Blind, CryptoError> {
+    let sender = crate::avatar::normalise(sender);
+    let mut data = Vec::with_capacity(16 + recipient.len() + sender.len());
+    data.extend_from_slice(b"pair\0");
+    data.extend_from_slice(recipient.as_bytes());
+    data.push(0);
+    data.extend_from_slice(sender.as_bytes());
+    hmac_sha256(blind_key, &data)
 }
 
 /// HMAC-SHA256 of `data` under `key` (the blind index's primitive; the account table's
@@ -495,6 +511,7 @@ impl Keyring {
             .ok_or(CryptoError::UnknownKey { key_id })?;
         let plain = pad(letter)?;
         let blind = hmac_sha256(&k.blind_key[..], letter.recipient.as_bytes())?;
+        let pair = pair_index(&k.blind_key[..], &letter.recipient, &letter.sender)?;
         let mut key_part = [0u8; KEY_PART_LEN];
         openssl::rand::rand_bytes(&mut key_part).map_err(|_| CryptoError::Openssl("random"))?;
         let key = message_key(&k.secret, &key_part)?;
@@ -505,6 +522,7 @@ impl Keyring {
             key_id,
             key_part,
             sealed,
+            pair: Some(pair),
         })
     }
 

@@ -154,6 +154,12 @@ pub enum SaveError {
         /// The limit.
         max: usize,
     },
+    /// The sender already has `max` messages waiting for this recipient.
+    #[error("the sender already has {max} ESP Mail waiting for this recipient")]
+    SenderCap {
+        /// The limit.
+        max: usize,
+    },
     /// The text is longer than the limit.
     #[error("text of {len} bytes is over the {max}-byte limit")]
     TextTooLong {

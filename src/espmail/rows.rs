@@ -205,6 +205,8 @@ impl RawRow {
             key_part: <[u8; KEY_PART_LEN]>::try_from(self.key_part.as_slice())
                 .map_err(|_| bad("key part size"))?,
             sealed: self.sealed.clone(),
+            // Only a new row needs it (for the sender cap); opening does not.
+            pair: None,
         })
     }
 }
@@ -230,22 +232,38 @@ pub(super) fn count(conn: &Connection, blinds: &[(KeyId, Blind)]) -> Result<usiz
     Ok(n)
 }
 
+/// Messages one sender has waiting for one recipient (their pair index, under the key that
+/// sealed the new row; rows from before a key rotation finished are not counted).
+fn count_pair(conn: &Connection, key_id: KeyId, pair: &Blind) -> Result<usize, StoreError> {
+    let mut st =
+        conn.prepare_cached("SELECT count(*) FROM mail WHERE pair = ?1 AND key_id = ?2")?;
+    let c: i64 = st.query_row(params![&pair[..], key_id], |r| r.get(0))?;
+    Ok(usize::try_from(c).unwrap_or(0))
+}
+
 pub(super) fn insert(
     conn: &Connection,
     row: &SealedRow,
     expiry_day: i64,
     blinds: &[(KeyId, Blind)],
-    max: usize,
+    limits: &Limits,
 ) -> Result<MailId, SaveError> {
-    // Counted inside the transaction, after earlier jobs of the same batch: the limit holds
+    // Counted inside the transaction, after earlier jobs of the same batch: the limits hold
     // exactly even when many senders write to one recipient at once.
+    let max = limits.max_per_recipient;
     if count(conn, blinds)? >= max {
         return Err(SaveError::BoxFull { max });
     }
+    if let Some(pair) = &row.pair {
+        let max = limits.max_per_sender;
+        if count_pair(conn, row.key_id, pair)? >= max {
+            return Err(SaveError::SenderCap { max });
+        }
+    }
     let mut st = conn
         .prepare_cached(
-            "INSERT INTO mail (id, blind, key_id, expiry_day, key_part, sealed) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO mail (id, blind, key_id, expiry_day, key_part, sealed, pair) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )
         .map_err(StoreError::from)?;
     st.execute(params![
@@ -254,7 +272,8 @@ pub(super) fn insert(
         row.key_id,
         expiry_day,
         &row.key_part[..],
-        &row.sealed
+        &row.sealed,
+        row.pair.as_ref().map(|p| p.to_vec())
     ])
     .map_err(StoreError::from)?;
     Ok(row.id)

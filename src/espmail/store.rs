@@ -73,6 +73,7 @@ impl Reencrypted {
 pub const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/001_init.sql"),
     include_str!("../../migrations/002_accounts.sql"),
+    include_str!("../../migrations/003_sender_cap.sql"),
 ];
 
 /// Under steady load, checkpoint (TRUNCATE) at least after this many deletions.
@@ -89,6 +90,8 @@ pub type RecipientBlinds = Vec<(KeyId, Blind)>;
 pub struct Limits {
     /// Messages waiting for one recipient before "box is full" (ESPMAIL.md §3).
     pub max_per_recipient: usize,
+    /// Messages one sender may leave waiting for one recipient.
+    pub max_per_sender: usize,
     /// Longest text accepted, in bytes (the 114-byte speech cap; at most 400).
     pub max_text_len: usize,
     /// Days a message waits before the purge deletes it unread.
@@ -107,6 +110,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_per_recipient: 50,
+            max_per_sender: 10,
             max_text_len: crate::limits::SPEECH_CAP,
             retention_days: 90,
             queue_len: 4096,
@@ -123,6 +127,9 @@ impl Limits {
         let bad = |what| Err(StoreError::BadLimit(what));
         if self.max_per_recipient == 0 {
             return bad("max_per_recipient must be at least 1");
+        }
+        if self.max_per_sender == 0 {
+            return bad("max_per_sender must be at least 1");
         }
         if self.max_text_len == 0 || self.max_text_len > MAX_TEXT_LEN {
             return bad("max_text_len must be between 1 and 400");
@@ -349,7 +356,7 @@ impl Store {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(StoreError::from)?;
-        let id = insert(&tx, row, expiry_day, blinds, self.limits.max_per_recipient)?;
+        let id = insert(&tx, row, expiry_day, blinds, &self.limits)?;
         tx.commit().map_err(StoreError::from)?;
         Ok(id)
     }
@@ -364,7 +371,7 @@ impl Store {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(StoreError::from)?;
         for (row, expiry, blinds) in rows {
-            insert(&tx, row, *expiry, blinds, self.limits.max_per_recipient)?;
+            insert(&tx, row, *expiry, blinds, &self.limits)?;
         }
         tx.commit().map_err(StoreError::from)?;
         Ok(())
@@ -495,13 +502,14 @@ impl Store {
                 Ok((id, letter)) => {
                     let new = self.keys.seal(id, &letter)?;
                     tx.execute(
-                        "UPDATE mail SET blind = ?1, key_id = ?2, key_part = ?3, sealed = ?4 \
-                         WHERE id = ?5",
+                        "UPDATE mail SET blind = ?1, key_id = ?2, key_part = ?3, sealed = ?4, \
+                         pair = ?5 WHERE id = ?6",
                         params![
                             &new.blind[..],
                             new.key_id,
                             &new.key_part[..],
                             new.sealed,
+                            new.pair.as_ref().map(|p| p.to_vec()),
                             raw.id
                         ],
                     )?;

@@ -194,7 +194,6 @@ fn run_batch(
     let mut shutdown = None;
     let mut deleted = 0usize;
     let keys = Arc::clone(&store.keys);
-    let max = store.limits.max_per_recipient;
     let path = store.path.clone();
     let limits = store.limits.clone();
     let outcome = (|| -> Result<(), StoreError> {
@@ -229,7 +228,7 @@ fn run_batch(
                     // No savepoint: the count is a read and the INSERT one statement, which
                     // SQLite undoes by itself if it fails. Saves are the hot path, and a
                     // savepoint per job costs a statement-journal write each.
-                    let r = insert(&tx, &row, expiry_day, &blinds, max);
+                    let r = insert(&tx, &row, expiry_day, &blinds, &limits);
                     if tx.is_autocommit() {
                         undone = Some(match &r {
                             Err(SaveError::Store(e)) => e.clone(),

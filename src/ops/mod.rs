@@ -335,6 +335,7 @@ pub fn vault_paths(config: &Config) -> VaultPaths {
 pub fn mail_limits(config: &Config) -> Limits {
     Limits {
         max_per_recipient: usize::try_from(config.mail.max_per_recipient).unwrap_or(usize::MAX),
+        max_per_sender: usize::try_from(config.mail.max_per_sender).unwrap_or(usize::MAX),
         max_text_len: config.mail.max_text_len,
         retention_days: config.mail.retention_days,
         ..Limits::default()

@@ -76,6 +76,13 @@ pub async fn save(
             info!(max, "ESP Mail refused: box full");
             SaveOutcome::BoxFull
         }
+        Err(SaveError::SenderCap { max }) => {
+            info!(
+                max,
+                "ESP Mail refused: the sender's share of the box is full"
+            );
+            SaveOutcome::SenderCap { max }
+        }
         Err(e) => {
             warn!(error = %e, "ESP Mail could not be saved");
             SaveOutcome::Failed

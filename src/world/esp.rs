@@ -85,6 +85,13 @@ pub fn box_full(name: &str) -> String {
     format!("{name}'s ESP Mail box is full. Not sent.")
 }
 
+/// "You have N ESP Mail waiting for NAME. Not sent." (one sender's share of a box is
+/// capped, so that one sender cannot fill it alone; the sender is told, the recipient's
+/// box stays as it was).
+pub fn sender_cap(max: usize, name: &str) -> String {
+    format!("You have {max} ESP Mail waiting for {name}. Not sent.")
+}
+
 /// "Too much ESP Mail; wait N s."
 pub fn too_much_mail(wait_secs: u64) -> String {
     format!("Too much ESP Mail; wait {wait_secs} s.")
@@ -357,6 +364,12 @@ pub enum SaveOutcome {
     Saved,
     /// The recipient's box holds `max_per_recipient` messages.
     BoxFull,
+    /// The sender already has `max` messages waiting for this recipient
+    /// (`max_per_sender`).
+    SenderCap {
+        /// The limit.
+        max: usize,
+    },
     /// Disk full, database error, store unavailable (log the error).
     Failed,
 }
@@ -541,6 +554,7 @@ impl EspState {
         let text = match outcome {
             SaveOutcome::Saved => mail_saved(to.display()),
             SaveOutcome::BoxFull => box_full(to.display()),
+            SaveOutcome::SenderCap { max } => sender_cap(max, to.display()),
             SaveOutcome::Failed => MAIL_SAVE_FAILED.to_string(),
         };
         vec![say(text)]

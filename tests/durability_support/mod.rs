@@ -143,5 +143,6 @@ trusted_secret_file = "@FRONT_END_SECRET_FILE@"
 
 [mail]
 max_per_recipient = 100000
+max_per_sender = 100000
 send_rate_per_minute = 100000
 "#;
