@@ -420,10 +420,14 @@ fn stats_report_oldest_age_in_days() {
     let keys = Arc::new(Keyring::new(&kf).unwrap());
     let mut store = Store::open(&v.db, Arc::clone(&keys), Limits::default()).unwrap();
     let sent = SystemTime::now() - Duration::from_secs(3 * 86_400 + 60);
-    let row = keys
-        .seal(MailId::random().unwrap(), &letter("bob", "hi", sent))
-        .unwrap();
     let expiry = espmail::espmail::store::day_of(sent) + 90;
+    let row = keys
+        .seal(
+            MailId::random().unwrap(),
+            &letter("bob", "hi", sent),
+            expiry,
+        )
+        .unwrap();
     store
         .save_one(&row, expiry, &keys.blinds("bob").unwrap())
         .unwrap();
@@ -457,8 +461,12 @@ fn full_disk_and_read_only_give_clean_errors_and_keep_what_was_committed() {
     let (mut store, keys) = open_store(&v.db, &v.key);
     let blinds = keys.blinds("bob").unwrap();
     let seal = || {
-        keys.seal(MailId::random().unwrap(), &letter("bob", "hi", now()))
-            .unwrap()
+        keys.seal(
+            MailId::random().unwrap(),
+            &letter("bob", "hi", now()),
+            99_999,
+        )
+        .unwrap()
     };
     let mut committed = 0;
     for _ in 0..5 {
@@ -575,7 +583,7 @@ fn rows_are_all_the_same_size() {
         ("d", "hi"),
     ] {
         let row = keys
-            .seal(MailId::random().unwrap(), &letter(r, t, now()))
+            .seal(MailId::random().unwrap(), &letter(r, t, now()), 20_000)
             .unwrap();
         store
             .save_one(&row, 20_000, &keys.blinds(r).unwrap())

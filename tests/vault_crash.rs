@@ -277,7 +277,9 @@ fn crash_during_rotation_is_restartable() {
                 sent_nanos: 0,
                 text: Sensitive::new(text.clone().into_bytes()),
             };
-            let row = keys.seal(MailId::random().unwrap(), &letter).unwrap();
+            let row = keys
+                .seal(MailId::random().unwrap(), &letter, 999_999)
+                .unwrap();
             store
                 .save_one(&row, 999_999, &keys.blinds(&to).unwrap())
                 .unwrap();

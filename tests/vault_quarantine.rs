@@ -250,3 +250,72 @@ async fn quarantined_rows_hold_an_old_key_until_the_operator_drops_them() {
     drop(mb);
     h.shutdown().await.unwrap();
 }
+
+/// Every column of bob's mail rows, as someone with a copy of the database holds them.
+fn copy_rows(v: &Vault) -> Vec<Vec<rusqlite::types::Value>> {
+    let raw = v.raw();
+    let mut st = raw
+        .prepare("SELECT id, blind, key_id, expiry_day, key_part, sealed, pair FROM mail")
+        .unwrap();
+    let rows = st
+        .query_map([], |r| {
+            (0..7).map(|i| r.get(i)).collect::<Result<Vec<_>, _>>()
+        })
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    rows
+}
+
+/// Issue 10 L3: a delivered row put back (from an old copy of the database) is not
+/// delivered again but quarantined as "replayed"; and a row's expiry day cannot be moved
+/// (it is bound into the row's authentication).
+#[bounded]
+#[tokio::test]
+async fn a_replayed_row_is_quarantined_and_an_expiry_day_cannot_be_moved() {
+    let v = Vault::new();
+    let h = v.open(Limits::default());
+    h.save("bob", "alice", text("read once"), SystemTime::now())
+        .await
+        .unwrap();
+    let copy = copy_rows(&v);
+    assert_eq!(copy.len(), 1);
+    // Bob reads it and acks: it is deleted.
+    let mut mb = h.open_mailbox("bob").await.unwrap();
+    let m = mb.next().unwrap();
+    mb.confirm(m.id).await.unwrap();
+    drop(mb);
+    assert_eq!(h.count_waiting("bob").await.unwrap(), 0);
+    // The old copy is put back, byte for byte.
+    v.raw()
+        .execute(
+            "INSERT INTO mail (id, blind, key_id, expiry_day, key_part, sealed, pair) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            rusqlite::params_from_iter(copy[0].iter()),
+        )
+        .unwrap();
+    let mb = h.open_mailbox("bob").await.unwrap();
+    assert_eq!(mb.remaining(), 0, "a replayed row was delivered again");
+    drop(mb);
+    let listed = offline::quarantine_list(&v.db, &Limits::default(), SystemTime::now()).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].reason, ReasonCode::Replayed);
+    assert_eq!(listed[0].reason.to_string(), "replayed");
+
+    // A new row whose expiry day is moved on (to keep it past retention) no longer opens.
+    h.save("bob", "alice", text("expires"), SystemTime::now())
+        .await
+        .unwrap();
+    v.raw()
+        .execute("UPDATE mail SET expiry_day = expiry_day + 1000", [])
+        .unwrap();
+    let mb = h.open_mailbox("bob").await.unwrap();
+    assert_eq!(mb.remaining(), 0);
+    drop(mb);
+    let listed = offline::quarantine_list(&v.db, &Limits::default(), SystemTime::now()).unwrap();
+    assert_eq!(listed.len(), 2);
+    assert!(listed
+        .iter()
+        .any(|r| r.reason == ReasonCode::Authentication));
+    h.shutdown().await.unwrap();
+}

@@ -176,6 +176,9 @@ pub struct SealedRow {
     /// The (recipient, sender) pair index under `key_id`, for the per-sender cap: set by
     /// [`Keyring::seal`], not read back from the store (opening does not need it).
     pub pair: Option<Blind>,
+    /// The row's expiry day as stored. Rows sealed by this version bind it into their
+    /// associated data ([`aad_until`]); `None` opens a row as sealed before that.
+    pub expiry_day: Option<i64>,
 }
 
 impl fmt::Debug for SealedRow {
@@ -188,7 +191,17 @@ impl fmt::Debug for SealedRow {
     }
 }
 
-/// The associated data of a row: binds its ciphertext to format, key, recipient and id.
+/// The associated data of a row sealed by this version: [`aad`] and the expiry day, so the
+/// day the purge deletes it cannot be moved without the row failing to open.
+pub fn aad_until(key_id: KeyId, blind: &Blind, id: &MailId, expiry_day: i64) -> Vec<u8> {
+    let mut a = aad(key_id, blind, id);
+    a.extend_from_slice(b"expiry");
+    a.extend_from_slice(&expiry_day.to_be_bytes());
+    a
+}
+
+/// The associated data of a row sealed before expiry days were bound (issue 10 L3): its
+/// format, key, recipient and id. Such rows still open.
 pub fn aad(key_id: KeyId, blind: &Blind, id: &MailId) -> Vec<u8> {
     let mut a = Vec::with_capacity(13 + 1 + 4 + BLIND_LEN + MAIL_ID_LEN);
     a.extend_from_slice(b"espmail-mail");
@@ -501,9 +514,38 @@ impl Keyring {
             .collect()
     }
 
+    /// The mark that records a delivered row (issue 10 L3): a keyed hash of its id under the
+    /// active key's blind-index key, so the `delivered` table holds no row id a copy of the
+    /// database could be matched against.
+    pub fn delivered_mark(&self, id: &MailId) -> Result<Blind, CryptoError> {
+        self.mark_under(self.active, id)
+    }
+
+    /// [`Keyring::delivered_mark`] under every key of the keyring (a row delivered before a
+    /// rotation was marked under the key active then).
+    pub fn delivered_marks(&self, id: &MailId) -> Result<Vec<Blind>, CryptoError> {
+        self.key_ids().map(|k| self.mark_under(k, id)).collect()
+    }
+
+    fn mark_under(&self, key_id: KeyId, id: &MailId) -> Result<Blind, CryptoError> {
+        let k = self
+            .keys
+            .get(&key_id)
+            .ok_or(CryptoError::UnknownKey { key_id })?;
+        // A label no name's blind index or pair index can start with (names hold no NUL).
+        let mut data = b"delivered\0".to_vec();
+        data.extend_from_slice(&id.0);
+        hmac_sha256(&k.blind_key[..], &data)
+    }
+
     /// Seals a letter under the active key with a fresh key part and nonce.
     /// `letter.recipient` must already be normalised.
-    pub fn seal(&self, id: MailId, letter: &Letter) -> Result<SealedRow, CryptoError> {
+    pub fn seal(
+        &self,
+        id: MailId,
+        letter: &Letter,
+        expiry_day: i64,
+    ) -> Result<SealedRow, CryptoError> {
         let key_id = self.active;
         let k = self
             .keys
@@ -515,7 +557,7 @@ impl Keyring {
         let mut key_part = [0u8; KEY_PART_LEN];
         openssl::rand::rand_bytes(&mut key_part).map_err(|_| CryptoError::Openssl("random"))?;
         let key = message_key(&k.secret, &key_part)?;
-        let sealed = seal_with_key(&key, &aad(key_id, &blind, &id), &plain)?;
+        let sealed = seal_with_key(&key, &aad_until(key_id, &blind, &id, expiry_day), &plain)?;
         Ok(SealedRow {
             id,
             blind,
@@ -523,6 +565,7 @@ impl Keyring {
             key_part,
             sealed,
             pair: Some(pair),
+            expiry_day: Some(expiry_day),
         })
     }
 
@@ -533,7 +576,19 @@ impl Keyring {
             .get(&row.key_id)
             .ok_or(CryptoError::UnknownKey { key_id: row.key_id })?;
         let key = message_key(&k.secret, &row.key_part)?;
-        let plain = open_with_key(&key, &aad(row.key_id, &row.blind, &row.id), &row.sealed)?;
+        let legacy = aad(row.key_id, &row.blind, &row.id);
+        let plain = match row.expiry_day {
+            // Bound to its expiry day (this version), else sealed before that was done:
+            // a row of either kind opens only under its own AAD, so trying the old form
+            // after the new one lets no edited expiry day through for a new row.
+            Some(day) => open_with_key(
+                &key,
+                &aad_until(row.key_id, &row.blind, &row.id, day),
+                &row.sealed,
+            )
+            .or_else(|_| open_with_key(&key, &legacy, &row.sealed))?,
+            None => open_with_key(&key, &legacy, &row.sealed)?,
+        };
         let letter = unpad(&plain)?;
         // The AAD already ties the row to this blind index; this also catches a plaintext
         // that names someone else (it cannot be forged without the key, but costs nothing).
@@ -548,6 +603,8 @@ impl Keyring {
 
 #[cfg(test)]
 mod tests {
+    /// An expiry day for the rows these tests seal.
+    const DAY: i64 = 20_500;
     use super::*;
 
     fn ring(secret: u8) -> Keyring {
@@ -603,10 +660,35 @@ mod tests {
             "meet me by the fountain",
             &"y".repeat(MAX_TEXT_LEN),
         ] {
-            let row = r.seal(MailId::random().unwrap(), &letter(text)).unwrap();
+            let row = r
+                .seal(MailId::random().unwrap(), &letter(text), DAY)
+                .unwrap();
             assert_eq!(row.sealed.len(), SEALED_LEN, "size must not depend on text");
             let back = r.open(&row).unwrap();
             assert_eq!(back, letter(text));
+        }
+    }
+
+    #[test]
+    fn the_expiry_day_is_bound_and_rows_sealed_before_that_still_open() {
+        let r = ring(7);
+        let mut row = r
+            .seal(MailId::random().unwrap(), &letter("bound"), DAY)
+            .unwrap();
+        assert_eq!(row.expiry_day, Some(DAY));
+        assert_eq!(r.open(&row).unwrap(), letter("bound"));
+        // Moved on by a day: the tag no longer verifies.
+        row.expiry_day = Some(DAY + 1);
+        assert_eq!(r.open(&row), Err(CryptoError::Authentication));
+        // A row of the earlier format (its AAD without the day), as stored before: opens
+        // whatever day it is stored with.
+        let k = r.keys.get(&row.key_id).unwrap();
+        let key = message_key(&k.secret, &row.key_part).unwrap();
+        let plain = pad(&letter("legacy")).unwrap();
+        row.sealed = seal_with_key(&key, &aad(row.key_id, &row.blind, &row.id), &plain).unwrap();
+        for day in [None, Some(DAY), Some(DAY + 5)] {
+            row.expiry_day = day;
+            assert_eq!(r.open(&row).unwrap(), letter("legacy"));
         }
     }
 
@@ -632,8 +714,12 @@ mod tests {
     #[test]
     fn two_messages_never_share_a_key_part_nonce_or_ciphertext() {
         let r = ring(1);
-        let a = r.seal(MailId::random().unwrap(), &letter("same")).unwrap();
-        let b = r.seal(MailId::random().unwrap(), &letter("same")).unwrap();
+        let a = r
+            .seal(MailId::random().unwrap(), &letter("same"), DAY)
+            .unwrap();
+        let b = r
+            .seal(MailId::random().unwrap(), &letter("same"), DAY)
+            .unwrap();
         assert_ne!(a.key_part, b.key_part);
         assert_ne!(a.sealed[..NONCE_LEN], b.sealed[..NONCE_LEN]);
         assert_ne!(a.sealed, b.sealed);
@@ -650,14 +736,16 @@ mod tests {
     fn one_rows_key_opens_no_other_row() {
         let r = ring(2);
         let secret = Secret::from_bytes([2; 32]);
-        let a = r.seal(MailId::random().unwrap(), &letter("first")).unwrap();
+        let a = r
+            .seal(MailId::random().unwrap(), &letter("first"), DAY)
+            .unwrap();
         let b = r
-            .seal(MailId::random().unwrap(), &letter("second"))
+            .seal(MailId::random().unwrap(), &letter("second"), DAY)
             .unwrap();
         let key_a = message_key(&secret, &a.key_part).unwrap();
-        assert!(open_with_key(&key_a, &aad(1, &a.blind, &a.id), &a.sealed).is_ok());
+        assert!(open_with_key(&key_a, &aad_until(1, &a.blind, &a.id, DAY), &a.sealed).is_ok());
         assert_eq!(
-            open_with_key(&key_a, &aad(1, &b.blind, &b.id), &b.sealed),
+            open_with_key(&key_a, &aad_until(1, &b.blind, &b.id, DAY), &b.sealed),
             Err(CryptoError::Authentication)
         );
     }
@@ -665,9 +753,11 @@ mod tests {
     #[test]
     fn edits_swaps_and_moves_fail() {
         let r = ring(3);
-        let a = r.seal(MailId::random().unwrap(), &letter("first")).unwrap();
+        let a = r
+            .seal(MailId::random().unwrap(), &letter("first"), DAY)
+            .unwrap();
         let b = r
-            .seal(MailId::random().unwrap(), &letter("second"))
+            .seal(MailId::random().unwrap(), &letter("second"), DAY)
             .unwrap();
         // Every single byte of the sealed value matters.
         for i in [0, NONCE_LEN, NONCE_LEN + 100, SEALED_LEN - 1] {
@@ -699,7 +789,9 @@ mod tests {
     fn wrong_keyfile_fails_and_has_another_check_value() {
         let a = ring(4);
         let b = ring(5);
-        let row = a.seal(MailId::random().unwrap(), &letter("x")).unwrap();
+        let row = a
+            .seal(MailId::random().unwrap(), &letter("x"), DAY)
+            .unwrap();
         assert_eq!(b.open(&row), Err(CryptoError::Authentication));
         assert_ne!(a.check_value(1), b.check_value(1));
         assert_ne!(a.blind(1, "bob").unwrap(), b.blind(1, "bob").unwrap());
@@ -773,7 +865,7 @@ mod tests {
     fn key_material_never_prints() {
         let r = ring(9);
         let row = r
-            .seal(MailId::random().unwrap(), &letter("secret words"))
+            .seal(MailId::random().unwrap(), &letter("secret words"), DAY)
             .unwrap();
         let shown = format!("{r:?} {row:?}");
         assert!(!shown.contains("secret words"));

@@ -116,9 +116,14 @@ pub enum ReasonCode {
     UnknownKey,
     /// A stored value had the wrong size, or the plaintext was not well formed.
     Malformed,
+    /// A copy of a row already delivered and acked, put back into the store.
+    Replayed,
     /// Anything else (e.g. the crypto library failed while opening it).
     Other,
 }
+
+/// The stored reason of a replayed row ([`ReasonCode::Replayed`]).
+pub(super) const REPLAYED: &str = "already delivered once: a copy put back into the store";
 
 impl ReasonCode {
     /// The code of an opening error.
@@ -139,6 +144,8 @@ impl ReasonCode {
             ReasonCode::UnknownKey
         } else if reason.starts_with("stored message is malformed") {
             ReasonCode::Malformed
+        } else if reason == REPLAYED {
+            ReasonCode::Replayed
         } else {
             ReasonCode::Other
         }
@@ -150,6 +157,7 @@ impl ReasonCode {
             ReasonCode::Authentication => "authentication",
             ReasonCode::UnknownKey => "unknown-key",
             ReasonCode::Malformed => "malformed",
+            ReasonCode::Replayed => "replayed",
             ReasonCode::Other => "other",
         }
     }
@@ -192,6 +200,7 @@ pub(super) struct RawRow {
     key_id: KeyId,
     key_part: Vec<u8>,
     sealed: Vec<u8>,
+    expiry_day: i64,
 }
 
 impl RawRow {
@@ -207,6 +216,7 @@ impl RawRow {
             sealed: self.sealed.clone(),
             // Only a new row needs it (for the sender cap); opening does not.
             pair: None,
+            expiry_day: Some(self.expiry_day),
         })
     }
 }
@@ -218,6 +228,7 @@ pub(super) fn read_raw(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRow> {
         key_id: r.get(2)?,
         key_part: r.get(3)?,
         sealed: r.get(4)?,
+        expiry_day: r.get(5)?,
     })
 }
 
@@ -250,6 +261,9 @@ pub(super) fn insert(
 ) -> Result<MailId, SaveError> {
     // Counted inside the transaction, after earlier jobs of the same batch: the limits hold
     // exactly even when many senders write to one recipient at once.
+    // A row sealed by this version carries the day it was sealed for (bound into its
+    // authentication): that is the day stored, whatever the caller passed.
+    let expiry_day = row.expiry_day.unwrap_or(expiry_day);
     let max = limits.max_per_recipient;
     if count(conn, blinds)? >= max {
         return Err(SaveError::BoxFull { max });
@@ -282,10 +296,9 @@ pub(super) fn insert(
 pub(super) fn quarantine(
     conn: &Connection,
     id: &[u8],
-    why: &CryptoError,
+    reason: &str,
     today: i64,
 ) -> Result<(), StoreError> {
-    let reason = why.to_string();
     conn.execute(
         "INSERT OR REPLACE INTO quarantine \
          (id, blind, key_id, expiry_day, key_part, sealed, reason, quarantined_day) \
@@ -309,7 +322,8 @@ pub(super) fn load(
     let mut raws = Vec::new();
     {
         let mut st = conn.prepare_cached(
-            "SELECT id, blind, key_id, key_part, sealed FROM mail WHERE blind = ?1 AND key_id = ?2",
+            "SELECT id, blind, key_id, key_part, sealed, expiry_day FROM mail \
+             WHERE blind = ?1 AND key_id = ?2",
         )?;
         for (key_id, blind) in blinds {
             let rows = st.query_map(params![&blind[..], key_id], read_raw)?;
@@ -319,7 +333,22 @@ pub(super) fn load(
         }
     }
     let mut out = Vec::with_capacity(raws.len());
+    let mut delivered_before =
+        conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM delivered WHERE mark = ?1)")?;
     for raw in raws {
+        // A row delivered and acked once, put back: a replay (an old backup's copy, or a
+        // write by someone without the keyfile). It opens fine, so only this catches it.
+        if let Some(id) = MailId::from_slice(&raw.id) {
+            let mut replayed = false;
+            for mark in keys.delivered_marks(&id)? {
+                replayed |=
+                    delivered_before.query_row(params![&mark[..]], |r| r.get::<_, bool>(0))?;
+            }
+            if replayed {
+                quarantine(conn, &raw.id, REPLAYED, today)?;
+                continue;
+            }
+        }
         match raw
             .sealed_row()
             .and_then(|row| keys.open(&row).map(|l| (row.id, l)))
@@ -333,7 +362,7 @@ pub(super) fn load(
                     text: letter.text,
                 },
             )),
-            Err(e) => quarantine(conn, &raw.id, &e, today)?,
+            Err(e) => quarantine(conn, &raw.id, &e.to_string(), today)?,
         }
     }
     // Oldest first; the id breaks ties so the order is stable.
@@ -341,7 +370,14 @@ pub(super) fn load(
     Ok(out.into_iter().map(|(_, p)| p).collect())
 }
 
-pub(super) fn confirm(conn: &Connection, id: MailId) -> Result<bool, StoreError> {
+pub(super) fn confirm(conn: &Connection, keys: &Keyring, id: MailId) -> Result<bool, StoreError> {
+    // Remembered until its expiry day, so a copy put back is not delivered again.
+    let mark = keys.delivered_mark(&id)?;
+    conn.execute(
+        "INSERT OR IGNORE INTO delivered (mark, expiry_day) \
+         SELECT ?2, expiry_day FROM mail WHERE id = ?1",
+        params![&id.0[..], &mark[..]],
+    )?;
     let n = conn.execute("DELETE FROM mail WHERE id = ?1", params![&id.0[..]])?;
     if n > 0 {
         conn.execute(
@@ -371,6 +407,11 @@ pub(super) fn delete_all(
 /// kept forever for nobody).
 pub(crate) fn purge(conn: &Connection, today: i64) -> Result<Purged, StoreError> {
     let mail = conn.execute("DELETE FROM mail WHERE expiry_day <= ?1", params![today])?;
+    // A copy of a delivered row past this day would be purged itself: forget its id.
+    conn.execute(
+        "DELETE FROM delivered WHERE expiry_day <= ?1",
+        params![today],
+    )?;
     let quarantined = conn.execute(
         "DELETE FROM quarantine WHERE expiry_day <= ?1",
         params![today],

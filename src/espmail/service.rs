@@ -157,7 +157,7 @@ impl MailHandle {
         // Sealing costs a few microseconds of CPU: done here so that on a multi-core machine
         // it runs beside the writer, which then only inserts and commits.
         let row = MailId::random()
-            .and_then(|id| keys.seal(id, &letter))
+            .and_then(|id| keys.seal(id, &letter, expiry_day))
             .map_err(StoreError::from)?;
         drop(letter);
         let id = self

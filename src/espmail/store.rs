@@ -74,6 +74,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/001_init.sql"),
     include_str!("../../migrations/002_accounts.sql"),
     include_str!("../../migrations/003_sender_cap.sql"),
+    include_str!("../../migrations/004_delivered.sql"),
 ];
 
 /// Under steady load, checkpoint (TRUNCATE) at least after this many deletions.
@@ -403,7 +404,7 @@ impl Store {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let gone = confirm(&tx, id)?;
+        let gone = confirm(&tx, &self.keys, id)?;
         tx.commit()?;
         self.after_deletions(usize::from(gone), true);
         Ok(gone)
@@ -494,13 +495,13 @@ impl Store {
         };
         let today = day_of(SystemTime::now());
         let mut done = Reencrypted::default();
-        for (raw, _expiry) in &raws {
+        for (raw, expiry) in &raws {
             let opened = raw
                 .sealed_row()
                 .and_then(|row| Ok((row.id, self.keys.open(&row)?)));
             match opened {
                 Ok((id, letter)) => {
-                    let new = self.keys.seal(id, &letter)?;
+                    let new = self.keys.seal(id, &letter, *expiry)?;
                     tx.execute(
                         "UPDATE mail SET blind = ?1, key_id = ?2, key_part = ?3, sealed = ?4, \
                          pair = ?5 WHERE id = ?6",
@@ -516,7 +517,7 @@ impl Store {
                     done.reencrypted += 1;
                 }
                 Err(e) => {
-                    quarantine(&tx, &raw.id, &e, today)?;
+                    quarantine(&tx, &raw.id, &e.to_string(), today)?;
                     done.quarantined += 1;
                 }
             }

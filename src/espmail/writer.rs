@@ -245,7 +245,7 @@ fn run_batch(
                     answers.push(Answer::Load(reply, r));
                 }
                 Job::Confirm { id, reply } => {
-                    let r = run_job(&mut tx, |c| confirm(c, id));
+                    let r = run_job(&mut tx, |c| confirm(c, &keys, id));
                     deleted += usize::from(matches!(r, Ok(true)));
                     answers.push(Answer::Confirm(reply, r));
                 }
