@@ -54,7 +54,8 @@ use super::keyfile::KeyId;
 use super::password::{hex, new_password_hash, unhex, StoredHash};
 use super::store::{self, Limits, StoreError};
 use crate::avatar::{
-    clamp_min_password_len, ct_eq, AvatarName, NameError, Password, PasswordError, MIN_PASSWORD_LEN,
+    clamp_min_password_len, ct_eq, AvatarName, NameError, Password, PasswordError,
+    MIN_PASSWORD_LEN, NAME_MAX,
 };
 
 /// The `meta` row naming the keyfile key the accounts are keyed from.
@@ -288,6 +289,7 @@ impl Accounts {
             min_password_len: MIN_PASSWORD_LEN,
         };
         accounts.seal_clear_hashes()?;
+        accounts.pad_old_names()?;
         Ok(accounts)
     }
 
@@ -357,8 +359,7 @@ impl Accounts {
                 ));
             }
             let new_index = crypto::hmac_sha256(new_index_key.as_slice(), name.key().as_bytes())?;
-            let new_sealed =
-                crypto::seal_with_key(&new_seal_key, &new_index, name.display().as_bytes())?;
+            let new_sealed = seal_name(&new_seal_key, &new_index, name.display())?;
             let new_hash = match hash {
                 Some(h) => {
                     let hash = open_hash(&self.hash_key, old_index, h)?;
@@ -397,15 +398,49 @@ impl Accounts {
     /// `nonce | ciphertext | tag` of the display name. The index is the associated data:
     /// a sealed name moved to another row fails to open.
     fn seal(&self, index: &[u8], display: &str) -> Result<Vec<u8>, AccountError> {
-        Ok(crypto::seal_with_key(
-            &self.seal_key,
-            index,
-            display.as_bytes(),
-        )?)
+        seal_name(&self.seal_key, index, display)
     }
 
     fn unseal(&self, index: &[u8], sealed: &[u8]) -> Result<AvatarName, AccountError> {
         unseal_with(&self.seal_key, index, sealed)
+    }
+
+    /// Rows written by an older version (issue 10 L2): names sealed unpadded are sealed
+    /// again padded, and creation times are cut to their day, in one transaction. Found by
+    /// size and by value, so it is done once and costs one scan at later opens.
+    fn pad_old_names(&mut self) -> Result<(), AccountError> {
+        let padded_len = self.seal(b"size", "x")?.len();
+        let seal_key = self.seal_key.clone();
+        let tx = self
+            .db
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let rows: Vec<(Vec<u8>, Vec<u8>)> = {
+            let mut stmt = tx.prepare(
+                "SELECT name_index, sealed_name FROM accounts WHERE length(sealed_name) != ?1",
+            )?;
+            let rows = stmt.query_map(params![padded_len], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        for (index, sealed) in &rows {
+            let name = unseal_with(&seal_key, index, sealed)?;
+            tx.execute(
+                "UPDATE accounts SET sealed_name = ?1 WHERE name_index = ?2",
+                params![seal_name(&seal_key, index, name.display())?, index],
+            )?;
+        }
+        let days = tx.execute(
+            "UPDATE accounts SET created = created - (created % 86400) WHERE created % 86400 != 0",
+            [],
+        )?;
+        tx.commit()?;
+        if !rows.is_empty() || days > 0 {
+            tracing::info!(
+                names = rows.len(),
+                days,
+                "avatar accounts upgraded: names padded to one size, creation times to the day"
+            );
+        }
+        Ok(())
     }
 
     /// Seals every password hash an older version stored in the clear, in one
@@ -535,7 +570,8 @@ impl Accounts {
         let hash = hash
             .map(|h| seal_hash(&self.hash_key, &index, h))
             .transpose()?;
-        let created = unix_secs(now);
+        // The day is all `account list` shows; the second would only be metadata (L2).
+        let created = day_start(unix_secs(now));
         let changed = self.db.execute(
             "INSERT OR IGNORE INTO accounts (name_index, sealed_name, pw_hash, created)
              VALUES (?1, ?2, ?3, ?4)",
@@ -660,6 +696,26 @@ fn open_hash(hash_key: &[u8; 32], index: &[u8], stored: &str) -> Result<StoredHa
     StoredHash::decode(text)
 }
 
+/// A sealed name's plaintext: its length in one byte, the name, zeros up to
+/// [`NAME_MAX`] (issue 10 L2), so every sealed name has the same size and a copy of the
+/// database does not tell a 3-letter name from a 16-letter one. Names are ASCII, so the
+/// byte count is the character count.
+const PADDED_NAME_LEN: usize = 1 + NAME_MAX;
+
+fn seal_name(seal_key: &[u8; 32], index: &[u8], display: &str) -> Result<Vec<u8>, AccountError> {
+    let bytes = display.as_bytes();
+    let len = u8::try_from(bytes.len())
+        .ok()
+        .filter(|n| usize::from(*n) <= NAME_MAX)
+        .ok_or(AccountError::Corrupt(
+            "an avatar name longer than names may be",
+        ))?;
+    let mut plain = Zeroizing::new([0u8; PADDED_NAME_LEN]);
+    plain[0] = len;
+    plain[1..=bytes.len()].copy_from_slice(bytes);
+    Ok(crypto::seal_with_key(seal_key, index, plain.as_slice())?)
+}
+
 fn unseal_with(
     seal_key: &[u8; 32],
     index: &[u8],
@@ -667,7 +723,15 @@ fn unseal_with(
 ) -> Result<AvatarName, AccountError> {
     const BAD: AccountError = AccountError::Corrupt("a sealed avatar name does not open");
     let plain = crypto::open_with_key_any_len(seal_key, index, sealed).map_err(|_| BAD)?;
-    let text = std::str::from_utf8(&plain).map_err(|_| BAD)?;
+    // Padded (this version): a length byte, never a legal name character, then the name.
+    // Unpadded (older versions): the name itself, at most NAME_MAX bytes.
+    let name = match plain.split_first() {
+        Some((&len, rest)) if plain.len() == PADDED_NAME_LEN => {
+            rest.get(..usize::from(len)).ok_or(BAD)?
+        }
+        _ => &plain[..],
+    };
+    let text = std::str::from_utf8(name).map_err(|_| BAD)?;
     AvatarName::parse(text).map_err(|_| BAD)
 }
 
@@ -687,6 +751,11 @@ impl Credentials {
             _ => Err(AuthError::WrongNameOrPassword),
         }
     }
+}
+
+/// The first second of the (UTC) day `secs` falls in.
+fn day_start(secs: i64) -> i64 {
+    secs - secs.rem_euclid(86_400)
 }
 
 fn unix_secs(t: SystemTime) -> i64 {
@@ -879,6 +948,50 @@ mod tests {
         conn.execute("UPDATE accounts SET pw_hash = ?1", params![sealed_bob])
             .unwrap();
         assert!(a.verify("Carol", &pw("bob-password-2")).is_err());
+    }
+
+    /// Every sealed name's size and every creation time, as stored.
+    fn names_and_times(db: &Path) -> Vec<(usize, i64)> {
+        let conn = Connection::open(db).unwrap();
+        let mut st = conn
+            .prepare("SELECT length(sealed_name), created FROM accounts")
+            .unwrap();
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+        rows.collect::<Result<_, _>>().unwrap()
+    }
+
+    #[test]
+    fn sealed_names_have_one_size_and_times_only_their_day_and_old_rows_are_upgraded() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("a.db");
+        let keys = ring(&[(1, 1)], 1);
+        let a = open(&db, &keys).unwrap();
+        let at = UNIX_EPOCH + Duration::from_secs(1_764_000_123);
+        a.add("Al", &pw("al-password"), at).unwrap();
+        a.add("Bartholomew-16ch", &pw("bart-password"), at).unwrap();
+        let stored = names_and_times(&db);
+        assert_eq!(
+            stored[0].0, stored[1].0,
+            "a name's length shows: {stored:?}"
+        );
+        assert!(stored.iter().all(|(_, t)| t % 86_400 == 0), "{stored:?}");
+        // As an older version wrote them: the name unpadded, the exact second.
+        let index = a.index("al").unwrap();
+        let unpadded = crypto::seal_with_key(&a.seal_key, &index, b"Al").unwrap();
+        let conn = Connection::open(&db).unwrap();
+        conn.execute(
+            "UPDATE accounts SET sealed_name = ?1, created = 1764000123 WHERE name_index = ?2",
+            params![unpadded, index],
+        )
+        .unwrap();
+        assert_eq!(a.lookup("al").unwrap().unwrap().name.display(), "Al");
+        drop(a);
+        let a = open(&db, &keys).unwrap();
+        let stored = names_and_times(&db);
+        assert_eq!(stored[0].0, stored[1].0, "not upgraded: {stored:?}");
+        assert!(stored.iter().all(|(_, t)| t % 86_400 == 0), "{stored:?}");
+        assert_eq!(a.lookup("AL").unwrap().unwrap().name.display(), "Al");
+        assert!(a.verify("al", &pw("al-password")).is_ok());
     }
 
     #[test]
