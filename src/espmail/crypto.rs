@@ -212,7 +212,12 @@ pub fn aad(key_id: KeyId, blind: &Blind, id: &MailId) -> Vec<u8> {
     a
 }
 
-fn hkdf(ikm: &[u8], salt: &[u8], info: &[u8]) -> Result<Zeroizing<[u8; 32]>, CryptoError> {
+/// HKDF-SHA256 to 32 bytes: the one implementation in the vault (also [`super::sealed`]'s).
+pub(crate) fn hkdf(
+    ikm: &[u8],
+    salt: &[u8],
+    info: &[u8],
+) -> Result<Zeroizing<[u8; 32]>, CryptoError> {
     let fail = |_| CryptoError::Openssl("hkdf");
     let mut ctx = PkeyCtx::new_id(Id::HKDF).map_err(fail)?;
     ctx.derive_init().map_err(fail)?;

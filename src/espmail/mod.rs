@@ -34,6 +34,7 @@ pub mod offline;
 pub mod open;
 mod password;
 mod rows;
+pub mod sealed;
 pub mod service;
 pub mod store;
 mod throttle;
