@@ -40,10 +40,11 @@ const INNER_AAD: &[u8] = b"espmail v1 mailbox private key, password layer";
 const OUTER_AAD: &[u8] = b"espmail v1 mailbox private key, keyfile layer";
 const SEALED_KEY_LABEL: &[u8] = b"espmail v1 sealed mail key";
 
-/// An avatar's mailbox key pair. The private half is zeroed on drop and never printed.
+/// An avatar's mailbox key pair. The private half lives in openssl's key object (which
+/// clears it when freed), parsed once, and is never printed.
 pub struct MailboxKeys {
     public: [u8; X25519_LEN],
-    private: Zeroizing<[u8; X25519_LEN]>,
+    private: PKey<Private>,
 }
 
 impl fmt::Debug for MailboxKeys {
@@ -66,35 +67,38 @@ impl MailboxKeys {
     /// A new key pair from openssl's random generator.
     pub fn generate() -> Result<MailboxKeys, CryptoError> {
         let key = PKey::generate_x25519().map_err(openssl("x25519 keygen"))?;
-        MailboxKeys::of(&key)
+        MailboxKeys::of(key)
     }
 
-    fn of(key: &PKey<Private>) -> Result<MailboxKeys, CryptoError> {
+    fn of(key: PKey<Private>) -> Result<MailboxKeys, CryptoError> {
         let public = raw32(
             &key.raw_public_key().map_err(openssl("x25519 public"))?,
             "x25519 public key size",
         )?;
-        let private = Zeroizing::new(key.raw_private_key().map_err(openssl("x25519 private"))?);
         Ok(MailboxKeys {
             public,
-            private: Zeroizing::new(raw32(&private, "x25519 private key size")?),
+            private: key,
         })
     }
 
     fn from_private(private: &[u8]) -> Result<MailboxKeys, CryptoError> {
         let key = PKey::private_key_from_raw_bytes(private, Id::X25519)
             .map_err(|_| CryptoError::Malformed("x25519 private key"))?;
-        MailboxKeys::of(&key)
+        MailboxKeys::of(key)
+    }
+
+    /// The private half's bytes, for wrapping only.
+    fn private_bytes(&self) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+        Ok(Zeroizing::new(
+            self.private
+                .raw_private_key()
+                .map_err(openssl("x25519 private"))?,
+        ))
     }
 
     /// The public half: what mail to this avatar is sealed to (stored in the clear).
     pub fn public(&self) -> &[u8; X25519_LEN] {
         &self.public
-    }
-
-    fn pkey(&self) -> Result<PKey<Private>, CryptoError> {
-        PKey::private_key_from_raw_bytes(&self.private[..], Id::X25519)
-            .map_err(openssl("x25519 private"))
     }
 }
 
@@ -142,7 +146,7 @@ pub fn wrap(
     let inner = seal_with_key(
         &password.wrap,
         &with_index(INNER_AAD, name.as_bytes()),
-        &keys.private[..],
+        &keys.private_bytes()?,
     )?;
     seal_with_key(keyfile_key, &with_index(OUTER_AAD, index), &inner)
 }
@@ -235,7 +239,7 @@ pub fn open_with(
     ephemeral: &[u8; X25519_LEN],
     message_key: &[u8; 32],
 ) -> Result<Zeroizing<[u8; 32]>, CryptoError> {
-    let shared = shared_key(&keys.pkey()?, ephemeral)?;
+    let shared = shared_key(&keys.private, ephemeral)?;
     sealed_key(message_key, &shared, ephemeral, &keys.public)
 }
 
@@ -255,7 +259,10 @@ mod tests {
         assert_ne!(password(2).verifier, p.verifier);
         assert_eq!(format!("{p:?}"), "PasswordKeys(<secret>)");
         let keys = MailboxKeys::generate().unwrap();
-        assert!(!format!("{keys:?}").contains(&format!("{:?}", &keys.private[..4])));
+        let shown = format!("{keys:?}");
+        assert!(shown.contains("<secret>"), "{shown}");
+        let private = keys.private_bytes().unwrap();
+        assert!(!shown.contains(&format!("{:?}", &private[..4])), "{shown}");
     }
 
     #[test]
