@@ -429,3 +429,24 @@ fn bad_start_options_fail_with_a_reason() {
         assert!(!err.contains("listening on"), "{args:?}: {err}");
     }
 }
+
+/// The recorded C64 session (tests/vectors, `c64_recorded`) through `espmail tunnel` into
+/// the TLS listener gets byte for byte the answers it gets on the plain listener
+/// (tests/server_c64.rs replays the same on the plain one): the tunnel and TLS change
+/// nothing a 1988 client can see. Trusted mode: the tunnel's connection comes from this
+/// host, as the C64's front end would.
+#[bounded]
+#[tokio::test]
+async fn the_recorded_c64_session_through_the_tunnel_is_answered_as_on_the_plain_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let pair = make_pair(dir.path(), "server", "localhost");
+    let server = start_tls_server(&pair, &common::trusted_config(&["127.0.0.1"]), "", &[]);
+    let tunnel = TestTunnel::start(
+        &server.tls_addr().to_string(),
+        &["--pin", &pair.fingerprint.to_pin()],
+    );
+    let stream = TcpStream::connect(tunnel.addr).await.unwrap();
+    common::c64::replay_recorded_session(stream).await;
+    assert_eq!(server.log_count("bad input"), 0, "{}", server.log());
+    assert_eq!(tls_sessions(&server).0, 1, "{}", server.log());
+}

@@ -36,6 +36,7 @@ pub fn trusted_config(peers: &[&str]) -> String {
 /// How long any single wait in a test may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(20);
 
+pub mod c64;
 pub mod tls;
 
 /// Everything the server wrote on stderr so far, and a bell rung on each new line.
