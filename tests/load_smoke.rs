@@ -7,10 +7,11 @@ mod common;
 
 use std::process::{Command, Stdio};
 
-#[test]
-fn the_load_generator_logs_every_avatar_in_from_one_address() {
+/// Runs the load generator with small numbers (and `extra`), bounded; its report.
+fn run_load(extra: &[&str]) -> String {
     let child = Command::new(env!("CARGO_BIN_EXE_espmail-load"))
         .args(["--avatars", "300", "--senders", "50", "--esp-rate", "100"])
+        .args(extra)
         .args([
             "--secs",
             "1",
@@ -37,9 +38,33 @@ fn the_load_generator_logs_every_avatar_in_from_one_address() {
             panic!("espmail-load did not finish");
         }
     };
-    let report = String::from_utf8_lossy(&out.stdout);
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "{report}");
-    assert!(report.contains("logged in 300/300 avatars"), "{report}");
+    report
+}
+
+#[test]
+fn the_load_generator_logs_every_avatar_in_from_one_address() {
+    let report = run_load(&[]);
+    assert!(
+        report.contains("logged in 300/300 avatars (plain)"),
+        "{report}"
+    );
+    assert!(
+        report.contains("connections still up after the run: 300/300"),
+        "{report}"
+    );
+}
+
+/// Issue 12: `--tls` puts every avatar on the server's TLS listener (pinned), and the whole
+/// run (live ESP, ESP Mail saves) works there.
+#[test]
+fn the_load_generator_runs_over_tls() {
+    let report = run_load(&["--tls"]);
+    assert!(
+        report.contains("logged in 300/300 avatars (TLS)"),
+        "{report}"
+    );
     assert!(
         report.contains("connections still up after the run: 300/300"),
         "{report}"

@@ -7,6 +7,10 @@
 //! recipient has the line), and durable ESP Mail saves per second.
 //!
 //! `cargo run --release --bin espmail-load -- --avatars 8000 --esp-rate 1000`
+//!
+//! With `--tls`, the server also opens its TLS listener (a self-signed pair made for the
+//! run) and every avatar connects there, its client pinned to that certificate: the same
+//! figures over TLS, and TLS logins per second (handshake, login line and entry).
 
 #![allow(clippy::print_stdout, clippy::print_stderr)] // a benchmark's job is to report
 
@@ -19,7 +23,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use espmail::talk::{Client, Event};
+use espmail::talk::{front_end_login_line, Client, Event, Transport};
+use espmail::tls::{generate_self_signed, write_new_pair, CertPaths, Connector, Verify};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -44,6 +50,38 @@ struct Opts {
     /// Logins in flight at once.
     #[arg(long, default_value_t = 200)]
     login_concurrency: usize,
+    /// Connect every avatar to the server's TLS listener instead of the plain one.
+    #[arg(long)]
+    tls: bool,
+}
+
+/// A client on the plain or the TLS listener.
+type Conn = Client<Box<dyn Transport>>;
+
+/// Where the avatars connect: the plain address, or the TLS one with a pinned connector.
+#[derive(Clone)]
+struct Target {
+    addr: String,
+    tls: Option<Arc<Connector>>,
+}
+
+impl Target {
+    /// `name` through the trusted front end, all the way in (over TLS when set).
+    async fn enter(&self, name: &str) -> Result<Conn, Failure> {
+        let mut stream: Box<dyn Transport> = match &self.tls {
+            Some(connector) => Box::new(connector.connect(&self.addr).await?),
+            None => Box::new(tokio::net::TcpStream::connect(&self.addr).await?),
+        };
+        stream
+            .write_all(&front_end_login_line(name, FRONT_END_SECRET))
+            .await?;
+        stream.flush().await?;
+        let mut c = Client::from_stream(stream);
+        c.im_alive().await?;
+        c.describe().await?;
+        c.here_i_am().await?;
+        Ok(c)
+    }
 }
 
 type Failure = Box<dyn std::error::Error + Send + Sync>;
@@ -51,6 +89,8 @@ type Failure = Box<dyn std::error::Error + Send + Sync>;
 struct Server {
     child: Child,
     addr: String,
+    /// The TLS listener's address and the certificate's pin, with `--tls`.
+    tls: Option<(String, espmail::tls::Fingerprint)>,
     dir: PathBuf,
 }
 
@@ -65,7 +105,7 @@ impl Drop for Server {
 /// The secret the load generator, as the trusted front end, sends in its login lines.
 const FRONT_END_SECRET: &str = "espmail-load-front-end-secret";
 
-fn start_server() -> Result<Server, Failure> {
+fn start_server(tls: bool) -> Result<Server, Failure> {
     let exe = std::env::current_exe()?;
     let bin = exe.with_file_name("espmail");
     let dir = std::env::temp_dir().join(format!("espmail-load-{}", std::process::id()));
@@ -77,13 +117,28 @@ fn start_server() -> Result<Server, Failure> {
     let secret = dir.join("front-end.secret");
     std::fs::write(&secret, FRONT_END_SECRET)?;
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600))?;
+    let (tls_section, pin) = if tls {
+        let made = generate_self_signed("localhost", 30)?;
+        let paths = CertPaths {
+            cert: dir.join("server.crt"),
+            key: dir.join("server.key"),
+        };
+        write_new_pair(&paths, &made.cert_pem, &made.key_pem)?;
+        let section = format!(
+            "[tls]\nlisten = \"127.0.0.1:0\"\ncert = {:?}\nkey = {:?}\n",
+            paths.cert, paths.key
+        );
+        (section, Some(made.fingerprint))
+    } else {
+        (String::new(), None)
+    };
     std::fs::write(
         &cfg,
         format!(
             "[server]\nmax_connections = 19000\nconnection_cap_exempt = [\"127.0.0.1\"]\n\
              [auth]\nmode = \"trusted\"\ntrusted_peers = [\"127.0.0.1\"]\n\
              trusted_secret_file = \"{}\"\n\
-             [mail]\nmax_per_recipient = 50\n[logging]\nlevel = \"info\"\n",
+             [mail]\nmax_per_recipient = 50\n[logging]\nlevel = \"info\"\n{tls_section}",
             secret.display()
         ),
     )?;
@@ -99,21 +154,29 @@ fn start_server() -> Result<Server, Failure> {
     let stderr = child.stderr.take().ok_or("no stderr")?;
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let mut sent = false;
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if line.contains("WARN") || line.contains("ERROR") || line.contains("session ended") {
                 eprintln!("server: {line}");
             }
-            if !sent {
-                if let Some(addr) = line.strip_prefix("espmail listening on ") {
-                    let _ = tx.send(addr.trim().to_string());
-                    sent = true;
-                }
+            // The plain line first, then the TLS one (when set).
+            if let Some(addr) = line.strip_prefix("espmail listening for TLS on ") {
+                let _ = tx.send(addr.trim().to_string());
+            } else if let Some(addr) = line.strip_prefix("espmail listening on ") {
+                let _ = tx.send(addr.trim().to_string());
             }
         }
     });
     let addr = rx.recv_timeout(Duration::from_secs(30))?;
-    Ok(Server { child, addr, dir })
+    let tls = match pin {
+        Some(pin) => Some((rx.recv_timeout(Duration::from_secs(30))?, pin)),
+        None => None,
+    };
+    Ok(Server {
+        child,
+        addr,
+        tls,
+        dir,
+    })
 }
 
 /// Resident memory of a process in KiB.
@@ -140,16 +203,31 @@ fn pct(sorted: &[Duration], p: f64) -> Duration {
 #[tokio::main]
 async fn main() -> Result<(), Failure> {
     let o = Opts::parse();
-    let server = start_server()?;
+    let server = start_server(o.tls)?;
     let pid = server.child.id();
-    let addr = server.addr.clone();
-    println!("server pid {pid} on {addr}");
+    let target = match &server.tls {
+        Some((addr, pin)) => Target {
+            addr: addr.clone(),
+            tls: Some(Arc::new(Connector::new(
+                &Verify::Pin(*pin),
+                Duration::from_secs(30),
+            )?)),
+        },
+        None => Target {
+            addr: server.addr.clone(),
+            tls: None,
+        },
+    };
+    let how = if o.tls { "TLS" } else { "plain" };
+    println!(
+        "server pid {pid}; avatars connect to {} ({how})",
+        target.addr
+    );
 
     // Offline recipients for ESP Mail: accounts that exist but are not connected.
     let offline = (o.mail_senders / 40).max(1);
     for k in 0..offline {
-        let mut c =
-            Client::enter_via_front_end(&addr, &format!("off{k}"), FRONT_END_SECRET).await?;
+        let mut c = target.enter(&format!("off{k}")).await?;
         c.quit().await?;
         c.wait_closed().await?;
     }
@@ -160,12 +238,10 @@ async fn main() -> Result<(), Failure> {
     let mut logins = Vec::new();
     for i in 0..o.avatars {
         let gate = gate.clone();
-        let addr = addr.clone();
+        let target = target.clone();
         logins.push(tokio::spawn(async move {
             let _p = gate.acquire().await;
-            let mut c = match Client::enter_via_front_end(&addr, &format!("a{i}"), FRONT_END_SECRET)
-                .await
-            {
+            let mut c = match target.enter(&format!("a{i}")).await {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("login a{i} failed: {e}");
@@ -187,8 +263,9 @@ async fn main() -> Result<(), Failure> {
     let rss1 = rss_kib(pid);
     let per_conn = (rss1.saturating_sub(rss0) as f64) * 1024.0 / connected.max(1) as f64;
     println!(
-        "logged in {connected}/{} avatars in {login_secs:.1} s; server RSS {rss0} KiB -> {rss1} KiB = {:.1} KiB per connection",
+        "logged in {connected}/{} avatars ({how}) in {login_secs:.1} s = {:.0} logins/s; server RSS {rss0} KiB -> {rss1} KiB = {:.1} KiB per connection",
         o.avatars,
+        connected as f64 / login_secs.max(f64::EPSILON),
         per_conn / 1024.0
     );
 
