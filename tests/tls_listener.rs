@@ -236,3 +236,35 @@ async fn init_tls_makes_a_pair_whose_fingerprint_players_pin() {
     let fingerprint = Fingerprint::parse_pin(&pin).unwrap();
     let _alice = enter_tls(server.tls_addr(), &fingerprint, "Alice").await;
 }
+
+/// A TLS connection counts under its address's cap from the moment it is accepted, its
+/// handshake included: stalled handshakes from one address cannot take more than that
+/// address's places, and another address is not held up.
+#[bounded]
+#[tokio::test]
+async fn stalled_handshakes_count_under_their_addresss_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let pair = make_pair(dir.path(), "server", "localhost");
+    let server = start_tls_server(
+        &pair,
+        "[server]\nmax_connections_per_address = 2\n",
+        "handshake_timeout_secs = 30\n",
+        &[],
+    );
+    let addr = server.tls_addr();
+    let mut stalled = Vec::new();
+    for _ in 0..2 {
+        stalled.push(connect_from("127.0.0.2", addr).await);
+    }
+    // The third from that address is closed at once, without a handshake.
+    let mut third = connect_from("127.0.0.2", addr).await;
+    let mut buf = [0u8; 16];
+    let closed = tokio::time::timeout(WAIT, third.read(&mut buf)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "the third connection was not closed: {closed:?}"
+    );
+    // Another address (127.0.0.1) logs in over TLS meanwhile.
+    let _alice = enter_tls(addr, &pair.fingerprint, "Alice").await;
+    drop(stalled);
+}

@@ -136,9 +136,12 @@ fn start_server(tls: bool) -> Result<Server, Failure> {
         &cfg,
         format!(
             "[server]\nmax_connections = 19000\nconnection_cap_exempt = [\"127.0.0.1\"]\n\
+             [data]\nkeyfile = \"{}\"\n\
              [auth]\nmode = \"trusted\"\ntrusted_peers = [\"127.0.0.1\"]\n\
              trusted_secret_file = \"{}\"\n\
              [mail]\nmax_per_recipient = 50\n[logging]\nlevel = \"info\"\n{tls_section}",
+            // Outside the data directory, as the README recommends (no warning at start).
+            dir.join("keyfile").display(),
             secret.display()
         ),
     )?;
