@@ -278,3 +278,32 @@ fn beside_its_running_server_everything_is_ok() {
         "{stdout}"
     );
 }
+
+/// Issue 10 M8: in trusted mode, the front end's secret file is checked as `serve` reads
+/// it: readable by every user (or too short) is a FAIL with its fix; a good one is OK.
+#[test]
+fn the_front_ends_secret_is_checked_in_trusted_mode() {
+    let (tmp, dir) = initialised();
+    let secret = tmp.path().join("front-end.secret");
+    std::fs::write(&secret, "0123456789abcdef0123456789abcdef\n").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let cfg = tmp.path().join("espmail.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[auth]\nmode = \"trusted\"\ntrusted_peers = [\"127.0.0.1\"]\n\
+             trusted_secret_file = \"{}\"\n",
+            secret.display()
+        ),
+    )
+    .unwrap();
+    let args = ["--listen", "127.0.0.1:0", "--config", cfg.to_str().unwrap()];
+    let c = check_in(&dir, &args);
+    c.failed(1);
+    let line = c.line("FAIL front end's secret ");
+    assert!(line.contains("chmod 640"), "{line}");
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let c = check_in(&dir, &args);
+    assert_eq!(c.code, 0, "{c:#?}");
+    c.line("OK  front end's secret ");
+}

@@ -93,6 +93,7 @@ pub fn check(args: &CheckArgs, out: &mut dyn Write) -> Result<(), OpsError> {
         listen_address(addr, Listener::Tls, running, &mut report)?;
         tls_pair(&config, &mut report)?;
     }
+    front_end_secret(&config, &mut report)?;
     match report.failed {
         0 => Ok(()),
         failed => Err(OpsError::CheckFailed { failed }),
@@ -302,6 +303,22 @@ fn split_fix(text: &str) -> (&str, &str) {
     match (body.rfind(" ("), body.strip_suffix(')')) {
         (Some(i), Some(inner)) => (&body[..i], &inner[i + 2..]),
         _ => (body, ""),
+    }
+}
+
+/// In trusted mode, the front end's secret file as `serve` reads it (issue 10 M8).
+fn front_end_secret(config: &Config, report: &mut Report<'_>) -> io::Result<()> {
+    let Some(path) = &config.auth.trusted_secret_file else {
+        return Ok(()); // password mode, or the config's own check already refused it
+    };
+    let what = format_args!("front end's secret {}", path.display());
+    match super::secret::front_end_secret(config) {
+        Ok(_) => report.ok(what),
+        Err(e) => report.fail(
+            what,
+            e,
+            "see [auth] trusted_secret_file in config/espmail.toml",
+        ),
     }
 }
 
