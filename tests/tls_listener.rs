@@ -40,13 +40,12 @@ async fn enter_tls(
 ) -> Client<impl espmail::talk::Transport> {
     let connector = Connector::new(&Verify::Pin(*pin), WAIT).unwrap();
     let stream = connector.connect(&addr.to_string()).await.unwrap();
-    let mut c = Client::handshake(stream, name, Some(&pw(name)))
+    Client::handshake(stream, name, Some(&pw(name)))
         .await
-        .unwrap();
-    c.im_alive().await.unwrap();
-    c.describe().await.unwrap();
-    c.here_i_am().await.unwrap();
-    c
+        .unwrap()
+        .into_plaza()
+        .await
+        .unwrap()
 }
 
 /// Copies `from`'s certificate and key over `to`'s files (what a renewal does).
@@ -128,13 +127,12 @@ async fn enter_proxied(server: &TestServer, player: &str, name: &str) -> Client 
         .write_all(format!("PROXY TCP4 {player} 127.0.0.1 40000 1986\r\n").as_bytes())
         .await
         .unwrap();
-    let mut c = Client::handshake(stream, name, Some(&pw(name)))
+    Client::handshake(stream, name, Some(&pw(name)))
         .await
-        .unwrap();
-    c.im_alive().await.unwrap();
-    c.describe().await.unwrap();
-    c.here_i_am().await.unwrap();
-    c
+        .unwrap()
+        .into_plaza()
+        .await
+        .unwrap()
 }
 
 /// What `c` is shown up to the answer of a SPEAK sent now (the login lines come first).

@@ -76,11 +76,7 @@ impl Target {
             .write_all(&front_end_login_line(name, FRONT_END_SECRET))
             .await?;
         stream.flush().await?;
-        let mut c = Client::from_stream(stream);
-        c.im_alive().await?;
-        c.describe().await?;
-        c.here_i_am().await?;
-        Ok(c)
+        Ok(Client::from_stream(stream).into_plaza().await?)
     }
 }
 

@@ -235,7 +235,7 @@ impl Client<TcpStream> {
         password: Option<&str>,
     ) -> Result<Client, ClientError> {
         let c = Client::connect(addr, name, password).await?;
-        c.go_in().await
+        c.into_plaza().await
     }
 
     /// [`Client::enter`] as a trusted front end logs a player in: the login line names
@@ -251,7 +251,7 @@ impl Client<TcpStream> {
             .write_all(&front_end_login_line(name, secret))
             .await?;
         stream.flush().await?;
-        Client::from_stream(stream).go_in().await
+        Client::from_stream(stream).into_plaza().await
     }
 }
 
@@ -292,8 +292,9 @@ impl<S: Transport> Client<S> {
         Ok(Client::from_stream(stream))
     }
 
-    /// IM_ALIVE, DESCRIBE, HERE_I_AM: into the region, after the login line.
-    async fn go_in(mut self) -> Result<Client<S>, ClientError> {
+    /// IM_ALIVE, DESCRIBE, HERE_I_AM: into the region, after the login line (on any
+    /// stream: TCP, TLS, a tunnel).
+    pub async fn into_plaza(mut self) -> Result<Client<S>, ClientError> {
         self.im_alive().await?;
         self.describe().await?;
         self.here_i_am().await?;

@@ -533,11 +533,10 @@ pub async fn front_end_from(local: &str, server: SocketAddr, name: &str) -> espm
         .write_all(&espmail::talk::front_end_login_line(name, FRONT_END_SECRET))
         .await
         .unwrap();
-    let mut c = espmail::talk::Client::from_stream(stream);
-    c.im_alive().await.unwrap();
-    c.describe().await.unwrap();
-    c.here_i_am().await.unwrap();
-    c
+    espmail::talk::Client::from_stream(stream)
+        .into_plaza()
+        .await
+        .unwrap()
 }
 
 /// [`client_from`], then all the way into the Plaza (IM_ALIVE, DESCRIBE, HERE_I_AM).
@@ -547,9 +546,9 @@ pub async fn enter_from(
     name: &str,
     password: Option<&str>,
 ) -> espmail::talk::Client {
-    let mut c = client_from(local, server, name, password).await;
-    c.im_alive().await.unwrap();
-    c.describe().await.unwrap();
-    c.here_i_am().await.unwrap();
-    c
+    client_from(local, server, name, password)
+        .await
+        .into_plaza()
+        .await
+        .unwrap()
 }
