@@ -122,10 +122,7 @@ async fn in_world_registration_and_the_name_lookup_cost_the_address_attempts() {
     // Auto-registration on: the in-world prompt registers unknown names.
     let server = TestServer::start_with_config("[auth]\nhash_threads = 2\n", &[]);
     for i in 0..PER_MINUTE {
-        let mut c = client_from("127.0.0.2", server.addr, &format!("Throwaway{i}"), None).await;
-        c.im_alive().await.unwrap();
-        c.describe().await.unwrap();
-        c.here_i_am().await.unwrap();
+        let mut c = enter_from("127.0.0.2", server.addr, &format!("Throwaway{i}"), None).await;
         let p = c.wait_for(|e| matches!(e, Event::Prompt(_))).await.unwrap();
         assert_eq!(
             p.text().unwrap(),
@@ -149,10 +146,7 @@ async fn in_world_registration_and_the_name_lookup_cost_the_address_attempts() {
         other => panic!("the sixth was let in: {other:?}"),
     }
     // Another address may still register.
-    let mut c = client_from("127.0.0.3", server.addr, "Newcomer", None).await;
-    c.im_alive().await.unwrap();
-    c.describe().await.unwrap();
-    c.here_i_am().await.unwrap();
+    let mut c = enter_from("127.0.0.3", server.addr, "Newcomer", None).await;
     let p = c.wait_for(|e| matches!(e, Event::Prompt(_))).await.unwrap();
     assert_eq!(p.text().unwrap(), b"New avatar. Choose a password: ");
 }
@@ -164,10 +158,7 @@ async fn name_lookups_at_the_prompt_are_throttled_even_when_nobody_answers() {
     add_account(&server, "Bob", "bob-password");
     // A prober asks about names and hangs up at each prompt.
     for i in 0..PER_MINUTE {
-        let mut c = client_from("127.0.0.2", server.addr, &format!("Probe{i}"), None).await;
-        c.im_alive().await.unwrap();
-        c.describe().await.unwrap();
-        c.here_i_am().await.unwrap();
+        let mut c = enter_from("127.0.0.2", server.addr, &format!("Probe{i}"), None).await;
         c.wait_for(|e| matches!(e, Event::Prompt(_))).await.unwrap();
         drop(c);
     }
@@ -178,10 +169,7 @@ async fn name_lookups_at_the_prompt_are_throttled_even_when_nobody_answers() {
         other => panic!("a sixth lookup was made: {other:?}"),
     }
     // The same name from another address gets its prompt.
-    let mut c = client_from("127.0.0.3", server.addr, "Bob", None).await;
-    c.im_alive().await.unwrap();
-    c.describe().await.unwrap();
-    c.here_i_am().await.unwrap();
+    let mut c = enter_from("127.0.0.3", server.addr, "Bob", None).await;
     let p = c.wait_for(|e| matches!(e, Event::Prompt(_))).await.unwrap();
     assert_eq!(p.text().unwrap(), b"Password: ");
 }

@@ -896,14 +896,25 @@ mod tests {
         .unwrap()
     }
 
-    /// Every `pw_hash` as stored, read as another program would.
-    fn stored_hashes(db: &Path) -> Vec<String> {
+    /// Every row `sql` selects, read as another program would (a connection of its own).
+    fn raw_rows<T>(
+        db: &Path,
+        sql: &str,
+        row: impl Fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Vec<T> {
         let conn = Connection::open(db).unwrap();
-        let mut st = conn
-            .prepare("SELECT pw_hash FROM accounts WHERE pw_hash IS NOT NULL")
-            .unwrap();
-        let rows = st.query_map([], |r| r.get(0)).unwrap();
+        let mut st = conn.prepare(sql).unwrap();
+        let rows = st.query_map([], row).unwrap();
         rows.collect::<Result<_, _>>().unwrap()
+    }
+
+    /// Every `pw_hash` as stored.
+    fn stored_hashes(db: &Path) -> Vec<String> {
+        raw_rows(
+            db,
+            "SELECT pw_hash FROM accounts WHERE pw_hash IS NOT NULL",
+            |r| r.get(0),
+        )
     }
 
     #[test]
@@ -939,7 +950,7 @@ mod tests {
         let a = open(&db, &keys).unwrap();
         assert!(
             a.verify("Bob", &pw("eves-password")).is_err(),
-            "sealed at a later open"
+            "a clear hash planted after the upgrade was adopted at a later open"
         );
         // A sealed hash moved to another row does not open there.
         let sealed_bob = stored[0].clone();
@@ -952,12 +963,11 @@ mod tests {
 
     /// Every sealed name's size and every creation time, as stored.
     fn names_and_times(db: &Path) -> Vec<(usize, i64)> {
-        let conn = Connection::open(db).unwrap();
-        let mut st = conn
-            .prepare("SELECT length(sealed_name), created FROM accounts")
-            .unwrap();
-        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
-        rows.collect::<Result<_, _>>().unwrap()
+        raw_rows(
+            db,
+            "SELECT length(sealed_name), created FROM accounts",
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
     }
 
     #[test]

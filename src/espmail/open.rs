@@ -2,9 +2,10 @@
 //! the data directory, the database and the keyfile are ([`VaultPaths`]), and opening
 //! them in the order that keeps mail safe.
 //!
-//! - [`VaultPaths::serve`]: the data directory (made 0700, or narrowed to 0700), the
-//!   keyfile (loaded; made only when there is no database yet, never beside existing
-//!   data), then the mail store's writer and the accounts, both checked against it.
+//! - [`VaultPaths::serve`]: the data directory (made 0700 when missing; an existing one
+//!   keeps its mode), the keyfile (loaded; made only when there is no database yet, never
+//!   beside existing data), then the mail store's writer and the accounts, both checked
+//!   against it.
 //! - [`VaultPaths::create`]: `espmail init`: a new keyfile and database; refuses to
 //!   overwrite either, and removes a half-made setup again.
 //! - [`VaultPaths::existing_database`]: commands that need no key (`stats`, `purge`,

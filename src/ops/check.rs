@@ -169,8 +169,8 @@ fn data_dir(config: &Config, report: &mut Report<'_>) -> io::Result<()> {
             what,
             format_args!("has mode {mode:04o}, open to other users"),
             &format!(
-                "run `chmod 700 {}` (serve narrows it at start, but until then others may look \
-                 in)",
+                "run `chmod 700 {}` (serve leaves an existing directory's mode as it is, and \
+                 only warns)",
                 dir.display()
             ),
         );

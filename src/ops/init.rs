@@ -10,7 +10,6 @@
 //! vault's start-up path); with `--tls`, the certificate and key files (never replaced).
 
 use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
 
 use super::{load_config, mail_limits, vault_paths, OpsError};
 use crate::cli::DataArgs;
@@ -40,17 +39,15 @@ pub fn init(args: &DataArgs, out: &mut dyn Write, note: &mut dyn Write) -> Resul
     }
     let dir_created = paths.create(&mail_limits(&config))?;
     if !dir_created {
-        if let Ok(meta) = std::fs::metadata(&paths.dir) {
-            let mode = meta.permissions().mode() & 0o777;
-            if mode & 0o077 != 0 {
-                writeln!(
-                    note,
-                    "espmail: note: the data directory {} has mode {mode:04o}; `chmod 700 {}` \
-                     keeps other users away from the database",
-                    paths.dir.display(),
-                    paths.dir.display()
-                )?;
-            }
+        // The same test as serve's warning: an existing directory is left as it is.
+        if let Ok(Some(mode)) = crate::private_dir::open_to_others(&paths.dir) {
+            writeln!(
+                note,
+                "espmail: note: the data directory {} has mode {mode:04o}; `chmod 700 {}` \
+                 keeps other users away from the database",
+                paths.dir.display(),
+                paths.dir.display()
+            )?;
         }
     }
     writeln!(

@@ -71,6 +71,14 @@ pub fn start_tls_server(pair: &Pair, toml: &str, tls_more: &str, extra: &[&str])
     TestServer::start_with_config(&config, extra)
 }
 
+/// A listening socket on 127.0.0.1 at a free port, ready for tokio, and its address.
+fn loopback_listener() -> (std::net::TcpListener, SocketAddr) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    (listener, addr)
+}
+
 /// A future run on its own thread and current-thread runtime until dropped.
 struct Background {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -208,9 +216,7 @@ impl TlsFront {
         behind: Behind,
     ) -> TlsFront {
         let seen = Watched::<FrontCounts>::new();
-        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        std_listener.set_nonblocking(true).unwrap();
-        let addr = std_listener.local_addr().unwrap();
+        let (std_listener, addr) = loopback_listener();
         let (acc, s) = (current, seen.clone());
         let bg = Background::spawn(async move {
             let listener = TcpListener::from_std(std_listener).unwrap();
@@ -277,9 +283,7 @@ pub struct Recorder {
 impl Recorder {
     pub fn start() -> Recorder {
         let seen = Watched::<Recorded>::new();
-        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        std_listener.set_nonblocking(true).unwrap();
-        let addr = std_listener.local_addr().unwrap();
+        let (std_listener, addr) = loopback_listener();
         let s = seen.clone();
         let bg = Background::spawn(async move {
             let listener = TcpListener::from_std(std_listener).unwrap();
@@ -338,9 +342,7 @@ pub struct Relay {
 impl Relay {
     pub fn start(to: SocketAddr) -> Relay {
         let seen = Watched::<Relayed>::new();
-        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        std_listener.set_nonblocking(true).unwrap();
-        let addr = std_listener.local_addr().unwrap();
+        let (std_listener, addr) = loopback_listener();
         let s = seen.clone();
         let bg = Background::spawn(async move {
             let listener = TcpListener::from_std(std_listener).unwrap();
